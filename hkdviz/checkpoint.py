@@ -1,0 +1,180 @@
+"""Checkpoints: a directory with model.safetensors (weights only), config.json and meta.json.
+
+Nothing here unpickles: weights are safetensors, the rest is JSON. Loading rebuilds the module from
+config.json, then checks every tensor name and shape before copying, and says exactly what is wrong.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .version import __version__
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+META_FILE = "meta.json"
+KINDS = ("hkd", "teacher", "classifier")
+
+# Shipped checkpoints live in the repository's checkpoints/ folder; HKDVIZ_CHECKPOINTS overrides it
+# (for installs that do not carry the folder).
+CHECKPOINT_ROOT = Path(os.environ.get("HKDVIZ_CHECKPOINTS", Path(__file__).resolve().parent.parent / "checkpoints"))
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read; the message names the file and the problem."""
+
+
+def resolve_device(device="auto") -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device} was requested but CUDA is not available; use device='auto' or 'cpu'")
+    return device
+
+
+def shipped_names() -> list[str]:
+    if not CHECKPOINT_ROOT.is_dir():
+        return []
+    return sorted(entry.name for entry in CHECKPOINT_ROOT.iterdir() if entry.is_dir())
+
+
+def resolve_checkpoint(name_or_dir, kind: str = "hkd") -> Path:
+    """A checkpoint directory from a path, or a shipped name ("default" -> checkpoints/default/<kind>/)."""
+    path = Path(name_or_dir)
+    candidates = [path] if path.exists() else []
+    if not candidates and isinstance(name_or_dir, str) and os.sep not in name_or_dir:
+        candidates = [CHECKPOINT_ROOT / name_or_dir]
+    for candidate in candidates:
+        if (candidate / WEIGHTS_FILE).exists() or (candidate / CONFIG_FILE).exists():
+            return candidate
+        if (candidate / kind).is_dir():
+            return candidate / kind
+        if candidate.is_dir():
+            raise CheckpointError(f"{candidate}: not a checkpoint directory (no {WEIGHTS_FILE} and no {kind}/ inside)")
+        raise CheckpointError(f"{candidate}: is a file; a checkpoint is a directory holding {WEIGHTS_FILE}, "
+                              f"{CONFIG_FILE} and {META_FILE}")
+    names = shipped_names()
+    raise CheckpointError(f"checkpoint {str(name_or_dir)!r} not found: no such directory, and not a shipped name "
+                          f"(shipped under {CHECKPOINT_ROOT}: {', '.join(names) if names else 'none'})")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(module: torch.nn.Module, directory, kind: str, meta: dict | None = None,
+                    config: dict | None = None) -> Path:
+    """Write weights, config and meta. `config` defaults to module.config."""
+    from safetensors.torch import save_file
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in module.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS_FILE))
+    config = module.config if config is None else config
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    full_meta = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "hkdviz_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "num_parameters": int(sum(tensor.numel() for tensor in state.values())),
+        "step": None,
+        "dataset": None,
+        "metrics": {},
+    }
+    full_meta.update(meta or {})
+    (directory / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        raise CheckpointError(f"{path}: missing (a checkpoint needs {WEIGHTS_FILE}, {CONFIG_FILE} and {META_FILE})")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def read_checkpoint(directory: Path, kind: str) -> tuple[dict, dict, dict]:
+    """(state_dict on CPU, config, meta), with format checks. Does not build any module."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    meta = _read_json(directory / META_FILE)
+    config = _read_json(directory / CONFIG_FILE)
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{directory / META_FILE}: unknown format_version {version!r} "
+                              f"(this hkdviz {__version__} reads version {FORMAT_VERSION})")
+    if meta.get("kind", kind) != kind:
+        raise CheckpointError(f"{directory / META_FILE}: this is a {meta.get('kind')!r} checkpoint, expected {kind!r}")
+    weights = directory / WEIGHTS_FILE
+    if not weights.exists():
+        raise CheckpointError(f"{weights}: missing (a checkpoint needs {WEIGHTS_FILE}, {CONFIG_FILE} and {META_FILE})")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{weights}: corrupt or truncated safetensors file ({error})") from None
+    return state, config, meta
+
+
+def load_state_checked(module: torch.nn.Module, state: dict, source: Path) -> None:
+    """Copy `state` into `module`, failing with every missing, unexpected and mis-shaped tensor named."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{name}: file {tuple(state[name].shape)} vs config {tuple(expected[name].shape)}"
+             for name in sorted(set(expected) & set(state)) if state[name].shape != expected[name].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected tensors {_short(unexpected)}")
+        if wrong:
+            parts.append(f"shape mismatches {_short(wrong)}")
+        raise CheckpointError(f"{source}: weights do not match {CONFIG_FILE}: " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+def _short(items: list[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return f"[{shown}{', ... (%d more)' % (len(items) - limit) if len(items) > limit else ''}]"
+
+
+def load(name_or_dir="default", device="auto", dtype: torch.dtype | None = None):
+    """Load a trained HKD model (a shipped name such as "default", or a checkpoint directory)."""
+    from .model.config import ConfigError
+    from .model.hkd import HKDModel
+
+    directory = resolve_checkpoint(name_or_dir, kind="hkd")
+    state, config, meta = read_checkpoint(directory, kind="hkd")
+    try:
+        model = HKDModel(config)
+    except (ConfigError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: cannot build the model ({error})") from None
+    load_state_checked(model, state, directory / WEIGHTS_FILE)
+    model.checkpoint_path = str(directory.resolve())
+    model.checkpoint_sha256 = file_sha256(directory / WEIGHTS_FILE)
+    model.meta = meta
+    model.eval().requires_grad_(False)
+    return model.to(device=resolve_device(device), dtype=dtype)

@@ -1,0 +1,206 @@
+"""The HKD one-step generator:  x_hat_eps = D( { exp((eps - t) A_l) E_l(x_t, sigma(t)) }_l ).
+
+Data flow: noise x_T (or a teacher state x_t) -> encode -> per-level latents -> evolve(tau) ->
+(optional intervention) -> decode -> image. sigma(t) = t (EDM convention).
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .config import resolve_config, unet_kwargs
+from .koopman import KoopmanLevel, make_level
+from .unet import SongUNet
+
+
+@dataclass(frozen=True)
+class LevelInfo:
+    index: int
+    name: str
+    channels: int
+    height: int
+    width: int
+    operator: str
+
+
+def seed_noise(seeds: Sequence[int], shape: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:
+    """Standard normal noise, one CPU torch.Generator per seed: an image depends on its seed only."""
+    seeds = [int(seed) for seed in seeds]
+    noise = torch.empty(len(seeds), *shape, dtype=torch.float32)
+    for row, seed in enumerate(seeds):
+        generator = torch.Generator().manual_seed(seed)
+        noise[row] = torch.randn(*shape, generator=generator)
+    return noise.to(device=device, dtype=dtype)
+
+
+def sigma_tensor(sigma, batch: int, device, dtype=torch.float32) -> torch.Tensor:
+    """Broadcast a scalar or per-sample sigma to a [batch] tensor, validating it."""
+    sigma = torch.as_tensor(sigma, dtype=dtype, device=device)
+    if sigma.ndim == 0:
+        sigma = sigma.expand(batch)
+    if sigma.shape != (batch,):
+        raise ValueError(f"sigma must be a number or have shape [{batch}], got {tuple(sigma.shape)}")
+    if not bool((sigma > 0).all()):
+        raise ValueError("sigma must be positive")
+    return sigma
+
+
+class HKDModel(nn.Module):
+    def __init__(self, config: dict | str | None = None):
+        super().__init__()
+        self.config = resolve_config(config)
+        diffusion = self.config["diffusion"]
+        self.sigma_min = float(diffusion["sigma_min"])
+        self.sigma_max = float(diffusion["sigma_max"])
+        self.sigma_data = float(diffusion["sigma_data"])
+        self.decoder_sigma = float(diffusion["decoder_sigma"])
+        self.unet = SongUNet(**unet_kwargs(self.config))
+
+        koopman = self.config["koopman"]
+        shapes = self.unet.level_shapes()
+        levels = []
+        self._levels = []
+        for index, (name, channels, resolution) in enumerate(shapes):
+            dynamic = koopman["levels"] == "all" or (koopman["levels"] == "bottleneck" and name == "bottleneck")
+            operator = koopman["operator"] if dynamic else "identity"
+            levels.append(make_level(operator, channels, resolution, resolution, koopman["max_exponent"]))
+            self._levels.append(LevelInfo(index, name, channels, resolution, resolution, operator))
+        self.koopman = nn.ModuleList(levels)
+        # Provenance, filled in by hkdviz.load.
+        self.checkpoint_path: str | None = None
+        self.checkpoint_sha256: str | None = None
+        self.meta: dict = {}
+
+    # -- introspection -----------------------------------------------------------------------------
+    @property
+    def levels(self) -> list[LevelInfo]:
+        return list(self._levels)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        resolution = self.unet.img_resolution
+        return (self.unet.in_channels, resolution, resolution)
+
+    # -- the three stages --------------------------------------------------------------------------
+    def encode(self, x_t: torch.Tensor, sigma, class_labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Lift a noisy image [N, C, H, W] at noise level sigma (number or [N]) to per-level latents."""
+        if x_t.ndim != 4 or tuple(x_t.shape[1:]) != self.image_shape:
+            raise ValueError(f"x_t must have shape [N, {', '.join(map(str, self.image_shape))}], got {tuple(x_t.shape)}")
+        if not x_t.is_floating_point():
+            raise TypeError(f"x_t must be a floating-point tensor, got {x_t.dtype}")
+        sigma = sigma_tensor(sigma, x_t.shape[0], x_t.device)
+        c_in = 1 / (sigma ** 2 + self.sigma_data ** 2).sqrt()
+        c_noise = sigma.log() / 4
+        emb = self.unet.embed(c_noise, class_labels).to(x_t.dtype)
+        return self.unet.encode(x_t * c_in.to(x_t.dtype).reshape(-1, 1, 1, 1), emb)
+
+    def evolve(self, latents: Sequence[torch.Tensor], tau) -> list[torch.Tensor]:
+        """exp(tau A_l) per level, in closed form. tau broadcasts against the latents' leading dims:
+        a number, [N] (one per sample) or [K, 1] (K times for every sample -> [K, N, ...])."""
+        self._check_latents(latents)
+        return [level.evolve(latent, tau) for level, latent in zip(self.koopman, latents)]
+
+    def decode(self, latents: Sequence[torch.Tensor], class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Up path with the fixed decoder noise embedding. Latents may carry extra leading dims
+        ([K, N, ...]); they are decoded as one batch and the image keeps them ([K, N, C, H, W])."""
+        self._check_latents(latents)
+        lead = latents[0].shape[:-3]
+        flat = [latent.reshape(-1, *latent.shape[-3:]) for latent in latents]
+        batch = flat[0].shape[0]
+        sigma = torch.full((batch,), self.decoder_sigma, device=flat[0].device)
+        emb = self.unet.embed(sigma.log() / 4, class_labels).to(flat[0].dtype)
+        image = self.unet.decode(flat, emb)
+        return image.reshape(*lead, *image.shape[1:])
+
+    def forward(self, x_t: torch.Tensor, sigma, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The one-step map f(x_t, t) = D(exp((eps - t) A) E(x_t, t)) (unclamped)."""
+        sigma = sigma_tensor(sigma, x_t.shape[0], x_t.device)
+        latents = self.encode(x_t, sigma, class_labels)
+        return self.decode(self.evolve(latents, self.sigma_min - sigma), class_labels)
+
+    # -- sampling ----------------------------------------------------------------------------------
+    def noise(self, seeds: Sequence[int], device=None) -> torch.Tensor:
+        """x_T = T * N(0, I), one generator per seed (CPU generator, so CPU and GPU get the same noise)."""
+        return self.sigma_max * seed_noise(seeds, self.image_shape, device=device or self.device)
+
+    @torch.no_grad()
+    def sample(self, seeds: Sequence[int], batch_size: int = 256, class_labels: torch.Tensor | None = None,
+               autocast_dtype: torch.dtype | None = None, channels_last: bool = False) -> torch.Tensor:
+        """One-step samples [N, C, H, W] in [-1, 1] for the given seeds, on the model's device.
+
+        autocast_dtype (e.g. torch.bfloat16) enables mixed precision on GPU; channels_last converts
+        the inputs to that memory format (convert the model too: model.to(memory_format=...)).
+        """
+        seeds = _check_seeds(seeds)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        outputs = []
+        for start in range(0, len(seeds), batch_size):
+            chunk = seeds[start:start + batch_size]
+            x_T = self.noise(chunk)
+            if channels_last:
+                x_T = x_T.contiguous(memory_format=torch.channels_last)
+            labels = None if class_labels is None else class_labels[start:start + batch_size]
+            with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                image = self(x_T, self.sigma_max, labels)
+            outputs.append(image.float().clamp(-1, 1))
+        return torch.cat(outputs)
+
+    # -- persistence -------------------------------------------------------------------------------
+    def save(self, directory, meta: dict | None = None) -> None:
+        from ..checkpoint import save_checkpoint  # local import: checkpoint imports the model package
+        save_checkpoint(self, directory, kind="hkd", meta=meta)
+
+    def num_parameters(self) -> int:
+        return sum(parameter.numel() for parameter in self.parameters())
+
+    def _check_latents(self, latents) -> None:
+        if len(latents) != len(self.koopman):
+            raise ValueError(f"expected {len(self.koopman)} latents (one per level), got {len(latents)}")
+
+    def extra_repr(self) -> str:
+        return f"preset={self.config['preset']!r}, levels={len(self._levels)}, parameters={self.num_parameters():,}"
+
+
+def _check_seeds(seeds) -> list[int]:
+    if isinstance(seeds, int):
+        seeds = [seeds]
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("seeds is empty")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise TypeError(f"seeds must be integers, got {seed!r}")
+        if not 0 <= int(seed) < 2 ** 63:
+            raise ValueError(f"seeds must be in [0, 2**63), got {seed}")
+    return [int(seed) for seed in seeds]
+
+
+def build(preset_or_config=None, **overrides) -> HKDModel:
+    """An untrained HKD model from a preset name ("tiny", "cifar10", "ffhq64") or a config dict."""
+    return HKDModel(resolve_config(preset_or_config, **overrides))
+
+
+def karras_sigmas(num_points: int, sigma_min: float, sigma_max: float, rho: float = 7.0, dtype=torch.float64) -> torch.Tensor:
+    """EDM's time grid, sigma_max first, sigma_min last (num_points values, no trailing zero)."""
+    if num_points < 1:
+        raise ValueError(f"need at least one time point, got {num_points}")
+    if num_points == 1:
+        return torch.tensor([sigma_max], dtype=dtype)
+    index = torch.arange(num_points, dtype=dtype)
+    return (sigma_max ** (1 / rho) + index / (num_points - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+
+
+__all__ = ["HKDModel", "LevelInfo", "build", "seed_noise", "sigma_tensor", "karras_sigmas"]
