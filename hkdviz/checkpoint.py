@@ -49,7 +49,8 @@ def resolve_checkpoint(name_or_dir, kind: str = "hkd") -> Path:
     """A checkpoint directory from a path, or a shipped name ("default" -> checkpoints/default/<kind>/)."""
     path = Path(name_or_dir)
     candidates = [path] if path.exists() else []
-    if not candidates and isinstance(name_or_dir, str) and os.sep not in name_or_dir:
+    if not candidates and isinstance(name_or_dir, str) and os.sep not in name_or_dir \
+            and (CHECKPOINT_ROOT / name_or_dir).exists():
         candidates = [CHECKPOINT_ROOT / name_or_dir]
     for candidate in candidates:
         if (candidate / WEIGHTS_FILE).exists() or (candidate / CONFIG_FILE).exists():

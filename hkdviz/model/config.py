@@ -53,7 +53,7 @@ def _merge(base: dict, override: dict, where: str) -> dict:
     result = copy.deepcopy(base)
     for key, value in override.items():
         if key not in base:
-            raise ConfigError(f"unknown config key {where}{key!r}; known: {sorted(base)}")
+            raise ConfigError(f"unknown config key '{where}{key}'; known: {sorted(base)}")
         if isinstance(base[key], dict) and isinstance(value, dict):
             result[key] = _merge(base[key], value, f"{where}{key}.")
         else:

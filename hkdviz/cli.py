@@ -1,0 +1,144 @@
+"""`hkdviz` command line: demo | train | eval | figures | info | spectrum | trajectory.
+
+The core commands live here; the others are owned by their packages and dispatched lazily, so
+`hkdviz info` does not import the training stack.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+# command -> (module, help). Each module exposes main(argv) -> int.
+DISPATCHED = {
+    "demo": ("hkdviz.report.demo", "the main job: spectra, trajectories, figures and an HTML report for a checkpoint"),
+    "train": ("hkdviz.train.cli", "train a teacher, make trajectories, train HKD (see `hkdviz train --help`)"),
+    "eval": ("hkdviz.train.evaluate", "quality of HKD at 1 NFE against its teacher at 35/15/5/1 NFE"),
+    "figures": ("hkdviz.report.figures", "regenerate the paper figures (PDF + PNG) from saved xarray data"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hkdviz", description="See inside Hierarchical Koopman Diffusion models.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in DISPATCHED.items():
+        commands.add_parser(name, help=help_text, add_help=False)
+
+    info = commands.add_parser("info", help="describe a checkpoint: config, levels, parameters, metrics")
+    info.add_argument("checkpoint", nargs="?", default="default", help="shipped name or checkpoint directory")
+    info.add_argument("--json", action="store_true", help="print machine-readable JSON")
+
+    spectrum = commands.add_parser("spectrum", help="write every level's Koopman spectrum to a netCDF file")
+    spectrum.add_argument("checkpoint", nargs="?", default="default")
+    spectrum.add_argument("-o", "--output", required=True, help="output .nc file")
+    spectrum.add_argument("--step", type=float, default=1.0, help="time step for discrete eigenvalue magnitudes")
+    spectrum.add_argument("--device", default="auto")
+
+    trajectory = commands.add_parser("trajectory", help="write decoded Koopman trajectories to a netCDF file")
+    trajectory.add_argument("checkpoint", nargs="?", default="default")
+    trajectory.add_argument("-o", "--output", required=True, help="output .nc file")
+    trajectory.add_argument("--seeds", default="0-7", help="seeds: '0-7', '1,5,9' or a mix (default 0-7)")
+    trajectory.add_argument("--times", type=int, default=16, help="number of time points on the Karras grid")
+    trajectory.add_argument("--latents", action="store_true", help="also store every level's latent state")
+    trajectory.add_argument("--device", default="auto")
+    return parser
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-3,8' -> [0, 1, 2, 3, 8]."""
+    seeds = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                first, last = (int(value) for value in part.split("-", 1))
+                if last < first:
+                    raise ValueError
+                seeds.extend(range(first, last + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read seeds {text!r}: use e.g. '0-7' or '1,5,9'") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("no seeds given")
+    return seeds
+
+
+def command_info(args) -> int:
+    import hkdviz
+    model = hkdviz.load(args.checkpoint, device="cpu")
+    summary = {
+        "checkpoint": model.checkpoint_path,
+        "sha256": model.checkpoint_sha256,
+        "preset": model.config["preset"],
+        "parameters": model.num_parameters(),
+        "image_shape": list(model.image_shape),
+        "koopman": model.config["koopman"],
+        "diffusion": model.config["diffusion"],
+        "levels": [vars(level) for level in model.levels],
+        "meta": model.meta,
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"checkpoint  {summary['checkpoint']}")
+    print(f"sha256      {summary['sha256']}")
+    print(f"preset      {summary['preset']}   parameters {summary['parameters']:,}   image {tuple(model.image_shape)}")
+    print(f"koopman     {summary['koopman']}")
+    print(f"trained     step {model.meta.get('step')} on {model.meta.get('dataset')}")
+    print(f"{'level':>5}  {'name':<16} {'channels':>8} {'size':>7}  operator")
+    for level in model.levels:
+        print(f"{level.index:>5}  {level.name:<16} {level.channels:>8} {level.height:>3}x{level.width:<3}  {level.operator}")
+    metrics = model.meta.get("metrics") or {}
+    if metrics:
+        print("metrics     " + json.dumps(metrics))
+    return 0
+
+
+def command_spectrum(args) -> int:
+    import hkdviz
+    from hkdviz.analysis.storage import save_dataset
+    model = hkdviz.load(args.checkpoint, device=args.device)
+    dataset = hkdviz.spectrum(model, step=args.step)
+    save_dataset(dataset, args.output)
+    print(f"wrote {dataset.sizes['mode']:,} eigenvalue pairs of {len(model.levels)} levels to {args.output}")
+    return 0
+
+
+def command_trajectory(args) -> int:
+    import hkdviz
+    from hkdviz.analysis.storage import save_dataset
+    model = hkdviz.load(args.checkpoint, device=args.device)
+    dataset = hkdviz.trajectory(model, seeds=args.seeds, times=args.times, latents=args.latents)
+    save_dataset(dataset, args.output)
+    print(f"wrote {len(args.seeds)} trajectories x {args.times} times to {args.output}")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DISPATCHED:
+        module = importlib.import_module(DISPATCHED[argv[0]][0])
+        return module.main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if args.command == "trajectory":
+        try:
+            args.seeds = parse_seeds(args.seeds)
+        except argparse.ArgumentTypeError as error:
+            parser.error(str(error))
+    from hkdviz.checkpoint import CheckpointError
+    handlers = {"info": command_info, "spectrum": command_spectrum, "trajectory": command_trajectory}
+    try:
+        return handlers[args.command](args)
+    except (CheckpointError, ValueError, RuntimeError, OSError) as error:
+        print(f"hkdviz {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
