@@ -26,14 +26,20 @@ from .textures import BACKGROUND_NAMES, TextureBank, texture_bank
 SHAPE_NAMES: tuple[str, ...] = ("disc", "square", "triangle", "ring", "cross")
 
 # Geometry in units of the image width, so every resolution renders the same scene.
-SIZE_RANGE = (0.12, 0.28)  # "radius": the shape spans about 24-56 % of the width
+SIZE_RANGE = (0.13, 0.29)  # "radius": the shape spans about 26-58 % of the width
 EXTENT_FACTOR = 1.2  # farthest point of any shape from its centre, in units of its size
 EDGE_MARGIN = 0.02
-# Texture geometry in source pixels per 1/32 of the image width: 1.5-4 source pixels land in
-# each pixel of a 32x32 image, fine enough that the texture is high-frequency.
-TEXTURE_ZOOM_RANGE = (1.5, 4.0)
+# Texture geometry in (downscaled) source pixels per 1/32 of the image width: 1.75-4 source
+# pixels (3.5-8 of the original photo) land in each pixel of a 32x32 image, fine enough that
+# the texture is high-frequency. Capped per source so that the rotated crop fits inside it.
+TEXTURE_ZOOM_RANGE = (1.75, 4.0)
+CROP_MARGIN = 2.0  # source pixels kept free around a crop for the bilinear taps
+HALF_DIAGONAL = 0.7072  # of a unit square, rounded up from sqrt(2) / 2
 TEXTURE_CONTRAST_RANGE = (0.06, 0.13)  # std of the texture, pixel values in [0, 1]
-LOWPASS_MIX_RANGE = (0.0, 0.3)  # how much of the photo's own shading comes back
+LOWPASS_MIX_RANGE = (0.0, 0.2)  # how much of the photo's own shading comes back
+TEXTURE_CLIP = 2.5  # texture values beyond this many stds are clipped
+TEXTURE_TRIES = 8  # redraws of the crop centre when it lands on a smooth region
+TEXTURE_MIN_DETAIL = 0.6  # "smooth" = local texture below this fraction of the source's median
 
 PIXELS_PER_CHUNK = 262_144  # rendering works on [B, H, W, 6] float32 arrays: ~25 MB per tap
 
@@ -51,7 +57,8 @@ class ShapeParameters:
     ring_thickness: float  # ring only: thickness as a fraction of `size`
     shape_colour: tuple[float, float, float]
     background_colour: tuple[float, float, float]
-    texture_contrast: float
+    texture_contrast: float  # wanted std of the texture
+    texture_gain: float  # factor on the source's high-pass that achieves it
     lowpass_mix: float
     texture_center: tuple[float, float]  # (x, y) in source pixels
     texture_span: float  # source pixels covered by the image width
@@ -113,21 +120,41 @@ def draw_parameters(seed: int, index: int, bank: TextureBank | None = None) -> S
     texture_span = 32.0 * _uniform(u[15], TEXTURE_ZOOM_RANGE)
     direction = _unit_vector(rng)
     texture_direction = _unit_vector(rng)
-    # The rotated crop (half diagonal + 2 pixels for bilinear taps) must stay inside the source.
-    half_diagonal = texture_span * 0.7072 + 2.0
-    height, width = float(bank.heights[background]), float(bank.widths[background])
-    tx, ty = rng.random(2)
-    texture_center = (
-        _uniform(float(tx), (half_diagonal, width - 1.0 - half_diagonal)),
-        _uniform(float(ty), (half_diagonal, height - 1.0 - half_diagonal)),
-    )
+    texture_span, texture_center, texture_gain = _texture_placement(
+        rng, bank, background, texture_span, texture_contrast)
     return ShapeParameters(
         shape=shape, background=background, center_x=center_x, center_y=center_y, size=size,
         direction=direction, ring_thickness=ring_thickness, shape_colour=shape_colour,
         background_colour=background_colour, texture_contrast=texture_contrast,
-        lowpass_mix=lowpass_mix, texture_center=texture_center, texture_span=texture_span,
-        texture_direction=texture_direction,
+        texture_gain=texture_gain, lowpass_mix=lowpass_mix, texture_center=texture_center,
+        texture_span=texture_span, texture_direction=texture_direction,
     )
+
+
+def _texture_placement(rng: np.random.Generator, bank: TextureBank, background: int,
+                       span: float, contrast: float) -> tuple[float, tuple[float, float], float]:
+    """(span, crop centre (x, y) in source pixels, gain that gives the texture `contrast`).
+
+    The span shrinks when the rotated crop would not fit in a small source (chelsea).
+    Smooth regions (sky, a wall) are redrawn a few times so most crops show real texture; the
+    gain divides by the local texture strength, capped so that a smooth crop that slips through
+    is not turned into amplified noise.
+    """
+    # The rotated crop (half diagonal + margin for the bilinear taps) must stay inside the
+    # source: a tap outside it would read a neighbouring source in the stacked array.
+    height, width = float(bank.heights[background]), float(bank.widths[background])
+    span = min(span, (min(height, width) - 1.0 - 2.0 * CROP_MARGIN) / (2.0 * HALF_DIAGONAL))
+    half_diagonal = span * HALF_DIAGONAL + CROP_MARGIN
+    typical = float(bank.typical_detail[background])
+    for _ in range(TEXTURE_TRIES):
+        tx, ty = rng.random(2)
+        center = (_uniform(float(tx), (half_diagonal, width - 1.0 - half_diagonal)),
+                  _uniform(float(ty), (half_diagonal, height - 1.0 - half_diagonal)))
+        local = float(bank.detail[background, int(center[1] + 0.5), int(center[0] + 0.5)])
+        if local >= TEXTURE_MIN_DETAIL * typical:
+            break
+    gain = contrast / max(local, TEXTURE_MIN_DETAIL * typical)
+    return span, center, gain
 
 
 def _column(values: Sequence[Any], trailing: int = 2) -> np.ndarray:
@@ -211,6 +238,12 @@ def render_background(parameters: Sequence[ShapeParameters], resolution: int,
     weight_x = (source_x - column_index)[..., None]
     weight_y = (source_y - row_index)[..., None]
     sources = np.array([p.background for p in parameters], dtype=np.int64)
+    # Guard: a tap outside its own source would silently read another one (or wrap around).
+    last_row = (bank.heights[sources] - 2)[:, None, None]
+    last_column = (bank.widths[sources] - 2)[:, None, None]
+    if (row_index.min() < 0 or column_index.min() < 0 or (row_index > last_row).any()
+            or (column_index > last_column).any()):
+        raise RuntimeError("shapes: a texture crop reaches outside its source image")
     flat = (sources[:, None, None] * bank.source_stride
             + row_index.astype(np.int64) * bank.row_stride + column_index.astype(np.int64))
     pixels = bank.pixels
@@ -220,11 +253,15 @@ def render_background(parameters: Sequence[ShapeParameters], resolution: int,
     sample = top * (np.float32(1.0) - weight_y) + bottom * weight_y  # [B, H, W, 6]
     image, lowpass = sample[..., :3], sample[..., 3:]
 
-    gain = _column([p.texture_contrast * bank.texture_scale[p.background] for p in parameters], 3)
+    gain = _column([p.texture_gain for p in parameters], 3)
+    limit = _column([p.texture_contrast * TEXTURE_CLIP for p in parameters], 3)
     mix = _column([p.lowpass_mix for p in parameters], 3)
     mean_colour = _column([bank.mean_colour[p.background] for p in parameters])
     base = _column([p.background_colour for p in parameters])
-    return base + gain * (image - lowpass) + mix * (lowpass - mean_colour)
+    # Clipping the texture keeps single strong photo edges (a rocket's rim) from turning into
+    # saturated lines that would rival the shape.
+    texture = np.clip(gain * (image - lowpass), -limit, limit)
+    return base + texture + mix * (lowpass - mean_colour)
 
 
 def render(parameters: Sequence[ShapeParameters], resolution: int,

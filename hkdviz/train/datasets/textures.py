@@ -12,25 +12,30 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
-# (name, loader in skimage.data, kind). Gray textures are tinted by the background colour;
-# colour photos keep their colour detail. All ship inside the scikit-image wheel (no download).
-BACKGROUND_SOURCES: tuple[tuple[str, str], ...] = (
-    ("brick", "brick"),
-    ("grass", "grass"),
-    ("gravel", "gravel"),
-    ("coffee", "coffee"),
-    ("astronaut", "astronaut"),
-    ("chelsea", "chelsea"),
-    ("rocket", "rocket"),
-    ("immunohistochemistry", "immunohistochemistry"),
+# (name, how to get it from skimage.data). Gray textures are tinted by the background colour;
+# colour photos keep their colour detail. All ship inside the scikit-image wheel (no download),
+# and all are PNG files: lossless decoding gives the same pixels with any PNG library, which a
+# JPEG (rocket.jpg, say) would not promise.
+BACKGROUND_SOURCES: tuple[tuple[str, Callable[[Any], np.ndarray]], ...] = (
+    ("brick", lambda data: data.brick()),
+    ("grass", lambda data: data.grass()),
+    ("gravel", lambda data: data.gravel()),
+    ("coffee", lambda data: data.coffee()),
+    ("astronaut", lambda data: data.astronaut()),
+    ("chelsea", lambda data: data.chelsea()),
+    ("motorcycle", lambda data: data.stereo_motorcycle()[0]),
+    ("immunohistochemistry", lambda data: data.immunohistochemistry()),
 )
 BACKGROUND_NAMES: tuple[str, ...] = tuple(name for name, _ in BACKGROUND_SOURCES)
 
-MAX_SOURCE_SIDE = 512  # larger photos are centre-cropped: keeps the stacked array ~50 MB
-LOWPASS_RADIUS = 6  # source pixels; two passes of a 13-wide box ~ Gaussian sigma 5.3
+MAX_SOURCE_SIDE = 512  # larger photos are centre-cropped before downscaling
+DOWNSCALE = 2  # sources are block-averaged first, so that zoomed-out crops do not alias
+LOWPASS_RADIUS = 3  # source pixels; two passes of a 7-wide box ~ Gaussian sigma 2.8
+DETAIL_RADIUS = 16  # source pixels; window of the local texture strength, about one crop
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,8 @@ class TextureBank:
     widths: np.ndarray  # int64 [S]
     row_stride: int  # W of the padded stack
     source_stride: int  # H * W of the padded stack
-    texture_scale: np.ndarray  # float64 [S]: 1 / std of the high-pass, quantized (see below)
+    detail: np.ndarray  # float32 [S, H, W]: local std of the high-pass around each pixel
+    typical_detail: np.ndarray  # float64 [S]: median of `detail` over each source
     mean_colour: np.ndarray  # float64 [S, 3]: mean of the low-pass, quantized
 
 
@@ -51,7 +57,7 @@ _BANK_LOCK = threading.Lock()
 
 
 def texture_bank() -> TextureBank:
-    """The process-wide bank, built on first use (about 0.5 s) and then reused."""
+    """The process-wide bank, built on first use (about a second) and then reused."""
     global _BANK
     if _BANK is None:
         with _BANK_LOCK:
@@ -60,20 +66,27 @@ def texture_bank() -> TextureBank:
     return _BANK
 
 
-def _load_source(loader: str) -> np.ndarray:
-    """uint8 [H, W, 3] of a shipped skimage image, centre-cropped to MAX_SOURCE_SIDE."""
+def _load_source(loader: Callable[[Any], np.ndarray]) -> np.ndarray:
+    """uint8 [H, W, 3] of a shipped skimage image, centre-cropped to MAX_SOURCE_SIDE, then
+    reduced DOWNSCALE times."""
     try:
         import skimage.data
     except ImportError as error:  # scikit-image is in the `train` extra
         raise ImportError("the shapes data set needs scikit-image: pip install 'hkdviz[train]'") from error
-    image = np.asarray(getattr(skimage.data, loader)())
+    image = np.asarray(loader(skimage.data))
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     image = image[:, :, :3].astype(np.uint8)
     height, width = image.shape[:2]
     top = max(0, (height - MAX_SOURCE_SIDE) // 2)
     left = max(0, (width - MAX_SOURCE_SIDE) // 2)
-    return image[top : top + MAX_SOURCE_SIDE, left : left + MAX_SOURCE_SIDE]
+    image = image[top : top + MAX_SOURCE_SIDE, left : left + MAX_SOURCE_SIDE]
+    # Integer block mean with round-half-up: exact, so identical on every machine.
+    height, width = (side // DOWNSCALE * DOWNSCALE for side in image.shape[:2])
+    blocks = image[:height, :width].astype(np.int64).reshape(
+        height // DOWNSCALE, DOWNSCALE, width // DOWNSCALE, DOWNSCALE, 3)
+    area = DOWNSCALE * DOWNSCALE
+    return ((blocks.sum(axis=(1, 3)) + area // 2) // area).astype(np.uint8)
 
 
 def _box_sum(values: np.ndarray, radius: int, axis: int) -> np.ndarray:
@@ -88,15 +101,23 @@ def _box_sum(values: np.ndarray, radius: int, axis: int) -> np.ndarray:
     return upper - lower
 
 
-def _lowpass(image: np.ndarray) -> np.ndarray:
-    """Two box passes per axis on uint8 [H, W, 3] -> float32 in [0, 1], exact integer sums."""
+def _lowpass_sum(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """Two box passes per axis on uint8 [H, W, 3]: (integer sums, their weight)."""
     total = image.astype(np.int64)
     for _ in range(2):
         total = _box_sum(total, LOWPASS_RADIUS, axis=0)
         total = _box_sum(total, LOWPASS_RADIUS, axis=1)
-    divisor = float((2 * LOWPASS_RADIUS + 1) ** 4 * 255)
-    # int64 -> float64 is exact here (sums < 2**53); one correctly rounded division.
-    return (total.astype(np.float64) / divisor).astype(np.float32)
+    return total, (2 * LOWPASS_RADIUS + 1) ** 4
+
+
+def _local_detail(image: np.ndarray, lowpass_sum: np.ndarray, weight: int) -> np.ndarray:
+    """Local std of the high-pass (RGB pooled) over a DETAIL_RADIUS window, float32 in [0, 1]
+    units; integer sums up to the final sqrt (values stay below 2**63)."""
+    highpass = image.astype(np.int64) * weight - lowpass_sum
+    energy = (highpass * highpass).sum(axis=2)
+    energy = _box_sum(_box_sum(energy, DETAIL_RADIUS, axis=0), DETAIL_RADIUS, axis=1)
+    count = 3 * (2 * DETAIL_RADIUS + 1) ** 2
+    return (np.sqrt(energy.astype(np.float64) / count) / (weight * 255.0)).astype(np.float32)
 
 
 def _quantize(values: np.ndarray, step: float = 1.0 / 4096.0) -> np.ndarray:
@@ -111,17 +132,21 @@ def _build_bank() -> TextureBank:
     widths = np.array([source.shape[1] for source in sources], dtype=np.int64)
     stack_height, stack_width = int(heights.max()), int(widths.max())
     stack = np.zeros((len(sources), stack_height, stack_width, 6), dtype=np.float32)
-    texture_scale = np.zeros(len(sources), dtype=np.float64)
+    detail = np.zeros((len(sources), stack_height, stack_width), dtype=np.float32)
+    typical_detail = np.zeros(len(sources), dtype=np.float64)
     mean_colour = np.zeros((len(sources), 3), dtype=np.float64)
     for position, source in enumerate(sources):
         height, width = source.shape[:2]
-        image = source.astype(np.float32) / np.float32(255.0)
-        lowpass = _lowpass(source)
-        stack[position, :height, :width, :3] = image
+        lowpass_sum, weight = _lowpass_sum(source)
+        # int64 -> float64 is exact (sums < 2**53), then one correctly rounded division.
+        lowpass = (lowpass_sum.astype(np.float64) / (weight * 255.0)).astype(np.float32)
+        stack[position, :height, :width, :3] = source.astype(np.float32) / np.float32(255.0)
         stack[position, :height, :width, 3:] = lowpass
-        highpass = (image - lowpass).astype(np.float64)
-        # Per-source normalisation so every background gets the texture contrast we ask for.
-        texture_scale[position] = _quantize(1.0 / max(float(highpass.std()), 1e-3), step=1.0 / 64.0)
+        # Texture strength varies within a photo (sky vs. hair): the renderer normalises by the
+        # local value so every crop gets the contrast it asked for.
+        local = _quantize(_local_detail(source, lowpass_sum, weight), step=1.0 / 65536.0)
+        detail[position, :height, :width] = local
+        typical_detail[position] = _quantize(np.median(local))
         mean_colour[position] = _quantize(lowpass.astype(np.float64).mean(axis=(0, 1)))
     return TextureBank(
         pixels=stack.reshape(-1, 6),
@@ -129,6 +154,7 @@ def _build_bank() -> TextureBank:
         widths=widths,
         row_stride=stack_width,
         source_stride=stack_height * stack_width,
-        texture_scale=texture_scale,
+        detail=detail,
+        typical_detail=typical_detail,
         mean_colour=mean_colour,
     )

@@ -1,0 +1,1 @@
+"""Training data sets, one per file; import them from `hkdviz.train.data`."""
