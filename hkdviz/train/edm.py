@@ -1,0 +1,168 @@
+"""The EDM teacher: preconditioned denoiser D(x; sigma) around a SongUNet, and EDM's training loss.
+
+Follows NVlabs/edm `training/networks.py` (EDMPrecond) and `training/loss.py` (EDMLoss):
+
+    D(x; sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x; c_noise(sigma))
+    c_skip = sd^2 / (sigma^2 + sd^2),  c_out = sigma sd / sqrt(sigma^2 + sd^2),
+    c_in = 1 / sqrt(sigma^2 + sd^2),   c_noise = ln(sigma) / 4,  sd = sigma_data = 0.5.
+
+The teacher is built from the same config format as HKD (sections unet / diffusion / koopman; the
+koopman section is ignored here), and its U-Net (`self.net`) has the same parameter names as
+`HKDModel.unet`, which is how HKD's encoder and decoder are initialised from the teacher.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..model.config import resolve_config, unet_kwargs
+from ..model.unet import SongUNet
+
+# U-Net settings that do not change any parameter's name or shape: a teacher trained with one
+# dropout can initialise an HKD model fine-tuned with another.
+_NON_ARCHITECTURE_KEYS = ("dropout", "label_dropout")
+
+
+def sigma_column(sigma, batch: int, device, dtype) -> torch.Tensor:
+    """A number, [N] or [N, 1, 1, 1] sigma as a validated [N, 1, 1, 1] tensor."""
+    sigma = torch.as_tensor(sigma, device=device, dtype=dtype)
+    if sigma.ndim == 0:
+        sigma = sigma.expand(batch)
+    elif sigma.numel() == batch and sigma.shape[0] == batch:
+        sigma = sigma.reshape(batch)
+    else:
+        raise ValueError(f"sigma must be a number or hold one value per sample ([{batch}]), got shape {tuple(sigma.shape)}")
+    if not bool((sigma > 0).all()):
+        raise ValueError("sigma must be positive")
+    return sigma.reshape(batch, 1, 1, 1)
+
+
+class EDMPrecond(nn.Module):
+    """EDM's preconditioned denoiser. `forward(x, sigma)` returns D(x; sigma), the denoised image."""
+
+    def __init__(self, config: dict | str | None = None):
+        super().__init__()
+        self.config = resolve_config(config)
+        diffusion = self.config["diffusion"]
+        self.sigma_min = float(diffusion["sigma_min"])
+        self.sigma_max = float(diffusion["sigma_max"])
+        self.sigma_data = float(diffusion["sigma_data"])
+        self.net = SongUNet(**unet_kwargs(self.config))
+        # Provenance (checkpoint path, imported pickle, ...); Teacher.save writes it into meta.json.
+        self.meta: dict = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.net.in_channels, self.net.img_resolution, self.net.img_resolution)
+
+    def forward(self, x: torch.Tensor, sigma, class_labels: torch.Tensor | None = None,
+                augment_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """D(x; sigma) for x [N, C, H, W] and sigma a number, [N] or [N, 1, 1, 1].
+
+        The preconditioning runs in float32 (float64 when x is float64), the network in its own
+        dtype, as EDM does; the result has the preconditioning dtype.
+        """
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"x must have shape [N, {', '.join(map(str, self.image_shape))}], got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+        precision = torch.promote_types(x.dtype, torch.float32)
+        x = x.to(precision)
+        sigma = sigma_column(sigma, x.shape[0], x.device, precision)
+        variance = sigma ** 2 + self.sigma_data ** 2
+        c_skip = self.sigma_data ** 2 / variance
+        c_out = sigma * self.sigma_data / variance.sqrt()
+        c_in = 1 / variance.sqrt()
+        c_noise = (sigma.log() / 4).flatten().float()
+        network_dtype = self.dtype
+        if class_labels is not None:
+            class_labels = class_labels.to(device=x.device, dtype=network_dtype)
+        output = self.net((c_in * x).to(network_dtype), c_noise, class_labels, augment_labels)
+        return c_skip * x + c_out * output.to(precision)
+
+    def save(self, directory, meta: dict | None = None) -> None:
+        from .teacher import Teacher
+        Teacher(self).save(directory, meta)
+
+    def num_parameters(self) -> int:
+        return sum(parameter.numel() for parameter in self.parameters())
+
+    def extra_repr(self) -> str:
+        return f"preset={self.config['preset']!r}, sigma_data={self.sigma_data}, parameters={self.num_parameters():,}"
+
+
+def _architecture(config: dict) -> dict:
+    unet = {key: value for key, value in config["unet"].items() if key not in _NON_ARCHITECTURE_KEYS}
+    return {"unet": unet, "sigma_data": config["diffusion"]["sigma_data"]}
+
+
+def init_hkd_from_teacher(hkd_model, teacher):
+    """Copy the teacher's U-Net weights into HKD's encoder/decoder (`hkd_model.unet`), as the paper does.
+
+    `teacher` is an EDMPrecond or a Teacher wrapping one. The Koopman generators are left as they
+    are (zero = identity evolution at initialisation). Returns hkd_model.
+    """
+    denoiser = getattr(teacher, "denoiser", teacher)
+    if not isinstance(denoiser, EDMPrecond):
+        raise TypeError(f"init_hkd_from_teacher needs an EDMPrecond teacher, got {type(denoiser).__name__}")
+    expected, found = _architecture(hkd_model.config), _architecture(denoiser.config)
+    if expected != found:
+        differences = [f"unet.{key}: HKD {expected['unet'].get(key)!r} vs teacher {found['unet'].get(key)!r}"
+                       for key in sorted(set(expected["unet"]) | set(found["unet"]))
+                       if expected["unet"].get(key) != found["unet"].get(key)]
+        if expected["sigma_data"] != found["sigma_data"]:
+            differences.append(f"diffusion.sigma_data: HKD {expected['sigma_data']} vs teacher {found['sigma_data']}")
+        raise ValueError("cannot initialise HKD from this teacher, the configs differ: " + "; ".join(differences))
+    with torch.no_grad():
+        hkd_model.unet.load_state_dict(denoiser.net.state_dict(), strict=True)
+    return hkd_model
+
+
+class EDMLoss:
+    """EDM's denoising loss: log-normal sigma, weight (sigma^2 + sd^2) / (sigma sd)^2. Returns the
+    per-element loss [N, C, H, W]; the caller reduces it (EDM sums, then divides by the batch)."""
+
+    def __init__(self, P_mean: float = -1.2, P_std: float = 1.2, sigma_data: float = 0.5):
+        self.P_mean = P_mean
+        self.P_std = P_std
+        self.sigma_data = sigma_data
+
+    def weight(self, sigma: torch.Tensor) -> torch.Tensor:
+        return (sigma ** 2 + self.sigma_data ** 2) / (sigma * self.sigma_data) ** 2
+
+    def sample_sigma(self, batch: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
+        """sigma = exp(P_mean + P_std * n), n ~ N(0, 1), as [batch, 1, 1, 1] float32."""
+        normal = _randn([batch, 1, 1, 1], device, generator)
+        return (normal * self.P_std + self.P_mean).exp()
+
+    def loss_at(self, net, images: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
+                class_labels: torch.Tensor | None = None, augment_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss for given sigma [N, 1, 1, 1] and unit noise [N, C, H, W] (deterministic)."""
+        kwargs = {} if augment_labels is None else {"augment_labels": augment_labels}
+        denoised = net(images + noise * sigma, sigma, class_labels, **kwargs)
+        return self.weight(sigma) * (denoised - images) ** 2
+
+    def __call__(self, net, images: torch.Tensor, class_labels: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None, augment_labels: torch.Tensor | None = None) -> torch.Tensor:
+        if images.ndim != 4:
+            raise ValueError(f"images must have shape [N, C, H, W], got {tuple(images.shape)}")
+        sigma = self.sample_sigma(images.shape[0], images.device, generator)
+        noise = _randn(list(images.shape), images.device, generator).to(images.dtype)
+        return self.loss_at(net, images, sigma, noise, class_labels, augment_labels)
+
+
+def _randn(shape, device, generator: torch.Generator | None) -> torch.Tensor:
+    # Draw on the generator's device (a CPU generator keeps runs reproducible across devices).
+    source = generator.device if generator is not None else device
+    return torch.randn(shape, device=source, generator=generator).to(device)
+
+
+__all__ = ["EDMPrecond", "EDMLoss", "init_hkd_from_teacher", "sigma_column"]

@@ -1,0 +1,177 @@
+"""The teacher: a denoiser (trained EDMPrecond or exact IdealDenoiser) plus the diffusion settings,
+with seeded sampling and full PF-ODE trajectories.
+
+The teacher draws x_T exactly as `HKDModel.noise` does (sigma_max times one CPU generator per
+seed), so a teacher trajectory and an HKD sample with the same seed start from the same noise.
+
+    teacher = load_teacher("default")                 # checkpoints/default/teacher/
+    sigmas, states = teacher.trajectory(seeds=[0, 1])  # [N+1], [2, N+1, C, H, W]; states[:, -1] = x_eps
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, file_sha256, load_state_checked,
+                          read_checkpoint, resolve_checkpoint, resolve_device)
+from ..model.config import ConfigError, resolve_config
+from ..model.hkd import _check_seeds, seed_noise
+from .edm import EDMPrecond
+from .sampler import check_grid, heun_trajectory, karras_grid
+
+
+class Teacher:
+    """Wraps `denoiser` ((x, sigma[, class_labels]) -> D) with the config's diffusion section.
+
+    config defaults to `denoiser.config` (EDMPrecond has one); otherwise the default config, whose
+    diffusion section is EDM's (eps = 0.002, T = 80).
+    """
+
+    def __init__(self, denoiser, config: dict | str | None = None):
+        if not callable(denoiser):
+            raise TypeError(f"denoiser must be callable (x, sigma) -> D(x; sigma), got {type(denoiser).__name__}")
+        if config is None:
+            config = getattr(denoiser, "config", None)
+        self.denoiser = denoiser
+        self.config = resolve_config(config)
+        diffusion = self.config["diffusion"]
+        self.sigma_min = float(diffusion["sigma_min"])
+        self.sigma_max = float(diffusion["sigma_max"])
+        image_shape = getattr(denoiser, "image_shape", None)
+        if image_shape is None:
+            unet = self.config["unet"]
+            image_shape = (unet["in_channels"], unet["img_resolution"], unet["img_resolution"])
+        self.image_shape = tuple(image_shape)
+        # Provenance, filled in by load_teacher.
+        self.checkpoint_path: str | None = None
+        self.checkpoint_sha256: str | None = None
+        self.meta: dict = dict(getattr(denoiser, "meta", {}) or {})
+
+    # -- placement ---------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return getattr(self.denoiser, "device", torch.device("cpu"))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(self.denoiser, "dtype", torch.float32)
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "Teacher":
+        if isinstance(self.denoiser, torch.nn.Module):
+            self.denoiser.to(device=resolve_device(device) if device is not None else None, dtype=dtype)
+        return self
+
+    def __call__(self, x: torch.Tensor, sigma, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """D(x; sigma), the denoiser itself."""
+        extra = () if class_labels is None else (class_labels,)
+        return self.denoiser(x, sigma, *extra)
+
+    # -- sampling ----------------------------------------------------------------------------------
+    def noise(self, seeds: Sequence[int], device=None) -> torch.Tensor:
+        """x_T = T * N(0, I), one CPU generator per seed: the same noise HKDModel.noise draws."""
+        return self.sigma_max * seed_noise(seeds, self.image_shape, device=device or self.device)
+
+    def grid(self, num_steps: int = 18, rho: float = 7.0) -> torch.Tensor:
+        """The Karras grid of num_steps steps between this teacher's T and eps (num_steps + 1 values)."""
+        return karras_grid(num_steps, self.sigma_min, self.sigma_max, rho)
+
+    def trajectory(self, seeds: Sequence[int], num_steps: int = 18, batch_size: int = 64,
+                   class_labels: torch.Tensor | None = None, progress: bool = True,
+                   autocast_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sigmas [N+1] float64, states [B, N+1, C, H, W] float32): the PF-ODE from each seed's x_T.
+
+        states[:, 0] is x_T, states[:, -1] the clean end x_eps (unclamped). 18 steps = 35 NFE.
+        autocast_dtype (e.g. torch.bfloat16) runs the network in mixed precision; the ODE state stays float64.
+        """
+        seeds = _check_seeds(seeds)
+        sigmas = self.grid(num_steps)
+        states = self._batched(seeds, sigmas, batch_size, class_labels, True, progress, autocast_dtype)
+        return sigmas, states
+
+    def sample(self, seeds: Sequence[int], num_steps: int = 18, batch_size: int = 64,
+               class_labels: torch.Tensor | None = None, progress: bool = True,
+               autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The clean ends [N, C, H, W] clamped to [-1, 1] (as HKDModel.sample)."""
+        seeds = _check_seeds(seeds)
+        images = self._batched(seeds, self.grid(num_steps), batch_size, class_labels, False, progress, autocast_dtype)
+        return images.clamp(-1, 1)
+
+    def states_at(self, x_T: torch.Tensor, sigmas, class_labels: torch.Tensor | None = None,
+                  substeps: int = 1) -> torch.Tensor:
+        """States [B, K, C, H, W] at the K noise levels `sigmas` (T first), x_T being the state at sigmas[0].
+
+        substeps > 1 solves with that many Karras-spaced Heun steps between consecutive levels
+        (a more accurate path on coarse grids) and returns only the requested levels.
+        """
+        if x_T.ndim != 4 or tuple(x_T.shape[1:]) != self.image_shape:
+            raise ValueError(f"x_T must have shape [B, {', '.join(map(str, self.image_shape))}], got {tuple(x_T.shape)}")
+        if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
+            raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
+        sigmas = check_grid(sigmas)
+        fine = sigmas
+        if substeps > 1 and sigmas.numel() > 1:
+            pieces = [karras_grid(substeps, float(low), float(high))[:-1] for high, low in zip(sigmas[:-1], sigmas[1:])]
+            fine = torch.cat(pieces + [sigmas[-1:]])
+        states = heun_trajectory(self.denoiser, x_T.to(self.device), fine, class_labels, output_dtype=torch.float32)
+        return states[:, ::substeps] if substeps > 1 else states
+
+    def _batched(self, seeds: list[int], sigmas: torch.Tensor, batch_size: int, class_labels, return_all: bool,
+                 progress: bool, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        outputs = []
+        starts = range(0, len(seeds), batch_size)
+        # One bar: over batches when there are several, else over the solver's steps.
+        for start in tqdm(starts, desc="teacher", disable=not progress or len(starts) < 2, leave=False):
+            x_T = self.noise(seeds[start:start + batch_size])
+            labels = None if class_labels is None else class_labels[start:start + batch_size]
+            with torch.autocast(x_T.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                outputs.append(heun_trajectory(self.denoiser, x_T, sigmas, labels, return_all=return_all,
+                                               output_dtype=torch.float32, progress=progress and len(starts) == 1))
+        return torch.cat(outputs)
+
+    # -- persistence -------------------------------------------------------------------------------
+    def save(self, directory, meta: dict | None = None) -> Path:
+        """Write the teacher checkpoint (model.safetensors + config.json + meta.json, kind "teacher")."""
+        from ..checkpoint import save_checkpoint
+
+        if not isinstance(self.denoiser, EDMPrecond):
+            raise TypeError(f"only a network teacher (EDMPrecond) can be saved; a {type(self.denoiser).__name__} "
+                            "is rebuilt from its data instead (it holds no trained weights)")
+        return save_checkpoint(self.denoiser, directory, kind="teacher", meta=carried_meta(self.meta, meta),
+                               config=self.config)
+
+    def __repr__(self) -> str:
+        return (f"Teacher({type(self.denoiser).__name__}, image_shape={self.image_shape}, "
+                f"sigma=[{self.sigma_min}, {self.sigma_max}], device={self.device})")
+
+
+def carried_meta(previous: dict, meta: dict | None) -> dict:
+    """Meta for a new save: the previous provenance (dataset, metrics, source...) updated by `meta`,
+    without the fields save_checkpoint writes afresh (format, version, date, size)."""
+    fresh = ("format_version", "kind", "hkdviz_version", "created", "num_parameters")
+    return {**{key: value for key, value in previous.items() if key not in fresh}, **(meta or {})}
+
+
+def load_teacher(name_or_dir="default", device="auto", dtype: torch.dtype | None = None) -> Teacher:
+    """A trained EDM teacher from a shipped name ("default" -> checkpoints/default/teacher/) or a directory."""
+    directory = resolve_checkpoint(name_or_dir, kind="teacher")
+    state, config, meta = read_checkpoint(directory, kind="teacher")
+    try:
+        denoiser = EDMPrecond(config)
+    except (ConfigError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: cannot build the teacher ({error})") from None
+    load_state_checked(denoiser, state, directory / WEIGHTS_FILE)
+    denoiser.eval().requires_grad_(False)
+    denoiser.to(device=resolve_device(device), dtype=dtype)
+    denoiser.meta = dict(meta)
+    teacher = Teacher(denoiser)
+    teacher.checkpoint_path = str(Path(directory).resolve())
+    teacher.checkpoint_sha256 = file_sha256(directory / WEIGHTS_FILE)
+    return teacher
+
+
+__all__ = ["Teacher", "load_teacher"]
