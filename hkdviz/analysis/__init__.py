@@ -1,0 +1,14 @@
+"""Analysis: read a model, write xarray datasets (spectra, trajectories, ...). Imported lazily."""
+import importlib
+
+_EXPORTS = {
+    "spectrum": "spectrum", "level_view": "spectrum",
+    "trajectory": "trajectory", "time_grid": "trajectory",
+    "provenance_attrs": "storage", "save_dataset": "storage", "open_dataset": "storage", "StorageError": "storage",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
