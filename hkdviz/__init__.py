@@ -20,6 +20,10 @@ def __getattr__(name):
         "trajectory": ("hkdviz.analysis.trajectory", "trajectory"),
         "frequency_edit": ("hkdviz.analysis.editing", "frequency_edit"),
         "load_teacher": ("hkdviz.train.teacher", "load_teacher"),
+        "spectral_masking": ("hkdviz.analysis.interventions", "spectral_masking"),
+        "intervene": ("hkdviz.analysis.interventions", "intervene"),
+        "Band": ("hkdviz.analysis.bands", "Band"),
+        "open_dataset": ("hkdviz.analysis.storage", "open_dataset"),
     }
     if name in lazy:
         import importlib

@@ -5,6 +5,11 @@ _EXPORTS = {
     "spectrum": "spectrum", "level_view": "spectrum",
     "trajectory": "trajectory", "time_grid": "trajectory",
     "provenance_attrs": "storage", "save_dataset": "storage", "open_dataset": "storage", "StorageError": "storage",
+    "Band": "bands", "band_masks": "bands", "region_masks": "bands",
+    "intervene": "interventions", "spectral_masking": "interventions", "cumulative_effect": "interventions",
+    "EditSession": "editing", "frequency_edit": "editing", "editing_sweep": "editing",
+    "inpaint": "editing", "colorize": "editing",
+    "editing_report": "edit_metrics", "band_spectra": "edit_metrics", "radial_power_spectrum": "edit_metrics",
 }
 
 

@@ -1,0 +1,276 @@
+"""`hkdviz figures`: publication-ready PDF + PNG figures, drawn from saved xarray (netCDF) data.
+
+    hkdviz figures --checkpoint default --out DIR            # compute DIR/data/*.nc, then draw
+    hkdviz figures --data DIR/data --out DIR                 # draw from existing netCDF files only
+
+Files written into --out (each as .pdf and .png; sizes for two-column papers: 3.3 in / 6.9 in):
+
+    figure stem              data file              content
+    spectrum_scatter         spectrum.nc            alpha vs beta, one panel per level
+    spectrum_eigenvalues     spectrum.nc            discrete eigenvalues exp(lambda dt) and the unit circle
+    spectrum_histograms_alpha, spectrum_histograms_beta   spectrum.nc   per-level histograms
+    spectrum_quantiles       spectrum.nc            5/25/50/75/95 % of alpha and beta per level
+    mode_maps_alpha, mode_maps_beta                 spectrum.nc   per-level (y, x) maps, mean over pairs
+    trajectory_filmstrip     trajectory.nc          decoded Koopman state over sigma (+ teacher rows)
+    latent_energy            trajectory.nc          mean square latent per level over sigma
+    band_decodes             band_decodes.nc        paper Fig. 4: rows = samples, columns = smallest /
+                                                    intermediate / largest real-part band + full
+    band_power_spectra       band_spectra.nc        radial power spectrum of each band's decode
+    cumulative_effect        cumulative_effect.nc   share of image and latent energy per band over sigma
+    editing_sweep            editing_sweep.nc       paper Fig. 5: frequency-aware vs agnostic, 10-90 %
+    editing_metrics          editing_metrics.nc     low-pass MSE / high-pass correlation vs ratio
+    zero_shot_editing        zero_shot.nc           paper Fig. 6: inpainting and colorization
+    samples_nfe              samples.nc             one-step HKD vs teacher at 35 / 5 / 1 NFE
+
+plus figures.json (what was drawn from which file, what was skipped and why). A figure whose data
+file is missing is skipped with a message; figures from an untrained model carry a red note.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .datasets import FILES, QUICK
+from .source import cpu_threads, parse_threads
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    stem: str
+    dataset: str
+    caption: str
+    paper: str = ""          # the paper figure it reproduces
+
+
+def _paper():
+    from hkdviz.plot import paper
+    return paper
+
+
+# stem -> (spec, builder(dataset) -> matplotlib Figure)
+def _builders():
+    paper = _paper()
+    return {
+        "spectrum_scatter": lambda ds: paper.spectrum_scatter(ds),
+        "spectrum_eigenvalues": lambda ds: paper.eigenvalue_plane(ds),
+        "spectrum_histograms_alpha": lambda ds: paper.spectrum_histograms(ds, "alpha"),
+        "spectrum_histograms_beta": lambda ds: paper.spectrum_histograms(ds, "beta"),
+        "spectrum_quantiles": lambda ds: paper.spectrum_quantiles(ds),
+        "mode_maps_alpha": lambda ds: paper.mode_maps(ds, "alpha"),
+        "mode_maps_beta": lambda ds: paper.mode_maps(ds, "beta"),
+        "trajectory_filmstrip": lambda ds: paper.trajectory_filmstrip(ds),
+        "latent_energy": lambda ds: paper.energy_curves(ds),
+        "band_decodes": lambda ds: paper.band_grid(ds),
+        "band_power_spectra": lambda ds: paper.band_power_spectra(ds),
+        "cumulative_effect": lambda ds: paper.cumulative_effect(ds, width="double"),
+        "editing_sweep": lambda ds: paper.editing_grid(ds),
+        "editing_metrics": lambda ds: paper.edit_curves(ds, width="double"),
+        "zero_shot_editing": lambda ds: paper.inpainting_grid(ds),
+        "samples_nfe": lambda ds: paper.method_grid(ds),
+    }
+
+
+FIGURES = [
+    FigureSpec("spectrum_scatter", "spectrum", "Koopman spectrum per level: real part alpha (growth/decay) against "
+               "imaginary part beta (angular frequency) of every 2x2 block."),
+    FigureSpec("spectrum_eigenvalues", "spectrum", "Discrete eigenvalues exp((alpha +- i beta) dt) on the complex "
+               "plane with the unit circle (inside = decaying over one step)."),
+    FigureSpec("spectrum_histograms_alpha", "spectrum", "Histogram of alpha per level."),
+    FigureSpec("spectrum_histograms_beta", "spectrum", "Histogram of beta per level."),
+    FigureSpec("spectrum_quantiles", "spectrum", "alpha and beta per level: 5-95 % range (thin), interquartile "
+               "range (thick), median (dot)."),
+    FigureSpec("mode_maps_alpha", "spectrum", "Mean alpha over pairs at every position of every level."),
+    FigureSpec("mode_maps_beta", "spectrum", "Mean |beta| over pairs at every position of every level."),
+    FigureSpec("trajectory_filmstrip", "trajectory", "Decoded Koopman state D(z_t) along the trajectory, "
+               "sigma from T to eps (teacher PF-ODE states below each row when a teacher is available)."),
+    FigureSpec("latent_energy", "trajectory", "Mean square latent per level along the trajectory."),
+    FigureSpec("band_decodes", "band_decodes", "Spectral masking: each level's eigenvalue pairs sorted by real "
+               "part; decoding only the smallest / intermediate / largest third, and all of them (full).",
+               paper="Fig. 4"),
+    FigureSpec("band_power_spectra", "band_spectra", "Radial power spectrum of each band's decode; the legend "
+               "gives each band's share of power above 1/8 cycle per pixel."),
+    FigureSpec("cumulative_effect", "cumulative_effect", "Cumulative effect of the bands over time: share of the "
+               "decoded image ||D(M_g z_t) - D(0)|| and of the latent energy carried by each band."),
+    FigureSpec("editing_sweep", "editing_sweep", "Frequency-aware editing (high-frequency band of the reference "
+               "injected into the lower-left half at t_mid) vs the frequency-agnostic baseline (all bands), "
+               "at ratios 10/20/50/80/90 % (0 % = the unedited sample).", paper="Fig. 5"),
+    FigureSpec("editing_metrics", "editing_metrics", "Inside the edited region: low-pass MSE to the original "
+               "(kept global structure) and high-pass correlation with the reference (transferred detail)."),
+    FigureSpec("zero_shot_editing", "zero_shot", "Zero-shot inpainting of a centred square and colorization with "
+               "the one-step map (Consistency Models' Algorithm 4).", paper="Fig. 6"),
+    FigureSpec("samples_nfe", "samples", "One-step HKD samples against the teacher's Heun samples at 35 / 5 / 1 "
+               "NFE from the same noise."),
+]
+SPECS = {spec.stem: spec for spec in FIGURES}
+
+
+@dataclass
+class FigureResult:
+    stem: str
+    dataset: str
+    files: list = field(default_factory=list)
+    seconds: float = 0.0
+    skipped: str | None = None
+    caption: str = ""
+    paper: str = ""
+
+
+def is_untrained(ds) -> bool:
+    """Whether a dataset's provenance says it came from an untrained model."""
+    meta = ds.attrs.get("checkpoint_meta", "")
+    return ds.attrs.get("checkpoint_sha256") == "untrained" or "untrained" in str(meta)
+
+
+def render_figures(data_dir, out_dir, formats=("pdf", "png"), only=None, progress=None) -> list[FigureResult]:
+    """Draw every figure (or those in `only`) from the netCDF files in data_dir into out_dir."""
+    from hkdviz.analysis.storage import open_dataset
+    from hkdviz.plot.paper import save_figure
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    specs = [spec for spec in FIGURES if only is None or spec.stem in only]
+    builders = _builders()
+    cache, results = {}, []
+    for spec in specs:
+        start = time.perf_counter()
+        result = FigureResult(spec.stem, FILES[spec.dataset], caption=spec.caption, paper=spec.paper)
+        path = data_dir / FILES[spec.dataset]
+        if spec.dataset not in cache:
+            cache[spec.dataset] = open_dataset(path) if path.exists() else None
+        ds = cache[spec.dataset]
+        if ds is None:
+            result.skipped = f"no data file {path}"
+        else:
+            try:
+                figure = builders[spec.stem](ds)
+                if is_untrained(ds):
+                    figure.text(0.0, 0.0, "untrained model", color="#D55E00", fontsize=5, ha="left", va="bottom")
+                result.files = [str(file) for file in save_figure(figure, out_dir / spec.stem, formats)]
+            except (ValueError, KeyError, TypeError) as error:
+                result.skipped = f"cannot draw from {path.name}: {error}"
+        result.seconds = time.perf_counter() - start
+        results.append(result)
+        if progress is not None:
+            progress(result)
+    return results
+
+
+def write_manifest(path, results, datasets=None, source=None) -> Path:
+    """figures.json: every figure (files, data file, caption, or why it was skipped), the datasets computed
+    and the model. Entries of an earlier manifest for figures not redrawn now (--only) are kept."""
+    path = Path(path)
+    figures = [asdict(result) for result in results]
+    if path.exists():
+        try:
+            earlier = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            earlier = {}
+        drawn = {result.stem for result in results}
+        kept = [entry for entry in earlier.get("figures", []) if entry.get("stem") not in drawn]
+        figures = sorted(kept + figures, key=lambda entry: list(SPECS).index(entry["stem"])
+                         if entry.get("stem") in SPECS else len(SPECS))
+    manifest = {
+        "figures": figures,
+        "datasets": [{"name": outcome.name, "file": str(outcome.path) if outcome.path else None,
+                      "seconds": round(outcome.seconds, 2), "skipped": outcome.skipped} for outcome in datasets or []],
+        "model": None if source is None else {"description": source.description, "trained": source.trained,
+                                               "banner": source.banner, "teacher": source.teacher_description},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def compute_all(source, data_dir, names=None, settings=None, on_done=None) -> list:
+    """Compute and save the datasets `names` (default: all) for a ModelSource."""
+    from .datasets import STEPS, compute_dataset
+    outcomes = []
+    for name in names or list(STEPS):
+        outcome = compute_dataset(name, source.model, data_dir, teacher=source.teacher, settings=settings)
+        outcomes.append(outcome)
+        if on_done is not None:
+            on_done(outcome)
+    return outcomes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hkdviz figures", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="default", help="shipped name or checkpoint directory (default: default)")
+    parser.add_argument("--out", default="hkdviz-figures", help="output directory (default: ./hkdviz-figures)")
+    parser.add_argument("--data", default=None, help="draw from the netCDF files in this directory instead of "
+                                                     "computing them (no model is loaded)")
+    parser.add_argument("--teacher", default=None, help="teacher checkpoint for the NFE comparison and the teacher "
+                                                        "trajectory (default: the checkpoint's sibling, if any)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    parser.add_argument("--formats", default="pdf,png", help="comma-separated: pdf, png, svg, ... (default pdf,png)")
+    parser.add_argument("--only", default=None, help="comma-separated figure stems to draw (default: all)")
+    parser.add_argument("--quick", action="store_true", help="compute the data from fewer seeds and time points")
+    parser.add_argument("--threads", type=parse_threads, default="auto",
+                        help="CPU threads for the model (default auto: 1 for small models on CPU)")
+    return parser
+
+
+def _parse_list(text, known, what):
+    if text is None:
+        return None
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = [item for item in items if known is not None and item not in known]
+    if unknown or not items:
+        raise SystemExit(f"hkdviz figures: unknown {what} {unknown or text!r}; choose from {', '.join(known)}")
+    return items
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    only = _parse_list(args.only, list(SPECS), "figure")
+    formats = _parse_list(args.formats, ["pdf", "png", "svg", "eps", "jpg", "tif"], "format")
+    out_dir = Path(args.out)
+    source, outcomes = None, []
+    if args.data is not None:
+        data_dir = Path(args.data)
+        if not data_dir.is_dir():
+            print(f"hkdviz figures: error: --data {data_dir} is not a directory", file=sys.stderr)
+            return 2
+        present = [name for name, file in FILES.items() if (data_dir / file).exists()]
+        if not present:
+            print(f"hkdviz figures: error: {data_dir} holds none of the data files ({', '.join(FILES.values())}); "
+                  f"run without --data to compute them", file=sys.stderr)
+            return 2
+    else:
+        from hkdviz.checkpoint import CheckpointError
+        from .source import find_teacher, open_model, print_banner
+        data_dir = out_dir / "data"
+        try:
+            source = find_teacher(open_model(args.checkpoint, args.device), args.teacher, args.device)
+        except (CheckpointError, RuntimeError) as error:
+            print(f"hkdviz figures: error: {error}", file=sys.stderr)
+            return 2
+        if source.banner:
+            print_banner(source.banner)
+        print(f"model: {source.description}\n{source.teacher_description}")
+        needed = sorted({SPECS[stem].dataset for stem in only}) if only else None
+        settings = QUICK if args.quick else None
+        with cpu_threads(source.model, args.threads):
+            outcomes = compute_all(source, data_dir, needed, settings, on_done=lambda outcome: print(
+                f"  data {outcome.name:<18} {'skipped: ' + outcome.skipped if outcome.skipped else outcome.path} "
+                f"({outcome.seconds:.1f} s)"))
+
+    def report(result):
+        where = result.skipped and f"skipped: {result.skipped}" or ", ".join(Path(file).name for file in result.files)
+        print(f"  figure {result.stem:<26} {where} ({result.seconds:.1f} s)")
+
+    results = render_figures(data_dir, out_dir, formats, only, progress=report)
+    manifest = write_manifest(out_dir / "figures.json", results, outcomes, source)
+    written = [result for result in results if result.files]
+    print(f"wrote {len(written)} of {len(results)} figures ({', '.join(formats)}) to {out_dir}; data in {data_dir}; "
+          f"manifest {manifest}")
+    if source is not None and source.banner:
+        print_banner(source.banner)
+    return 0 if written else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Bands and regions: known-answer masks on hand-set generators, serialization, bad input."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import hkdviz
+from hkdviz.analysis.bands import (BAND_NAMES, Band, as_band, band_masks, kept_fraction, region_mask, region_masks,
+                                   selection_masks)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    # Tiny 32x32 models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's
+    # spinning threads make these tests several times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def known_model(**koopman):
+    """tiny model whose alpha is a known permutation per level (alpha = -rank / n) and beta = rank - n/2."""
+    config = {"preset": "tiny", "koopman": koopman} if koopman else "tiny"
+    model = hkdviz.build(config).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for level in model.koopman:
+            if level.kind == "block":
+                count = level.alpha.numel()
+                alpha_rank = torch.randperm(count, generator=generator).reshape(level.alpha.shape)
+                beta_rank = torch.randperm(count, generator=generator).reshape(level.beta.shape)
+                level.generator[: level.num_pairs] = -alpha_rank.float() / count
+                level.generator[level.num_pairs:] = beta_rank.float() - count / 2
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return known_model()
+
+
+def pair_half(mask):
+    pairs = mask.shape[0] // 2
+    assert torch.equal(mask[:pairs], mask[pairs:]), "a pair's two channels must share the mask value"
+    return mask[:pairs]
+
+
+def test_quantile_thirds_select_known_alpha_ranks(model):
+    for name, (low, high) in {"smallest": (0, 1 / 3), "intermediate": (1 / 3, 2 / 3), "largest": (2 / 3, 1)}.items():
+        for level, mask in zip(model.koopman, band_masks(model, name)):
+            alpha = level.alpha.detach()
+            count = alpha.numel()
+            rank = torch.argsort(torch.argsort(alpha.reshape(-1))).reshape(alpha.shape).float()
+            expected = (rank >= low * count) & ((rank < high * count) | (high == 1))
+            assert torch.equal(pair_half(mask).bool(), expected), (name, level)
+            if name == "smallest":  # alpha = -rank_index / n: the smallest third is the most negative alpha
+                assert float(alpha[expected].max()) < float(alpha[~expected].min())
+
+
+def test_thirds_partition_every_level(tiny_model):
+    masks = [band_masks(tiny_model, name) for name in ("smallest", "intermediate", "largest")]
+    for per_level in zip(*masks):
+        assert torch.equal(sum(per_level), torch.ones_like(per_level[0]))
+
+
+def test_frequency_aliases_follow_the_papers_reading(model):
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(band_masks(model, a), band_masks(model, b)))
+    assert same("high", "smallest") and same("high_frequency", "smallest")
+    assert same("low", "largest") and same("low_frequency", "largest")
+    assert same("mid", "intermediate")
+
+
+def test_frequency_band_by_abs_beta(model):
+    absolute = Band.frequency(0.0, 10.0, absolute=True)
+    ranked = Band.frequency(0.5, 1.0)
+    for level, mask_abs, mask_rank in zip(model.koopman, band_masks(model, absolute), band_masks(model, ranked)):
+        magnitude = level.beta.detach().abs()
+        assert torch.equal(pair_half(mask_abs).bool(), magnitude < 10.0)
+        rank = torch.argsort(torch.argsort(magnitude.reshape(-1), stable=True)).reshape(magnitude.shape)
+        assert torch.equal(pair_half(mask_rank).bool(), rank >= 0.5 * magnitude.numel())
+
+
+def test_levels_explicit_and_combinations(model):
+    masks = band_masks(model, Band.at_levels(0, 6))
+    assert [bool(mask.all()) for mask in masks] == [True, False, False, False, False, False, True]
+    assert all(not bool(mask.any()) for mask in masks[1:6])
+
+    explicit = band_masks(model, Band.explicit([(2, 3, 4, 5), (6, 0, 0, 0)]))
+    assert float(explicit[2].sum()) == 2 and explicit[2][3, 4, 5] == 1 and explicit[2][3 + 12, 4, 5] == 1
+    assert float(explicit[6].sum()) == 2 and float(sum(mask.sum() for mask in explicit)) == 4
+
+    both = band_masks(model, as_band("high") & Band.at_levels(1))
+    high = band_masks(model, "high")
+    assert torch.equal(both[1], high[1]) and all(not bool(mask.any()) for i, mask in enumerate(both) if i != 1)
+    union = band_masks(model, Band.named("low") | "high")
+    assert torch.equal(union[0], band_masks(model, "low")[0] + high[0])
+
+
+def test_explicit_out_of_range_is_a_clear_error(model):
+    with pytest.raises(ValueError, match="out of range for level 2"):
+        band_masks(model, Band.explicit([(2, 99, 0, 0)]))
+
+
+def test_identity_and_dense_levels():
+    bottleneck_only = hkdviz.build({"preset": "tiny", "koopman": {"levels": "bottleneck"}})
+    high = band_masks(bottleneck_only, "high")
+    assert all(not bool(mask.any()) for mask in high[:-1]) and kept_fraction(high)[-1] == pytest.approx(1 / 3)
+    assert all(bool(mask.all()) for mask in band_masks(bottleneck_only, "all"))
+    assert bool(band_masks(bottleneck_only, Band.at_levels(0))[0].all())
+    dense = hkdviz.build({"preset": "tiny", "koopman": {"operator": "dense_shared"}})
+    assert all(bool(mask.all()) for mask in band_masks(dense, "all"))
+    with pytest.raises(ValueError, match="needs block Koopman levels"):
+        band_masks(dense, "high")
+
+
+@pytest.mark.parametrize("band", [
+    Band.quantile(0.1, 0.4), Band.frequency(0.5, 2.0, absolute=True, name="fast"), Band.at_levels(1, 3),
+    Band.explicit([(0, 1, 2, 3)]), Band.all(), Band.named("high"), (Band.named("low") & Band.at_levels(2)) | "mid",
+])
+def test_band_serialization_round_trip(band):
+    assert Band.from_json(band.to_json()) == band
+    assert Band.from_dict(json.loads(json.dumps(band.to_dict()))) == band
+    assert as_band(band.to_json()) == band and as_band(band.to_dict()) == band
+    hash(band)  # frozen: usable as a cache key
+
+
+def test_bad_bands_name_the_problem(model):
+    with pytest.raises(ValueError, match="unknown band 'hihg'.*smallest.*high_frequency"):
+        band_masks(model, "hihg")
+    with pytest.raises(ValueError, match="0 <= lower < upper <= 1"):
+        Band.quantile(0.5, 0.2)
+    with pytest.raises(TypeError, match="band must be"):
+        as_band(3)
+    with pytest.raises(ValueError, match="unknown band dict keys"):
+        Band.from_dict({"kind": "all", "colour": 1})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Band.from_json("{nope")
+    assert "all" in BAND_NAMES and "smallest" in BAND_NAMES
+
+
+def test_region_masks_known_values():
+    lower_left = region_mask("lower-left", 4, 4)
+    assert lower_left.tolist() == [[0.5, 0, 0, 0], [1, 0.5, 0, 0], [1, 1, 0.5, 0], [1, 1, 1, 0.5]]
+    assert torch.equal(lower_left + region_mask("upper-right", 4, 4), torch.ones(4, 4))
+    assert region_mask("lower", 4, 4)[:, 0].tolist() == [0, 0, 1, 1]
+    assert region_mask("left", 4, 4)[0].tolist() == [1, 1, 0, 0]
+    assert torch.equal(region_mask("upper", 4, 4) + region_mask("lower", 4, 4), torch.ones(4, 4))
+    assert torch.equal(region_mask("right", 4, 4) + region_mask("left", 4, 4), torch.ones(4, 4))
+
+
+def test_region_resized_per_level_by_area(model):
+    image = region_mask("lower-left", 32, 32)
+    for info, mask in zip(model.levels, region_masks(model, "lower-left")):
+        factor = 32 // info.height
+        assert torch.allclose(mask[0], F.avg_pool2d(image[None, None], factor)[0, 0], atol=1e-6)
+    combined = selection_masks(model, "high", "lower-left")
+    bands = band_masks(model, "high")
+    assert torch.allclose(combined[2], bands[2] * F.avg_pool2d(image[None, None], 2)[0], atol=1e-6)
+    custom = torch.zeros(32, 32, dtype=torch.bool)
+    custom[:16, :16] = True
+    assert region_masks(model, custom)[4][0].tolist()[0] == [1, 1, 1, 1, 0, 0, 0, 0]
+
+
+def test_bad_regions(model):
+    with pytest.raises(ValueError, match="unknown region 'bottom'"):
+        region_masks(model, "bottom")
+    with pytest.raises(ValueError, match=r"region mask must have shape \[32, 32\]"):
+        region_masks(model, torch.ones(16, 16))
+    with pytest.raises(TypeError, match="region mask must be bool or floating"):
+        region_masks(model, torch.ones(32, 32, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        region_masks(model, 2 * torch.ones(32, 32))

@@ -1,0 +1,79 @@
+"""`hkdviz figures`: data computed from a checkpoint, figures redrawn from the saved netCDF alone."""
+import json
+
+import pytest
+
+from hkdviz.report import figures
+from hkdviz.report.datasets import FILES
+
+# A subset keeps this file fast; test_demo.py draws every figure.
+SUBSET = ["spectrum_eigenvalues", "band_decodes", "cumulative_effect", "editing_sweep", "samples_nfe"]
+
+
+def assert_figure_files(directory, stems):
+    for stem in stems:
+        pdf, png = directory / f"{stem}.pdf", directory / f"{stem}.png"
+        assert pdf.read_bytes()[:4] == b"%PDF" and pdf.stat().st_size > 2000, stem
+        assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 2000, stem
+
+
+@pytest.fixture(scope="module")
+def computed(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("figures")
+    code = figures.main(["--checkpoint", str(tiny_checkpoint), "--out", str(out), "--device", "cpu", "--quick",
+                         "--only", ",".join(SUBSET)])
+    return code, out
+
+
+def test_figures_from_checkpoint(computed):
+    code, out = computed
+    assert code == 0
+    assert_figure_files(out, SUBSET)
+    manifest = json.loads((out / "figures.json").read_text())
+    drawn = {entry["stem"]: entry for entry in manifest["figures"]}
+    assert set(drawn) == set(SUBSET)
+    assert all(not entry["skipped"] for entry in drawn.values()), drawn
+    assert drawn["band_decodes"]["paper"] == "Fig. 4" and drawn["editing_sweep"]["paper"] == "Fig. 5"
+    assert manifest["model"]["trained"] is False  # the tiny fixture records no training
+    # Only the data the chosen figures need was computed.
+    assert sorted(path.name for path in (out / "data").glob("*.nc")) == sorted(
+        FILES[name] for name in ("spectrum", "band_decodes", "cumulative_effect", "editing_sweep", "samples"))
+
+
+def test_figures_redrawn_from_saved_data_only(computed, tmp_path, monkeypatch):
+    _, out = computed
+    import hkdviz
+    monkeypatch.setattr(hkdviz, "load", lambda *args, **kwargs: pytest.fail("--data must not load a model"))
+    code = figures.main(["--data", str(out / "data"), "--out", str(tmp_path), "--formats", "pdf,png",
+                         "--only", "band_decodes,mode_maps_beta,editing_metrics"])
+    assert code == 0
+    assert_figure_files(tmp_path, ["band_decodes", "mode_maps_beta"])
+    manifest = {entry["stem"]: entry for entry in json.loads((tmp_path / "figures.json").read_text())["figures"]}
+    assert "no data file" in manifest["editing_metrics"]["skipped"]  # not computed above: skipped, named
+
+
+def test_figures_with_a_teacher(tiny_checkpoint, tmp_path):
+    """A teacher checkpoint adds the 35/5/1-NFE rows (same noise as the one-step samples)."""
+    import torch
+    from hkdviz.analysis.storage import open_dataset
+    from hkdviz.train.edm import EDMPrecond
+    from hkdviz.train.teacher import Teacher
+    torch.manual_seed(0)
+    Teacher(EDMPrecond("tiny")).save(tmp_path / "teacher", meta={"dataset": "none (untrained test teacher)"})
+    code = figures.main(["--checkpoint", str(tiny_checkpoint), "--teacher", str(tmp_path / "teacher"), "--quick",
+                         "--out", str(tmp_path / "out"), "--device", "cpu", "--only", "samples_nfe"])
+    assert code == 0
+    assert_figure_files(tmp_path / "out", ["samples_nfe"])
+    samples = open_dataset(tmp_path / "out" / "data" / "samples.nc")
+    assert list(samples["method"].values) == ["HKD, 1 NFE", "teacher, 35 NFE", "teacher, 5 NFE", "teacher, 1 NFE"]
+
+
+def test_figures_bad_input(tmp_path, capsys):
+    assert figures.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert figures.main(["--data", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "holds none of the data files" in capsys.readouterr().err
+    assert figures.main(["--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    assert "not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="unknown figure"):
+        figures.main(["--data", str(tmp_path), "--only", "fig99"])
