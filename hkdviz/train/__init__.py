@@ -1,0 +1,28 @@
+"""hkdviz.train: data sets, the EDM teacher, teacher trajectories, HKD loss and training loops, CLI.
+
+Nothing heavy is imported here; names resolve on first use:
+
+    from hkdviz.train import train_teacher, generate_trajectories, train_hkd, resolve_training_config
+"""
+import importlib
+
+_LAZY = {
+    "load_dataset": "data", "DatasetError": "data",
+    "EDMPrecond": "edm", "EDMLoss": "edm", "init_hkd_from_teacher": "edm",
+    "Teacher": "teacher", "load_teacher": "teacher",
+    "generate_trajectories": "trajectories", "open_trajectories": "trajectories",
+    "TrajectoryDataset": "trajectories",
+    "HKDLoss": "loss", "HKDDistance": "loss", "MSEDistance": "loss", "PseudoHuberDistance": "loss",
+    "LPIPSDistance": "loss",
+    "train_teacher": "loop", "train_hkd": "loop",
+    "resolve_training_config": "presets", "PRESETS": "presets",
+    "init_distributed": "distributed",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

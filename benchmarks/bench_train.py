@@ -1,0 +1,181 @@
+"""Training pipeline throughput, measured side by side in one run (CPU, or CUDA when present).
+
+    python benchmarks/bench_train.py [--device auto] [--model tiny] [--batch 128] [--json out.json]
+
+Prints, for the same network and settings (bf16 autocast + channels_last on CUDA, as the loops):
+- teacher training: images/s of TeacherLoop steps (EDMLoss, Adam, EMA, data);
+- trajectory generation: images/s and NFE/s of generate_trajectories (Heun, 18 steps = 35 NFE,
+  chunks written to disk) against 35 bare teacher forward passes per image (target <= 1.2x);
+- HKD training: samples/s of HKDLoop steps (5 inputs per sample: 4 times + T) against five bare
+  encoder+decoder forward/backward passes per sample (target <= 1.3x).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from hkdviz.checkpoint import resolve_device  # noqa: E402
+from hkdviz.model.config import resolve_config  # noqa: E402
+from hkdviz.model.hkd import HKDModel  # noqa: E402
+from hkdviz.train.common import synchronize  # noqa: E402
+from hkdviz.train.distributed import DistributedContext  # noqa: E402
+from hkdviz.train.edm import EDMPrecond  # noqa: E402
+from hkdviz.train.loop import HKDLoop, TeacherLoop  # noqa: E402
+from hkdviz.train.presets import resolve_training_config  # noqa: E402
+from hkdviz.train.trajectories import generate_trajectories  # noqa: E402
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+# On a shared CPU, wall time measures the neighbours too: CPU mode times with process CPU time
+# divided by the thread count (exact on an idle machine, robust on a busy one). Set by main().
+CLOCK = {"cpu_time": False}
+
+
+def now() -> float:
+    if CLOCK["cpu_time"]:
+        return time.process_time() / torch.get_num_threads()
+    return time.perf_counter()
+
+
+def timed(function, device, repeats: int, warmup: int = 2) -> float:
+    """Median seconds per call."""
+    for _ in range(warmup):
+        function()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = now()
+        function()
+        synchronize(device)
+        times.append(now() - start)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def bench_teacher(config, work: Path, context, repeats: int) -> dict:
+    loop = TeacherLoop(config, work / "teacher", progress=False, context=context, echo=False)
+    loop.setup()
+    seconds = timed(loop.train_step, context.device, repeats)
+    return {"images_per_second": loop.batch_size / seconds, "seconds_per_step": seconds}, loop
+
+
+def bench_trajectories(teacher_loop, work: Path, context, count: int, batch: int, repeats: int) -> dict:
+    device = context.device
+    teacher = teacher_loop.ema.module.eval()
+    checkpoint = work / "teacher-checkpoint"
+    teacher.save(checkpoint)
+    generate_trajectories(str(checkpoint), work / "warmup", count=batch, num_steps=2, chunk_size=batch, batch_size=batch,
+                          context=context, progress=False)
+    start = now()
+    stats = generate_trajectories(str(checkpoint), work / "trajectories", count=count, num_steps=18,
+                                  chunk_size=count, batch_size=batch, storage_dtype="float16", context=context,
+                                  progress=False)
+    stats["images_per_second"] = count / (now() - start)  # end to end: solver, transfers, netCDF writing
+    stats["nfe_per_second"] = stats["images_per_second"] * stats["nfe_per_image"]
+    x = torch.randn(batch, *teacher.image_shape, device=device) * 10
+    sigma = torch.full((batch,), 10.0, device=device)
+
+    @torch.no_grad()
+    def bare():
+        for _ in range(stats["nfe_per_image"]):
+            teacher(x, sigma)
+
+    bare_seconds = timed(bare, device, repeats) / batch
+    generated = 1 / stats["images_per_second"]
+    return {"images_per_second": stats["images_per_second"], "nfe_per_second": stats["nfe_per_second"],
+            "bare_images_per_second": 1 / bare_seconds, "ratio": generated / bare_seconds}, checkpoint
+
+
+def bench_hkd(config, work: Path, context, checkpoint: Path, repeats: int) -> dict:
+    device = context.device
+    loop = HKDLoop(config, work / "hkd", teacher=str(checkpoint), trajectories=str(work / "trajectories"),
+                   progress=False, context=context, echo=False)
+    loop.setup()
+    step_seconds = timed(loop.train_step, device, repeats)
+    batch = loop.batch_size
+    terms = loop.loss.terms_per_sample
+    # Baseline: the same network, forward + backward on `terms` x batch images, no data, loss or optimizer.
+    model = HKDModel(loop.model.config).to(device).train()
+    if loop.channels_last:
+        model.to(memory_format=torch.channels_last)
+    x = torch.randn(terms * batch, *model.image_shape, device=device)
+    sigma = torch.rand(terms * batch, device=device) * 10 + 0.01
+
+    def bare():
+        with torch.autocast(device.type, dtype=loop.autocast_dtype, enabled=loop.autocast_dtype is not None):
+            latents = model.encode(x, sigma)
+            output = model.decode(latents)
+        output.float().square().mean().backward()
+
+    bare_seconds = timed(bare, device, repeats)
+    return {"samples_per_second": batch / step_seconds, "images_per_second": terms * batch / step_seconds,
+            "bare_samples_per_second": batch / bare_seconds, "ratio": step_seconds / bare_seconds}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--model", default="tiny", help="model preset")
+    parser.add_argument("--batch", type=int, default=128, help="teacher and HKD global batch")
+    parser.add_argument("--trajectory-count", type=int, default=None, help="trajectories to generate (default: 2x batch)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--clock", choices=["auto", "wall", "cpu"], default="auto",
+                        help="wall time, or process CPU time / threads (auto: cpu on CPU devices, wall on CUDA)")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    CLOCK["cpu_time"] = args.clock == "cpu" or (args.clock == "auto" and device.type == "cpu")
+    context = DistributedContext(device=device)
+    overrides = [f"model.preset={args.model}", f"teacher.batch_size={args.batch}", f"hkd.batch_size={args.batch}",
+                 "dataset.num_images=2048"]
+    config = resolve_training_config("default", overrides=overrides)
+    print(f"device: {device_name(device)}; torch {torch.__version__}; model {args.model} "
+          f"({sum(p.numel() for p in EDMPrecond(resolve_config(config['model'])).parameters()):,} teacher parameters); "
+          f"batch {args.batch}; clock {'process CPU time / threads' if CLOCK['cpu_time'] else 'wall'}", flush=True)
+    with tempfile.TemporaryDirectory() as temporary:
+        work = Path(temporary)
+        teacher, teacher_loop = bench_teacher(config, work, context, args.repeats)
+        print(f"teacher training   {teacher['images_per_second']:9.1f} images/s", flush=True)
+        count = args.trajectory_count or 2 * args.batch
+        trajectories, checkpoint = bench_trajectories(teacher_loop, work, context, count, args.batch, args.repeats)
+        print(f"trajectories       {trajectories['images_per_second']:9.1f} images/s ({trajectories['nfe_per_second']:.0f} NFE/s) "
+              f"vs bare 35 NFE {trajectories['bare_images_per_second']:.1f} images/s", flush=True)
+        hkd = bench_hkd(config, work, context, checkpoint, args.repeats)
+        print(f"hkd training       {hkd['samples_per_second']:9.1f} samples/s ({hkd['images_per_second']:.0f} images/s) "
+              f"vs bare 5 passes {hkd['bare_samples_per_second']:.1f} samples/s", flush=True)
+    print()
+    print("| measure | value | target |")
+    print("|---|---|---|")
+    print(f"| teacher training, images/s | {teacher['images_per_second']:.1f} | |")
+    print(f"| trajectory generation, images/s (NFE/s) | {trajectories['images_per_second']:.1f} "
+          f"({trajectories['nfe_per_second']:.0f}) | |")
+    print(f"| HKD training, samples/s (5 images each) | {hkd['samples_per_second']:.1f} | |")
+    print(f"| trajectory generation / 35 bare teacher forwards | {trajectories['ratio']:.2f}x | <= 1.2x |")
+    print(f"| HKD step / 5 bare encoder+decoder fwd+bwd | {hkd['ratio']:.2f}x | <= 1.3x |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": device_name(device), "teacher": teacher,
+                                               "trajectories": trajectories, "hkd": hkd, "batch": args.batch,
+                                               "model": args.model}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

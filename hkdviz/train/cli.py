@@ -1,0 +1,271 @@
+"""`hkdviz train teacher|trajectories|hkd|classifier|all` (also `python -m hkdviz.train ...`).
+
+    hkdviz train all --preset default --out runs/default          # the shipped checkpoint
+    hkdviz train all --preset smoke --out /tmp/smoke              # end-to-end check, ~1 min on CPU
+    hkdviz train hkd --preset default --teacher runs/default/teacher/checkpoint \\
+        --trajectories runs/default/trajectories --set hkd.koopman.levels=bottleneck --out runs/ablation
+    torchrun --nproc_per_node 8 -m hkdviz.train all --preset cifar10 --set dataset=cifar10:/data/cifar10 --out runs/c10
+
+Every stage resumes when its output directory already holds a partial run. Layout of `all --out DIR`:
+DIR/config.json, DIR/teacher/ (run dir, checkpoint/ inside), DIR/trajectories/, DIR/hkd/ (run dir,
+checkpoint/), DIR/classifier/ (checkpoint), DIR/evaluation/, and DIR/export/{hkd,teacher,classifier}
+laid out like checkpoints/default/. Bad arguments exit with code 2 and a one-line error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+STAGES = ("teacher", "trajectories", "hkd", "classifier", "all")
+
+
+class UsageError(ValueError):
+    """A command line that cannot run; exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .presets import PRESETS
+
+    parser = argparse.ArgumentParser(prog="hkdviz train", description="Train an EDM teacher, store its PF-ODE "
+                                     "trajectories, distil them into HKD (one GPU, CPU, or many through torchrun).")
+    parser.add_argument("stage", choices=STAGES, help="which stage to run ('all' runs every stage in order)")
+    parser.add_argument("--preset", default="default", help=f"training preset: {', '.join(PRESETS)} (default: default)")
+    parser.add_argument("--config", help="JSON or YAML file with a partial training config (applied after the preset)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config value, e.g. --set hkd.lr=2e-4 --set dataset=cifar10:/data (repeatable)")
+    parser.add_argument("--out", required=True, help="output directory (a run directory; for 'all' the root of every stage)")
+    parser.add_argument("--device", default=None, help="auto (CUDA when present), cpu, cuda, cuda:1 (default: the config's, auto)")
+    parser.add_argument("--teacher", help="teacher checkpoint directory (trajectories, hkd)")
+    parser.add_argument("--trajectories", help="trajectory directory (hkd)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (on a busy machine 1 is often fastest for small models)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs still go to the run directory)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:  # argparse already printed the message
+        return int(exit_request.code or 0)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("hkdviz train: interrupted (rerun the same command to resume)", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - known input errors become one line and exit code 2
+        if _is_usage_error(error):
+            print(f"hkdviz train: error: {error}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _is_usage_error(error: Exception) -> bool:
+    from ..checkpoint import CheckpointError
+    from ..model.config import ConfigError
+    from .common import TrainingError
+    from .data import DatasetError
+    from .presets import PresetError
+    known = (UsageError, PresetError, DatasetError, CheckpointError, ConfigError, TrainingError, FileNotFoundError)
+    try:
+        from .classifier import ClassifierError
+        known += (ClassifierError,)
+    except ImportError:  # pragma: no cover - the classifier module is optional here
+        pass
+    return isinstance(error, known)
+
+
+def _run(args) -> int:
+    from .presets import resolve_training_config, scaled
+
+    config = scaled(resolve_training_config(args.preset, args.config, args.overrides))
+    if args.device is not None:
+        config["device"] = args.device
+    if args.print_config:
+        print(json.dumps(config, indent=2, sort_keys=True))
+        return 0
+    _check_dataset(config, args.stage)
+    if args.stage == "all":
+        _check_evaluate_options(config)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory")
+
+    from ..checkpoint import resolve_device
+    from .distributed import init_distributed, shutdown
+    try:
+        resolve_device(config["device"])
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise UsageError(f"bad --device {config['device']!r}: {error}") from None
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+        torch.set_num_threads(args.threads)
+    context = init_distributed(config["device"])
+    progress = not args.no_progress
+    if context.device.type == "cpu" and args.threads is None and context.is_main:
+        import os
+        if hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
+            print("hkdviz train: note: the machine is busy (load above the core count); --threads 1 is often "
+                  "much faster for small models then", file=sys.stderr)
+    try:
+        if args.stage == "teacher":
+            stage_teacher(config, out, context, progress)
+        elif args.stage == "trajectories":
+            stage_trajectories(config, out, _required(args.teacher or config["trajectories"]["teacher"], "--teacher"),
+                               context, progress)
+        elif args.stage == "hkd":
+            stage_hkd(config, out, _required(args.teacher or config["hkd"]["teacher"], "--teacher"),
+                      _required(args.trajectories or config["hkd"]["trajectories"], "--trajectories"), context, progress)
+        elif args.stage == "classifier":
+            stage_classifier(config, out, context, progress, force=True)
+        else:
+            run_all(config, out, context, progress, teacher=args.teacher)
+    finally:
+        shutdown(context)
+    return 0
+
+
+def _required(value, flag: str):
+    if not value:
+        raise UsageError(f"this stage needs {flag}")
+    return value
+
+
+def _check_dataset(config: dict, stage: str) -> None:
+    """Fail before any training when the data set is missing or unreadable."""
+    if stage not in ("teacher", "classifier", "all"):
+        return
+    spec = config["dataset"]
+    if isinstance(spec, str) and "REQUIRED" in spec:
+        kind = spec.split(":", 1)[0]
+        raise UsageError(f"preset {config['preset']!r} needs your local data: --set dataset={kind}:/path/to/data")
+    from .data import load_dataset
+    dataset = load_dataset(spec)
+    if len(dataset) == 0:
+        raise UsageError(f"data set {spec!r} holds no images")
+
+
+# -- stages -----------------------------------------------------------------------------------------
+def stage_teacher(config: dict, out: Path, context, progress: bool) -> Path:
+    from .loop import train_teacher
+    return train_teacher(config, out, progress=progress, context=context)
+
+
+def stage_trajectories(config: dict, out: Path, teacher, context, progress: bool) -> dict:
+    from .common import RunDirectory
+    from .trajectories import generate_trajectories
+
+    options = config["trajectories"]
+    run = RunDirectory(out, is_main=context.is_main)
+    return generate_trajectories(
+        str(teacher), out, count=options["count"], first_seed=options["first_seed"], num_steps=options["num_steps"],
+        chunk_size=options["chunk_size"], batch_size=options["batch_size"], storage_dtype=options["storage_dtype"],
+        rho=options["rho"], context=context, progress=progress, log=run.log)
+
+
+def stage_hkd(config: dict, out: Path, teacher, trajectories, context, progress: bool) -> Path:
+    from .loop import train_hkd
+    return train_hkd(config, out, teacher=str(teacher), trajectories=str(trajectories), progress=progress,
+                     context=context)
+
+
+def stage_classifier(config: dict, out: Path, context, progress: bool, force: bool = False) -> Path | None:
+    options = config["classifier"]
+    if not context.is_main:
+        return None
+    if not force and (out / "model.safetensors").exists():
+        return out  # already trained (train all reruns skip it)
+    from .classifier import train_classifier
+    return train_classifier(config["dataset"], out, num_images=options["num_images"], steps=options["steps"],
+                            batch_size=options["batch_size"], num_held_out=options["num_held_out"],
+                            learning_rate=options["learning_rate"], config=options.get("config") or None,
+                            device=context.device, seed=int(config["seed"]), progress=progress)
+
+
+def stage_evaluate(config: dict, out: Path, context, progress: bool) -> dict | None:
+    """`hkdviz eval` on the exported checkpoints: HKD at 1 NFE against the teacher, written to DIR/evaluation/."""
+    if not context.is_main:
+        return None
+    from .evaluate import evaluate
+    export = out / "export"
+    return evaluate(hkd_model=str(export / "hkd"), teacher=str(export / "teacher"),
+                    classifier=str(export / "classifier") if (export / "classifier").exists() else None,
+                    out_dir=str(out / "evaluation"), device=context.device, progress=progress,
+                    **(config["evaluate"].get("options") or {}))
+
+
+def _check_evaluate_options(config: dict) -> None:
+    if not config["evaluate"].get("enabled", True):
+        return
+    import inspect
+    from .evaluate import evaluate
+    accepted = set(inspect.signature(evaluate).parameters) - {"hkd_model", "teacher", "classifier", "checkpoint",
+                                                               "out_dir", "device", "progress"}
+    unknown = sorted(set(config["evaluate"].get("options") or {}) - accepted)
+    if unknown:
+        raise UsageError(f"evaluate.options has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(accepted))}")
+
+
+def _record_metrics(checkpoint: Path, result: dict) -> None:
+    """Put the evaluation rows into the exported HKD checkpoint's meta.json (weights untouched)."""
+    path = checkpoint / "meta.json"
+    meta = json.loads(path.read_text())
+    meta.setdefault("metrics", {})["evaluation"] = {"num_samples": result.get("num_samples"),
+                                                    "rows": result.get("rows", [])}
+    from .common import atomic_write_text, json_default
+    atomic_write_text(path, json.dumps(meta, indent=2, sort_keys=True, default=json_default) + "\n")
+
+
+def run_all(config: dict, out: Path, context, progress: bool, teacher=None) -> Path:
+    """teacher -> trajectories -> hkd -> classifier -> export -> evaluate, each stage resumable."""
+    from .common import RunDirectory, json_default
+    from .distributed import barrier
+
+    root = RunDirectory(out, is_main=context.is_main)
+    if context.is_main:
+        (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=json_default) + "\n")
+    if teacher is None:
+        root.log("== stage 1/5: teacher")
+        teacher = stage_teacher(config, out / "teacher", context, progress)
+    else:
+        root.log(f"== stage 1/5: teacher given ({teacher}), not trained")
+    root.log("== stage 2/5: trajectories")
+    stats = stage_trajectories(config, out / "trajectories", teacher, context, progress)
+    root.log(f"trajectories: {json.dumps(stats, default=json_default)}")
+    root.log("== stage 3/5: hkd")
+    hkd = stage_hkd(config, out / "hkd", teacher, out / "trajectories", context, progress)
+    classifier = None
+    if config["classifier"].get("enabled", True):
+        root.log("== stage 4/5: classifier")
+        classifier = stage_classifier(config, out / "classifier", context, progress)
+    barrier(context)
+    if context.is_main:
+        export = out / "export"
+        for name, source in (("hkd", hkd), ("teacher", teacher), ("classifier", classifier)):
+            if source is None:
+                continue
+            target = export / name
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(source, target)
+        root.log(f"exported the checkpoints to {export} (laid out like checkpoints/default/)")
+    if config["evaluate"].get("enabled", True) and classifier is not None:
+        root.log("== stage 5/5: evaluation")
+        result = stage_evaluate(config, out, context, progress)
+        if result is not None:
+            from .evaluate import format_table
+            root.log("evaluation (also in evaluation/):\n" + format_table(result))
+            _record_metrics(out / "export" / "hkd", result)
+    barrier(context)
+    return out / "export"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Shared training infrastructure: run directories, EMA, resume files, RNG state, batch order.
+
+A run directory (EDM style) holds
+    config.json    the full training config (plain JSON)
+    log.txt        human-readable log
+    stats.jsonl    one JSON object per logging interval (step, images, loss terms, images/s)
+    resume.pt      everything needed to continue exactly (model, EMA, optimizer, RNG, step), atomic
+    checkpoint/    the EMA weights in the core checkpoint format (hkdviz.load / load_teacher read it)
+
+Determinism: the batch order is a pure function of (seed, step) (one permutation per epoch), the
+per-rank random draws come from one seeded torch.Generator per rank, and the resume file carries
+every RNG state, so a run resumed after a kill reproduces the uninterrupted run exactly.
+"""
+from __future__ import annotations
+
+import copy
+import datetime
+import io
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESUME_FILE = "resume.pt"
+CONFIG_FILE = "config.json"
+STATS_FILE = "stats.jsonl"
+LOG_FILE = "log.txt"
+CHECKPOINT_DIR = "checkpoint"
+RESUME_FORMAT = 1
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot start or continue; the message says why."""
+
+
+# -- files ---------------------------------------------------------------------------------------
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary name, fsync, then rename: a kill leaves the old file or the new one."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def json_default(value):
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+class RunDirectory:
+    """config.json, log.txt and stats.jsonl of one run. Only the main rank writes."""
+
+    def __init__(self, path, is_main: bool = True, echo: bool = True):
+        self.path = Path(path)
+        self.is_main = is_main
+        self.echo = echo
+        if is_main:
+            self.path.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def resume_path(self) -> Path:
+        return self.path / RESUME_FILE
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    def write_config(self, config: dict) -> None:
+        if self.is_main:
+            atomic_write_text(self.path / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True, default=json_default) + "\n")
+
+    def log(self, message: str) -> None:
+        if not self.is_main:
+            return
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path / LOG_FILE, "a") as handle:
+            handle.write(f"{stamp} {message}\n")
+        if self.echo:
+            from tqdm.auto import tqdm
+            tqdm.write(message, file=sys.stderr)
+
+    def append_stats(self, record: dict) -> None:
+        if self.is_main:
+            with open(self.path / STATS_FILE, "a") as handle:
+                handle.write(json.dumps(record, default=json_default) + "\n")
+
+    def truncate_stats(self, last_step: int) -> None:
+        """Drop records past `last_step`: a kill after a log line but before the next resume file
+        would otherwise leave lines that the resumed run writes again."""
+        path = self.path / STATS_FILE
+        if not self.is_main or not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a half-written last line
+            if record.get("step", 0) <= last_step:
+                kept.append(line)
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def read_stats(path) -> list[dict]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / STATS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# -- EMA -----------------------------------------------------------------------------------------
+class EMA:
+    """Exponential moving average of weights with EDM's half-life in images and ramp-up:
+    half-life = min(halflife_images, images_seen * rampup_ratio), beta = 0.5^(batch / half-life)."""
+
+    def __init__(self, model: torch.nn.Module, halflife_images: float, rampup_ratio: float | None = 0.05):
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.halflife_images = float(halflife_images)
+        self.rampup_ratio = rampup_ratio
+
+    def beta(self, batch_images: int, images_seen: int) -> float:
+        halflife = self.halflife_images
+        if self.rampup_ratio is not None:
+            halflife = min(halflife, images_seen * self.rampup_ratio)
+        return 0.5 ** (batch_images / max(halflife, 1e-8))
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, batch_images: int, images_seen: int) -> None:
+        beta = self.beta(batch_images, images_seen)
+        averages = list(self.module.parameters())
+        # One fused kernel per dtype/device group instead of one per tensor (matters on GPUs).
+        torch._foreach_lerp_(averages, [parameter.detach() for parameter in model.parameters()], 1.0 - beta)
+        for average, current in zip(self.module.buffers(), model.buffers()):
+            average.copy_(current)
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state)
+
+
+# -- RNG and resume state -------------------------------------------------------------------------
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (run seed, rank, purpose): independent streams per rank."""
+    return int(np.random.SeedSequence([int(part) for part in parts]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global RNGs (dropout draws from torch's global generator)."""
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def global_rng_state() -> dict:
+    numpy_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        # Plain lists/ints so torch.load(weights_only=True) can read it back.
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), int(numpy_state[2]), int(numpy_state[3]), float(numpy_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_global_rng_state(state: dict) -> None:
+    version, values, *rest = state["python"]
+    random.setstate((version, tuple(values), *rest))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_resume(path: Path, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save({"format": RESUME_FORMAT, **state}, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def load_resume(path: Path, map_location="cpu") -> dict:
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - a truncated or foreign file: say which and why
+        raise TrainingError(f"{path}: cannot read the resume file ({type(error).__name__}: {error}); "
+                            f"delete it to start the run over") from None
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise TrainingError(f"{path}: not an hkdviz resume file (format {state.get('format') if isinstance(state, dict) else None!r})")
+    return state
+
+
+# Keys whose values never change the computed numbers: a resumed run may change them.
+RUNTIME_KEYS = ("log_every", "resume_every", "checkpoint_every", "num_workers", "progress", "device")
+
+
+def without_runtime(config: dict) -> dict:
+    config = copy.deepcopy(config)
+    config.pop("device", None)
+    for section in config.values():
+        if isinstance(section, dict):
+            for key in RUNTIME_KEYS:
+                section.pop(key, None)
+    return config
+
+
+def check_resume_config(run: RunDirectory, config: dict) -> None:
+    """A resumed run must continue the same config (apart from RUNTIME_KEYS)."""
+    path = run.path / CONFIG_FILE
+    if not path.exists():
+        return
+    try:
+        saved = without_runtime(json.loads(path.read_text()))
+    except json.JSONDecodeError as error:
+        raise TrainingError(f"{path}: corrupt ({error}); delete it to resume, or use another --out") from None
+    config = without_runtime(config)
+
+    def canonical(value):
+        return json.dumps(value, sort_keys=True, default=json_default)
+
+    differences = sorted(key for key in set(saved) | set(config) if canonical(saved.get(key)) != canonical(config.get(key)))
+    if differences:
+        raise TrainingError(f"{run.path} holds a run with a different config ({', '.join(differences)} differ); "
+                            f"use another --out directory or delete {RESUME_FILE} and {CONFIG_FILE} to start over")
+
+
+# -- batch order ---------------------------------------------------------------------------------
+class BatchOrder:
+    """Which data indices global batch `step` holds: consecutive slices of a stream of per-epoch
+    permutations of range(length), epoch e shuffled by (seed, e). Rank r of W takes the r-th
+    contiguous part, so the ranks' shards are disjoint and together equal the global batch; the
+    position is a function of the step alone (nothing to store for resume)."""
+
+    def __init__(self, length: int, seed: int, shuffle: bool = True):
+        if length < 1:
+            raise TrainingError("the training data set is empty")
+        self.length = int(length)
+        self.seed = int(seed)
+        self.shuffle = shuffle
+        self._epoch = None
+        self._permutation = None
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            if self.shuffle:
+                self._permutation = np.random.default_rng([self.seed, epoch]).permutation(self.length)
+            else:
+                self._permutation = np.arange(self.length)
+            self._epoch = epoch
+        return self._permutation
+
+    def global_batch(self, step: int, batch_size: int) -> np.ndarray:
+        start = step * batch_size
+        indices = []
+        while len(indices) < batch_size:
+            epoch, offset = divmod(start + len(indices), self.length)
+            take = min(batch_size - len(indices), self.length - offset)
+            indices.extend(self.permutation(epoch)[offset:offset + take].tolist())
+        return np.asarray(indices, dtype=np.int64)
+
+    def rank_batch(self, step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+        if batch_size % world_size:
+            raise TrainingError(f"batch size {batch_size} is not divisible by the world size {world_size}")
+        local = batch_size // world_size
+        return self.global_batch(step, batch_size)[rank * local:(rank + 1) * local]
+
+
+# -- devices and timing ----------------------------------------------------------------------------
+def configure_backend(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        elapsed, self.start = now - self.start, now
+        return elapsed
+
+
+__all__ = ["RunDirectory", "EMA", "BatchOrder", "TrainingError", "save_resume", "load_resume", "read_stats",
+           "derive_seed", "seed_everything", "global_rng_state", "set_global_rng_state", "atomic_write_text",
+           "atomic_write_bytes", "check_resume_config", "configure_backend"]

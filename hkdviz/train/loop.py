@@ -1,0 +1,513 @@
+"""Training loops: the EDM teacher and the HKD student, on one shared skeleton.
+
+    train_teacher(config, out_dir)   EDMLoss on images (xflip), Adam with lr ramp-up, EMA
+    train_hkd(config, out_dir)       HKDLoss on teacher trajectories, Adam constant lr, EMA,
+                                     gradient clipping, encoder/decoder from the teacher
+
+`config` is the full training config of presets.py (plain JSON); each loop reads the shared keys
+(seed, model, dataset) and its own section. Runs resume from `out_dir/resume.pt` when it exists
+and continue exactly as the uninterrupted run would have (see common.py). Under torchrun every
+rank computes its shard of the global batch and DDP averages the gradients.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import save_checkpoint
+from .common import (EMA, BatchOrder, RunDirectory, TrainingError, check_resume_config, configure_backend,
+                     derive_seed, global_rng_state, load_resume, save_resume, seed_everything, set_global_rng_state,
+                     synchronize)
+from .distributed import DistributedContext, all_reduce_mean, barrier, init_distributed, unwrap_model, wrap_model
+
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, None: None, "none": None}
+
+
+class TrainingLoop:
+    """The skeleton: build, resume, step (with gradient accumulation), log, save. Subclasses give
+    the model, the data and the loss of one round of a step."""
+
+    kind = "abstract"     # checkpoint kind
+    section = "abstract"  # config section
+
+    def __init__(self, config: dict, out_dir, device="auto", progress: bool = True,
+                 context: DistributedContext | None = None, echo: bool = True):
+        self.config = copy.deepcopy(config)
+        if self.section not in self.config:
+            raise TrainingError(f"the training config has no {self.section!r} section")
+        self.options = self.config[self.section]
+        self.context = context or init_distributed(device)
+        self.device = self.context.device
+        self.progress = progress
+        self.run = RunDirectory(out_dir, is_main=self.context.is_main, echo=echo)
+        self.seed = int(self.config.get("seed", 0))
+        configure_backend(self.device)
+        autocast = self.options.get("autocast")
+        if autocast not in AUTOCAST_DTYPES:
+            raise TrainingError(f"{self.section}.autocast must be 'bfloat16', 'float16' or null, got {autocast!r}")
+        # Mixed precision and channels_last only pay off (and are only tested) on CUDA.
+        self.autocast_dtype = AUTOCAST_DTYPES[autocast] if self.device.type == "cuda" else None
+        self.channels_last = bool(self.options.get("channels_last", False)) and self.device.type == "cuda"
+
+    # -- subclass interface -------------------------------------------------------------------------
+    def build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def build_data(self) -> int:
+        """Prepare the data; return the number of training items (for the batch order)."""
+        raise NotImplementedError
+
+    def prepare_step(self, step: int, local_size: int) -> None:
+        """Per-step draws before the rounds (HKD draws its time indices for the whole global batch here)."""
+
+    def round_loss(self, model, indices: np.ndarray, step: int, offset: int) -> tuple[torch.Tensor, dict]:
+        """Mean loss over the items `indices`, which start at position `offset` of this rank's share of
+        step `step`, and detached stats."""
+        raise NotImplementedError
+
+    def learning_rate(self, images_seen: int) -> float:
+        return float(self.options["lr"])
+
+    def run_config(self) -> dict:
+        """What config.json records and a resume must match: the shared keys and this stage's section
+        (another stage's settings may change between reruns of `train all`)."""
+        return {key: copy.deepcopy(self.config.get(key)) for key in ("seed", "model", "dataset", self.section)}
+
+    def checkpoint_meta(self) -> dict:
+        return {}
+
+    def model_config(self) -> dict:
+        return unwrap_model(self.model).config
+
+    # -- shared machinery ---------------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        return int(self.options["batch_size"])
+
+    @property
+    def total_steps(self) -> int:
+        return int(self.options["steps"])
+
+    def rounds(self, local: np.ndarray) -> list[np.ndarray]:
+        per_device = self.options.get("batch_per_device") or len(local)
+        return [local[start:start + per_device] for start in range(0, len(local), per_device)]
+
+    def setup(self) -> None:
+        context = self.context
+        if self.batch_size % context.world_size:
+            raise TrainingError(f"{self.section}.batch_size {self.batch_size} is not divisible by the "
+                                f"{context.world_size} ranks")
+        if self.total_steps < 1:
+            raise TrainingError(f"{self.section}.steps must be >= 1, got {self.total_steps}")
+        seed_everything(derive_seed(self.seed, 1))  # the same initial weights on every rank
+        self.model = self.build_model().to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.model.train().requires_grad_(True)
+        network = getattr(self.model, "net", None) or getattr(self.model, "unet", None)
+        if getattr(network, "map_augment", None) is not None:
+            # No augmentation pipeline here: the augment embedding (augment_dim > 0 in EDM's presets)
+            # never receives gradients; freezing it keeps DDP from waiting for them.
+            network.map_augment.requires_grad_(False)
+        self.ema = EMA(self.model, self.options["ema_halflife_images"], self.options.get("ema_rampup_ratio"))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate(0),
+                                          betas=tuple(self.options.get("betas", (0.9, 0.999))),
+                                          eps=float(self.options.get("eps", 1e-8)),
+                                          fused=True if self.device.type == "cuda" else None)
+        self.wrapped = wrap_model(self.model, context)
+        seed_everything(derive_seed(self.seed, context.rank, 5))  # per-rank global draws (dropout)
+        # One generator per rank (on the device) for the loss's random draws, and one CPU generator,
+        # identical on every rank, for draws made for the whole global batch (HKD's time indices).
+        self.generator = torch.Generator(self.device).manual_seed(derive_seed(self.seed, context.rank, 2))
+        self.cpu_generator = torch.Generator().manual_seed(derive_seed(self.seed, 3))
+        self.order = BatchOrder(self.build_data(), seed=derive_seed(self.seed, 4))
+        self.step = 0
+        self.accumulated: dict[str, float] = {}
+        self.accumulated_steps = 0
+
+    def state(self) -> dict:
+        return {"step": self.step, "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "generator": self.generator.get_state(),
+                "cpu_generator": self.cpu_generator.get_state(), "global_rng": global_rng_state(),
+                "accumulated": dict(self.accumulated), "accumulated_steps": self.accumulated_steps}
+
+    def load_state(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.cpu_generator.set_state(state["cpu_generator"])
+        set_global_rng_state(state["global_rng"])
+        self.accumulated = dict(state["accumulated"])
+        self.accumulated_steps = int(state["accumulated_steps"])
+
+    RANK_KEYS = ("generator", "global_rng")  # the state that differs between ranks
+
+    def try_resume(self) -> bool:
+        """Load out_dir/resume.pt if it exists. One file holds the shared state (model, EMA, optimizer,
+        step, shared generator) and every rank's own RNG state, written atomically by rank 0."""
+        path = self.run.resume_path
+        if not path.exists():
+            return False
+        state = load_resume(path, map_location=self.device)
+        ranks = state.get("ranks")
+        if not isinstance(ranks, list):
+            raise TrainingError(f"{path}: no per-rank state in this resume file; delete it to start over")
+        if len(ranks) != self.context.world_size:
+            raise TrainingError(f"{path} was written by {len(ranks)} process(es), this run has "
+                                f"{self.context.world_size}: resume with the same number of processes")
+        self.load_state({**state, **ranks[self.context.rank]})
+        return True
+
+    def save_resume_files(self) -> None:
+        state = self.state()
+        mine = {key: state.pop(key) for key in self.RANK_KEYS}
+        ranks = [mine]
+        if self.context.enabled:
+            import torch.distributed as dist
+            ranks = [None] * self.context.world_size
+            dist.all_gather_object(ranks, mine)
+        if self.context.is_main:
+            save_resume(self.run.resume_path, {**state, "ranks": ranks})
+
+    def train_step(self) -> dict:
+        step = self.step
+        images_seen = step * self.batch_size
+        learning_rate = self.learning_rate(images_seen)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        self.optimizer.zero_grad(set_to_none=True)
+        local = self.order.rank_batch(step, self.batch_size, self.context.rank, self.context.world_size)
+        self.prepare_step(step, len(local))
+        parts = self.rounds(local)
+        stats_sum: dict[str, float] = {}
+        offset = 0
+        for round_index, part in enumerate(parts):
+            last = round_index == len(parts) - 1
+            sync = self.wrapped.no_sync() if (self.context.enabled and not last) else _null_context()
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                    loss, stats = self.round_loss(self.wrapped, part, step, offset)
+                (loss * (len(part) / len(local))).backward()
+            offset += len(part)
+            # Stats stay tensors (on the device) until a log line: no GPU sync per step.
+            for key, value in stats.items():
+                stats_sum[key] = stats_sum.get(key, 0.0) + value.detach() * (len(part) / len(local))
+        clip = self.options.get("grad_clip")
+        if clip:
+            stats_sum["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
+        self.optimizer.step()
+        self.step += 1
+        self.ema.update(self.model, self.batch_size, self.step * self.batch_size)
+        stats_sum["lr"] = learning_rate
+        return stats_sum
+
+    def log_interval(self, seconds: float, steps: int) -> dict:
+        keys = sorted(self.accumulated)
+        values = torch.tensor([float(self.accumulated[key]) for key in keys], dtype=torch.float64)
+        if self.context.enabled:
+            values = all_reduce_mean(values.to(self.device), self.context).cpu()
+        bad = [key for key, value in zip(keys, values.tolist()) if not math.isfinite(value)]
+        if bad:
+            # No NaN scrubbing per step (it costs a kernel per tensor): stop and say how to recover.
+            raise TrainingError(f"{self.section}: {', '.join(bad)} became non-finite before step {self.step}; the last "
+                                f"resume file predates it: lower the learning rate and rerun to resume")
+        record = {"step": self.step, "images": self.step * self.batch_size}
+        record.update({key: float(value) / max(self.accumulated_steps, 1) for key, value in zip(keys, values.tolist())})
+        record["seconds"] = seconds
+        record["images_per_second"] = steps * self.batch_size / seconds if seconds > 0 else None
+        self.accumulated, self.accumulated_steps = {}, 0
+        return record
+
+    def train(self, stop_at: int | None = None) -> Path | None:
+        """Train to `steps` (resuming when a resume file exists) and write the EMA checkpoint.
+
+        stop_at: stop after that step as if killed (no final save): tests and time-boxed runs use it.
+        Returns the checkpoint directory (None when stopped early).
+        """
+        from tqdm.auto import tqdm
+
+        self.setup()
+        if self.context.is_main:
+            check_resume_config(self.run, self.run_config())
+        barrier(self.context)
+        resumed = self.try_resume()
+        self.run.write_config(self.run_config())
+        self.run.truncate_stats(self.step)
+        parameters = sum(parameter.numel() for parameter in self.model.parameters())
+        self.run.log(f"{self.section}: {'resumed at' if resumed else 'starting at'} step {self.step}/{self.total_steps}, "
+                     f"{parameters:,} parameters, global batch {self.batch_size} on {self.context.world_size} rank(s), "
+                     f"device {self.device}{', autocast ' + str(self.autocast_dtype) if self.autocast_dtype else ''}")
+        log_every = int(self.options.get("log_every", 100))
+        resume_every = int(self.options.get("resume_every", 1000))
+        checkpoint_every = self.options.get("checkpoint_every")
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=self.section, unit="step",
+                   disable=not self.progress or not self.context.is_main)
+        interval_start, interval_steps = time.perf_counter(), 0
+        while self.step < self.total_steps:
+            stats = self.train_step()
+            for key, value in stats.items():
+                self.accumulated[key] = self.accumulated.get(key, 0.0) + value
+            self.accumulated_steps += 1
+            interval_steps += 1
+            bar.update(1)
+            if self.step % log_every == 0 or self.step == self.total_steps:
+                synchronize(self.device)
+                record = self.log_interval(time.perf_counter() - interval_start, interval_steps)
+                interval_start, interval_steps = time.perf_counter(), 0
+                self.run.append_stats(record)
+                bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4g}",
+                                img_s=f"{record['images_per_second'] or 0:.0f}")
+                self.run.log(f"{self.section} step {record['step']}: loss {record.get('loss', float('nan')):.5g}, "
+                             f"{record['images_per_second'] or 0:.1f} images/s")
+            if self.step % resume_every == 0 or self.step == self.total_steps:
+                self.save_resume_files()
+            if checkpoint_every and self.step % int(checkpoint_every) == 0 and self.step < self.total_steps:
+                self.save_checkpoint(self.run.path / f"checkpoint-{self.step:07d}")
+            if stop_at is not None and self.step >= stop_at and self.step < self.total_steps:
+                bar.close()
+                return None
+        bar.close()
+        directory = self.save_checkpoint(self.run.checkpoint_path)
+        barrier(self.context)
+        return directory
+
+    def save_checkpoint(self, directory: Path) -> Path:
+        if self.context.is_main:
+            meta = {"step": self.step, "images": self.step * self.batch_size, **self.checkpoint_meta()}
+            save_checkpoint(self.ema.module, directory, kind=self.kind, meta=meta, config=self.model_config())
+            self.run.log(f"{self.section}: wrote the EMA checkpoint {directory}")
+        return directory
+
+
+class _null_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return False
+
+
+# -- data sources -----------------------------------------------------------------------------------
+class ImageSource:
+    """Training images by data-set index, float32 [-1, 1] on the device, with EDM's xflip doubling
+    (index N + i mirrors image i). Small sets are materialised once (uint8) on the device."""
+
+    def __init__(self, spec, xflip: bool, device: torch.device, memory_limit_bytes: int = 4 << 30,
+                 progress: bool = True):
+        from .data import load_dataset
+        self.dataset = load_dataset(spec)
+        self.raw_length = len(self.dataset)
+        self.xflip = bool(xflip)
+        self.device = device
+        shape = (self.dataset.num_channels, self.dataset.resolution, self.dataset.resolution)
+        self.image_shape = shape
+        size = self.raw_length * int(np.prod(shape))
+        self.images = None
+        if size <= memory_limit_bytes:
+            images, labels = self.dataset.materialize(progress=progress)
+            self.images = images.to(device)
+            self.labels = labels["label"].to(device)
+
+    def __len__(self) -> int:
+        return self.raw_length * (2 if self.xflip else 1)
+
+    def batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        raw = indices % self.raw_length
+        mirrored = indices >= self.raw_length
+        if self.images is not None:
+            images = self.images[raw.to(self.device)]
+            labels = self.labels[raw.to(self.device)]
+        else:
+            items = [self.dataset[int(index)] for index in raw]
+            images = torch.stack([item[0] for item in items]).to(self.device)
+            labels = torch.stack([item[1] for item in items]).to(self.device)
+            images = ((images + 1) * 127.5).round().to(torch.uint8)
+        if bool(mirrored.any()):
+            mirrored = mirrored.to(self.device)
+            images = torch.where(mirrored.reshape(-1, 1, 1, 1), images.flip(-1), images)
+        return images.to(torch.float32) / 127.5 - 1.0, labels
+
+
+class TeacherLoop(TrainingLoop):
+    kind = "teacher"
+    section = "teacher"
+
+    def build_model(self):
+        from ..model.config import resolve_config
+        from .edm import EDMPrecond
+        return EDMPrecond(resolve_config(self.config["model"]))
+
+    def build_data(self) -> int:
+        from .edm import EDMLoss
+        options = self.options
+        self.loss = EDMLoss(P_mean=options.get("P_mean", -1.2), P_std=options.get("P_std", 1.2),
+                            sigma_data=self.model.sigma_data)
+        self.source = ImageSource(self.config["dataset"], options.get("xflip", True), self.device,
+                                  int(options.get("data_memory_limit_mb", 4096)) << 20,
+                                  progress=self.progress and self.context.is_main)
+        expected = self.model.image_shape
+        if self.source.image_shape != tuple(expected):
+            raise TrainingError(f"the data set's images are {self.source.image_shape} but the model expects {tuple(expected)} "
+                                f"(set dataset resolution or model.unet.img_resolution/in_channels to match)")
+        return len(self.source)
+
+    def learning_rate(self, images_seen: int) -> float:
+        rampup = float(self.options.get("lr_rampup_images") or 0)
+        scale = min(images_seen / rampup, 1.0) if rampup > 0 else 1.0
+        return float(self.options["lr"]) * scale
+
+    def round_loss(self, model, indices, step, offset):
+        images, labels = self.source.batch(indices)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        class_labels = None
+        label_dim = self.model.config["unet"]["label_dim"]
+        if label_dim:
+            class_labels = torch.nn.functional.one_hot(labels.clamp(min=0), label_dim).to(torch.float32)
+        loss = self.loss(model, images, class_labels=class_labels, generator=self.generator)
+        loss = loss.float().mean()
+        return loss, {"loss": loss.detach()}
+
+    def checkpoint_meta(self) -> dict:
+        return {"dataset": _dataset_name(self.config["dataset"]), "training": {"teacher": self.options},
+                "metrics": {}}
+
+
+class HKDLoop(TrainingLoop):
+    kind = "hkd"
+    section = "hkd"
+
+    def __init__(self, config: dict, out_dir, teacher=None, trajectories=None, **kwargs):
+        super().__init__(config, out_dir, **kwargs)
+        self.teacher_path = teacher or self.options.get("teacher")
+        self.trajectory_path = trajectories or self.options.get("trajectories")
+        if not self.teacher_path:
+            raise TrainingError("HKD training needs a teacher checkpoint (hkd.teacher or --teacher)")
+        if not self.trajectory_path:
+            raise TrainingError("HKD training needs a trajectory directory (hkd.trajectories or --trajectories)")
+
+    def run_config(self) -> dict:
+        config = {key: copy.deepcopy(self.config.get(key)) for key in ("seed", "model", "hkd")}
+        config["hkd"]["teacher"] = str(self.teacher_path)
+        config["hkd"]["trajectories"] = str(self.trajectory_path)
+        return config
+
+    def build_model(self):
+        from ..model.config import resolve_config
+        from ..model.hkd import HKDModel
+        from .edm import init_hkd_from_teacher
+        from .teacher import load_teacher
+
+        teacher = load_teacher(self.teacher_path, device="cpu")
+        self.teacher_sha256 = teacher.checkpoint_sha256
+        config = copy.deepcopy(teacher.config)
+        config["koopman"].update(self.options.get("koopman") or {})
+        if self.options.get("dropout") is not None:
+            config["unet"]["dropout"] = float(self.options["dropout"])
+        model = HKDModel(resolve_config(config))
+        if self.options.get("init_from_teacher", True):
+            init_hkd_from_teacher(model, teacher)
+        if model.config["unet"]["label_dim"]:
+            raise TrainingError("class-conditional HKD training is not supported yet (model.unet.label_dim > 0)")
+        return model
+
+    @property
+    def total_steps(self) -> int:
+        epochs = self.options.get("epochs")
+        if epochs:
+            return max(1, math.ceil(float(epochs) * self._count / self.batch_size))
+        return int(self.options["steps"])
+
+    def setup(self) -> None:
+        from .loss import HKDDistance, HKDLoss, make_distance
+        from .trajectories import TrajectoryDataset, read_manifest
+
+        options = self.options
+        self._count = int(read_manifest(self.trajectory_path)["count"])
+        distance = HKDDistance(make_distance(options.get("distance"), device=self.device),
+                               lambda1_start=options.get("lambda1_start", 1.0),
+                               lambda1_end=options.get("lambda1_end", 1e-3), lambda2=options.get("lambda2", 1.0))
+        self.loss = HKDLoss(distance, num_times=options.get("num_times", 4),
+                            t_consistency=options.get("t_consistency", True),
+                            include_eps=options.get("include_eps", True))
+        self.data = TrajectoryDataset(self.trajectory_path,
+                                      memory_limit_bytes=int(options.get("data_memory_limit_mb", 4096)) << 20,
+                                      progress=self.progress and self.context.is_main)
+        super().setup()
+
+    def build_data(self) -> int:
+        data = self.data
+        manifest = data.manifest
+        if tuple(manifest["image_shape"]) != tuple(self.model.image_shape):
+            raise TrainingError(f"trajectories hold {tuple(manifest['image_shape'])} images, the model makes "
+                                f"{tuple(self.model.image_shape)}")
+        stored_sha = manifest.get("teacher", {}).get("checkpoint_sha256")
+        if stored_sha and self.teacher_sha256 and stored_sha != self.teacher_sha256:
+            self.run.log(f"warning: the trajectories in {self.trajectory_path} came from another teacher "
+                         f"(sha256 {stored_sha[:12]}) than {self.teacher_path} ({self.teacher_sha256[:12]})")
+        if data.states is not None and self.device.type == "cuda":
+            data.states = data.states.to(self.device)  # gathers then never leave the GPU
+        self.sigmas = data.sigmas.to(self.device)
+        return len(data)
+
+    def prepare_step(self, step: int, local_size: int) -> None:
+        # Drawn for the global batch with a generator shared by all ranks, then sliced: training on
+        # W ranks sees exactly the time indices of single-process training.
+        times = self.loss.time_indices(self.batch_size, self.data.num_states, generator=self.cpu_generator)
+        start = self.context.rank * local_size
+        self._step_times = times[start:start + local_size]
+
+    def round_loss(self, model, indices, step, offset):
+        samples = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        times = self._step_times[offset:offset + len(samples)]
+        if self.data.states is not None:
+            location = self.data.states.device
+            inputs = self.data.gather(samples.to(location), times.to(location))
+            target = self.data.gather(samples.to(location), torch.full((len(samples), 1), self.data.num_states - 1,
+                                                                      device=location))[:, 0]
+        else:
+            full = self.data.gather(samples)
+            rows = torch.arange(len(samples)).unsqueeze(1)
+            inputs, target = full[rows, times], full[:, -1]
+        inputs, target = inputs.to(self.device), target.to(self.device)
+        input_sigmas = self.sigmas[times.to(self.device)]
+        progress = step / self.total_steps
+        loss, stats = self.loss.compute(model, inputs, input_sigmas, target, progress)
+        return loss, stats
+
+    def checkpoint_meta(self) -> dict:
+        return {"dataset": _dataset_name(self.config["dataset"]),
+                "teacher": {"path": str(self.teacher_path), "sha256": self.teacher_sha256},
+                "trajectories": {"path": str(self.trajectory_path), "count": self._count,
+                                 "num_steps": int(self.data.manifest["num_steps"])},
+                "training": {"hkd": self.options, "loss": self.loss.config()}, "metrics": {}}
+
+
+def _dataset_name(spec) -> str:
+    if isinstance(spec, str):
+        return spec
+    return ", ".join(f"{key}={value}" for key, value in spec.items()) if isinstance(spec, dict) else str(spec)
+
+
+def train_teacher(config: dict, out_dir, device="auto", progress: bool = True, stop_at: int | None = None,
+                  context: DistributedContext | None = None) -> Path | None:
+    """Train the EDM teacher; returns out_dir/checkpoint (the EMA weights, kind "teacher")."""
+    return TeacherLoop(config, out_dir, device=device, progress=progress, context=context).train(stop_at=stop_at)
+
+
+def train_hkd(config: dict, out_dir, teacher=None, trajectories=None, device="auto", progress: bool = True,
+              stop_at: int | None = None, context: DistributedContext | None = None) -> Path | None:
+    """Train HKD on stored teacher trajectories; returns out_dir/checkpoint (kind "hkd", hkdviz.load reads it)."""
+    return HKDLoop(config, out_dir, teacher=teacher, trajectories=trajectories, device=device, progress=progress,
+                   context=context).train(stop_at=stop_at)
+
+
+__all__ = ["TrainingLoop", "TeacherLoop", "HKDLoop", "ImageSource", "train_teacher", "train_hkd"]

@@ -1,0 +1,336 @@
+"""HKD training loss: distances in image space and the trajectory-consistency loss.
+
+    L = L_t-consist + L_recon,   both d(D(exp((eps - t) A) E(x_t, t)), x_eps)   (hkd-spec.md, section 3)
+
+Each training sample contributes five terms: the reconstruction term at t = T (input: the
+trajectory's noise x_T) and `num_times` = 4 intermediate times; the loss is their mean.
+
+[choice] Intermediate times are drawn uniformly, with replacement, over the stored solver grid
+indices 1..N (index 0 = T, index N = eps). That is U[eps, T) over the grid: T is excluded (it is
+the reconstruction term) and eps is included, where the target is the input itself and the map
+must be the identity (the consistency boundary condition). `include_eps=False` draws from 1..N-1.
+
+Distances map (prediction, target) [B, C, H, W] to one value per sample [B]; every callable here is
+a small class with plain-data constructor arguments (`config()` returns them).
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _precise(tensor: torch.Tensor) -> torch.Tensor:
+    # Distances in float32 at least (bf16 autocast outputs), float64 when given float64.
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
+def _check_pair(prediction: torch.Tensor, target: torch.Tensor) -> None:
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape")
+    if prediction.ndim < 2:
+        raise ValueError(f"expected images [B, ...], got shape {tuple(prediction.shape)}")
+
+
+class MSEDistance:
+    """Mean squared error per sample (mean over every non-batch element)."""
+
+    name = "mse"
+
+    def __call__(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair(prediction, target)
+        return (_precise(prediction) - _precise(target)).square().flatten(1).mean(1)
+
+    def config(self) -> dict:
+        return {"name": self.name}
+
+
+class PseudoHuberDistance:
+    """Pseudo-Huber distance of improved consistency training (Song & Dhariwal 2023):
+    sqrt(||x - y||^2 + c^2) - c with c = 0.00054 * sqrt(dim), dim = C * H * W.
+
+    Weights-free; our default perceptual-ish term where LPIPS weights are unavailable.
+    """
+
+    name = "pseudo_huber"
+
+    def __init__(self, c_factor: float = 0.00054):
+        self.c_factor = float(c_factor)
+
+    def __call__(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair(prediction, target)
+        difference = (_precise(prediction) - _precise(target)).flatten(1)
+        c = self.c_factor * math.sqrt(difference.shape[1])
+        return (difference.square().sum(1) + c * c).sqrt() - c
+
+    def config(self) -> dict:
+        return {"name": self.name, "c_factor": self.c_factor}
+
+
+# -- LPIPS ---------------------------------------------------------------------------------------
+# LPIPS (Zhang et al. 2018) needs pretrained VGG16/AlexNet features plus learned linear heads. Those
+# weights cannot be downloaded here, and the `lpips` package imports torchvision, so this is a
+# self-contained re-implementation that reads a full LPIPS state dict in the `lpips` package's key
+# layout (net.sliceK.<torchvision features index>.*, linK.model.1.weight), e.g. one written by
+# `torch.save(lpips.LPIPS(net="vgg").state_dict(), path)` on a machine that has the weights.
+
+_LPIPS_ARCHITECTURES = {
+    # torchvision `features` layers: ("conv", in, out, kernel, stride, padding) | ("relu",) | ("pool", kernel, stride)
+    "vgg": {
+        "layers": [("conv", 3, 64, 3, 1, 1), ("relu",), ("conv", 64, 64, 3, 1, 1), ("relu",), ("pool", 2, 2),
+                   ("conv", 64, 128, 3, 1, 1), ("relu",), ("conv", 128, 128, 3, 1, 1), ("relu",), ("pool", 2, 2),
+                   ("conv", 128, 256, 3, 1, 1), ("relu",), ("conv", 256, 256, 3, 1, 1), ("relu",),
+                   ("conv", 256, 256, 3, 1, 1), ("relu",), ("pool", 2, 2),
+                   ("conv", 256, 512, 3, 1, 1), ("relu",), ("conv", 512, 512, 3, 1, 1), ("relu",),
+                   ("conv", 512, 512, 3, 1, 1), ("relu",), ("pool", 2, 2),
+                   ("conv", 512, 512, 3, 1, 1), ("relu",), ("conv", 512, 512, 3, 1, 1), ("relu",),
+                   ("conv", 512, 512, 3, 1, 1), ("relu",)],
+        "slices": [(0, 4), (4, 9), (9, 16), (16, 23), (23, 30)],
+        "channels": [64, 128, 256, 512, 512],
+    },
+    "alex": {
+        "layers": [("conv", 3, 64, 11, 4, 2), ("relu",), ("pool", 3, 2), ("conv", 64, 192, 5, 1, 2), ("relu",),
+                   ("pool", 3, 2), ("conv", 192, 384, 3, 1, 1), ("relu",), ("conv", 384, 256, 3, 1, 1), ("relu",),
+                   ("conv", 256, 256, 3, 1, 1), ("relu",)],
+        "slices": [(0, 2), (2, 5), (5, 8), (8, 10), (10, 12)],
+        "channels": [64, 192, 384, 256, 256],
+    },
+}
+
+
+def _make_layer(spec) -> nn.Module:
+    if spec[0] == "conv":
+        _, cin, cout, kernel, stride, padding = spec
+        return nn.Conv2d(cin, cout, kernel, stride=stride, padding=padding)
+    if spec[0] == "relu":
+        return nn.ReLU(inplace=False)
+    return nn.MaxPool2d(kernel_size=spec[1], stride=spec[2])
+
+
+class _LPIPSNetwork(nn.Module):
+    def __init__(self, net: str):
+        super().__init__()
+        architecture = _LPIPS_ARCHITECTURES[net]
+        self.register_buffer("scaling_layer_shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
+        self.register_buffer("scaling_layer_scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
+        self.slices = nn.ModuleList()
+        for start, stop in architecture["slices"]:
+            block = nn.Sequential()
+            for index in range(start, stop):  # keep torchvision's indices so state-dict keys match
+                block.add_module(str(index), _make_layer(architecture["layers"][index]))
+            self.slices.append(block)
+        self.lins = nn.ModuleList(nn.Conv2d(channels, 1, 1, bias=False) for channels in architecture["channels"])
+
+    def load_lpips_state(self, state: dict, source) -> None:
+        mapped = {}
+        for key, value in state.items():
+            if key.startswith("scaling_layer."):
+                mapped["scaling_layer_" + key.split(".", 1)[1]] = value.reshape(1, 3, 1, 1)
+            elif key.startswith("net.slice"):
+                slice_name, rest = key[len("net.slice"):].split(".", 1)
+                mapped[f"slices.{int(slice_name) - 1}.{rest}"] = value
+            elif re.fullmatch(r"lin\d+\.model\.\d+\.weight", key):  # ("lins.K..." duplicates these)
+                mapped[f"lins.{int(key[3:key.index('.')])}.weight"] = value
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(mapped))
+        wrong = sorted(key for key in set(expected) & set(mapped) if expected[key].shape != mapped[key].shape)
+        if missing or wrong:
+            raise ValueError(f"{source}: not an LPIPS state dict for this network "
+                             f"(missing {missing[:4]}{'...' if len(missing) > 4 else ''}, wrong shapes {wrong[:4]})")
+        self.load_state_dict({key: mapped[key] for key in expected}, strict=True)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = (x - self.scaling_layer_shift) / self.scaling_layer_scale
+        y = (y - self.scaling_layer_shift) / self.scaling_layer_scale
+        total = x.new_zeros(x.shape[0])
+        for block, lin in zip(self.slices, self.lins):
+            x, y = block(x), block(y)
+            # Unit-normalise each feature vector over channels, as LPIPS does.
+            nx = x / (x.square().sum(1, keepdim=True).sqrt() + 1e-10)
+            ny = y / (y.square().sum(1, keepdim=True).sqrt() + 1e-10)
+            total = total + lin((nx - ny).square()).mean(dim=(1, 2, 3))
+        return total
+
+
+class LPIPSDistance:
+    """LPIPS from a local weights file; never downloads.
+
+    `weights`: path to a torch state dict of a full LPIPS model (backbone + linear heads) in the
+    `lpips` package's key layout. Images in [-1, 1] are resized to `resize` px (bilinear) first, as
+    consistency-model training does for 32x32 data; `resize=None` keeps them as they are.
+    """
+
+    name = "lpips"
+
+    def __init__(self, weights: str | Path | None = None, net: str = "vgg", resize: int | None = 224,
+                 device=None):
+        if net not in _LPIPS_ARCHITECTURES:
+            raise ValueError(f"LPIPS net must be one of {sorted(_LPIPS_ARCHITECTURES)}, got {net!r}")
+        if weights is None:
+            raise ValueError("LPIPS needs pretrained weights, which hkdviz never downloads: pass a local LPIPS state "
+                             "dict (e.g. torch.save(lpips.LPIPS(net='vgg').state_dict(), 'lpips_vgg.pt') on a machine "
+                             "that has them) as weights=..., or use the default pseudo-Huber distance")
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"LPIPS weights file {path} does not exist")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear message
+            raise ValueError(f"{path}: cannot read LPIPS weights ({type(error).__name__}: {error})") from None
+        if not isinstance(state, dict):
+            raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+        self.weights = str(path)
+        self.net_name = net
+        self.resize = resize
+        self.network = _LPIPSNetwork(net)
+        self.network.load_lpips_state(state, path)
+        self.network.eval().requires_grad_(False)
+        if device is not None:
+            self.network.to(device)
+
+    def __call__(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair(prediction, target)
+        network = self.network
+        if next(network.parameters()).device != prediction.device:
+            network.to(prediction.device)
+        prediction, target = prediction.float(), target.float()
+        if self.resize is not None and prediction.shape[-1] != self.resize:
+            prediction = F.interpolate(prediction, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
+            target = F.interpolate(target, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
+        return network(prediction, target)
+
+    def config(self) -> dict:
+        return {"name": self.name, "weights": self.weights, "net": self.net_name, "resize": self.resize}
+
+
+def make_distance(config: dict | str | None, device=None):
+    """A perceptual distance from plain data: "pseudo_huber" (default), "mse", or {"name": "lpips", "weights": ...}."""
+    if config is None:
+        config = "pseudo_huber"
+    if isinstance(config, str):
+        config = {"name": config}
+    options = dict(config)
+    name = options.pop("name", None)
+    if name == "pseudo_huber":
+        return PseudoHuberDistance(**options)
+    if name == "mse":
+        return MSEDistance()
+    if name == "lpips":
+        return LPIPSDistance(device=device, **options)
+    raise ValueError(f"unknown distance {name!r}; choose 'pseudo_huber', 'mse' or 'lpips'")
+
+
+class HKDDistance:
+    """d = lambda_1(progress) * MSE + lambda_2 * perceptual, with lambda_1 = start * (end / start)^progress
+    (10^(-3 * progress) for the defaults: 1 -> 1e-3 over training) and lambda_2 = 1.
+
+    [choice] progress = step / total_steps, continuous (the paper steps it per epoch).
+    Returns (total [B], mse [B], perceptual [B]).
+    """
+
+    def __init__(self, perceptual=None, lambda1_start: float = 1.0, lambda1_end: float = 1e-3,
+                 lambda2: float = 1.0):
+        self.perceptual = PseudoHuberDistance() if perceptual is None else perceptual
+        self.mse = MSEDistance()
+        if lambda1_start <= 0 or lambda1_end <= 0:
+            raise ValueError("lambda1_start and lambda1_end must be positive")
+        self.lambda1_start = float(lambda1_start)
+        self.lambda1_end = float(lambda1_end)
+        self.lambda2 = float(lambda2)
+
+    def lambda1(self, progress: float) -> float:
+        progress = min(max(float(progress), 0.0), 1.0)
+        return self.lambda1_start * (self.lambda1_end / self.lambda1_start) ** progress
+
+    def __call__(self, prediction: torch.Tensor, target: torch.Tensor, progress: float = 0.0):
+        mse = self.mse(prediction, target)
+        perceptual = self.perceptual(prediction, target) if self.lambda2 else torch.zeros_like(mse)
+        return self.lambda1(progress) * mse + self.lambda2 * perceptual, mse, perceptual
+
+    def config(self) -> dict:
+        return {"perceptual": self.perceptual.config(), "lambda1_start": self.lambda1_start,
+                "lambda1_end": self.lambda1_end, "lambda2": self.lambda2}
+
+
+class HKDLoss:
+    """The HKD training objective on a batch of teacher trajectories.
+
+    `num_times` intermediate grid indices per sample plus the reconstruction term at T; with
+    `t_consistency=False` (ablation) only the reconstruction term is used (alone, not repeated).
+    The Koopman ablations are model configs, not loss switches: koopman.levels = "none" (no
+    Koopman evolution) or "bottleneck" (non-hierarchical).
+    """
+
+    def __init__(self, distance: HKDDistance | None = None, num_times: int = 4, t_consistency: bool = True,
+                 include_eps: bool = True):
+        if num_times < 1 and t_consistency:
+            raise ValueError(f"num_times must be >= 1 with t_consistency, got {num_times}")
+        self.distance = HKDDistance() if distance is None else distance
+        self.num_times = int(num_times)
+        self.t_consistency = bool(t_consistency)
+        self.include_eps = bool(include_eps)
+
+    @property
+    def terms_per_sample(self) -> int:
+        return 1 + (self.num_times if self.t_consistency else 0)
+
+    def time_indices(self, batch_size: int, num_states: int, generator: torch.Generator | None = None,
+                     device=None) -> torch.Tensor:
+        """Grid indices [B, terms_per_sample] into trajectories of `num_states` = N + 1 states; column 0 = T."""
+        first = torch.zeros(batch_size, 1, dtype=torch.long)
+        if not self.t_consistency:
+            return first.to(device)
+        high = num_states if self.include_eps else num_states - 1
+        if high <= 1:
+            raise ValueError(f"trajectories with {num_states} states leave no intermediate time to draw")
+        drawn = torch.randint(1, high, (batch_size, self.num_times), generator=generator)
+        return torch.cat([first, drawn], dim=1).to(device)
+
+    def __call__(self, model, states: torch.Tensor, sigmas: torch.Tensor, progress: float = 0.0,
+                 generator: torch.Generator | None = None, indices: torch.Tensor | None = None,
+                 class_labels: torch.Tensor | None = None):
+        """Loss on full trajectories: states [B, K, C, H, W] (T first, eps last), sigmas [K] or [B, K].
+
+        Returns (scalar loss, dict of detached terms). `indices` ([B, M], column 0 = 0) overrides the draw.
+        """
+        if states.ndim != 5:
+            raise ValueError(f"states must be [B, K, C, H, W], got shape {tuple(states.shape)}")
+        batch, num_states = states.shape[:2]
+        if indices is None:
+            indices = self.time_indices(batch, num_states, generator)
+        indices = indices.to(states.device)
+        sigmas = sigmas.to(states.device)
+        if sigmas.ndim == 1:
+            sigmas = sigmas.expand(batch, num_states)
+        rows = torch.arange(batch, device=states.device).unsqueeze(1)
+        return self.compute(model, states[rows, indices], sigmas[rows, indices], states[:, -1], progress, class_labels)
+
+    def compute(self, model, inputs: torch.Tensor, input_sigmas: torch.Tensor, target: torch.Tensor,
+                progress: float = 0.0, class_labels: torch.Tensor | None = None):
+        """Loss on gathered inputs [B, M, C, H, W] at noise levels [B, M] (column 0 = T) and targets x_eps [B, C, H, W]."""
+        batch, terms = inputs.shape[:2]
+        flat_inputs = inputs.reshape(batch * terms, *inputs.shape[2:])
+        labels = None if class_labels is None else class_labels.repeat_interleave(terms, dim=0)
+        # One forward pass over all B * M inputs: the cost of a step is that of 5B images.
+        prediction = model(flat_inputs, input_sigmas.reshape(-1).float(), labels)
+        flat_target = target.unsqueeze(1).expand(batch, terms, *target.shape[1:]).reshape_as(prediction)
+        total, mse, perceptual = self.distance(prediction.float(), flat_target.float(), progress)
+        total, mse, perceptual = (value.reshape(batch, terms) for value in (total, mse, perceptual))
+        loss = total.mean()
+        stats = {"loss": loss.detach(), "loss_recon": total[:, 0].mean().detach(),
+                 "mse": mse.mean().detach(), "perceptual": perceptual.mean().detach(),
+                 "lambda1": torch.tensor(self.distance.lambda1(progress))}
+        if terms > 1:
+            stats["loss_consistency"] = total[:, 1:].mean().detach()
+        return loss, stats
+
+    def config(self) -> dict:
+        return {"distance": self.distance.config(), "num_times": self.num_times,
+                "t_consistency": self.t_consistency, "include_eps": self.include_eps}
+
+
+__all__ = ["MSEDistance", "PseudoHuberDistance", "LPIPSDistance", "HKDDistance", "HKDLoss", "make_distance"]

@@ -1,0 +1,24 @@
+"""ipywidgets apps built on hkdviz.analysis and hkdviz.plot (needs the `notebooks` extras).
+
+    from hkdviz.widgets import EditingApp, SpectrumExplorer
+    EditingApp(model)          # frequency-aware editing with sliders
+    SpectrumExplorer(model)    # select modes on the alpha-beta scatter, see their decode
+
+Both expose `.widget` (what Jupyter displays; the apps display themselves too), programmatic setters
+(`EditingApp.set`, `SpectrumExplorer.select_rectangle` / `select_modes` / `select_points`) and the
+latency of their last update, `last_update_seconds`. Slider moves are debounced (the last value wins);
+on CPU, updates of small models run on one thread (`cpu_threads="auto"`; see widgets/common.py).
+"""
+import importlib
+
+_EXPORTS = {"EditingApp": "editing_app", "SpectrumExplorer": "spectrum_explorer",
+            "builtin_references": "references", "image_to_png": "common"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    # ipywidgets/plotly load on first use, so importing hkdviz.widgets stays cheap.
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,206 @@
+"""`evaluate` and `hkdviz eval`: same seeds for every method, a known-answer teacher, clean errors."""
+import json
+import shutil
+
+import pytest
+import torch
+
+from hkdviz.train.classifier import ImageClassifier
+from hkdviz.train.data import SHAPE_NAMES, ShapesDataset
+from hkdviz.train.evaluate import (REFERENCE_SEED, EvaluationError, evaluate, format_table, held_out_reference,
+                                   heun_nfe, main, parse_dataset_spec)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: these small tensors gain little from two, and a busy 2-core machine makes
+    two spinning threads several times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+class StubTeacher:
+    """Teacher stand-in: the data image of each seed plus noise that shrinks with the step count,
+    so more steps must score better. Records the seeds it was asked for."""
+
+    image_shape = (3, 32, 32)
+
+    def __init__(self):
+        self.calls = []
+
+    def sample(self, seeds, num_steps):
+        self.calls.append((list(seeds), num_steps))
+        images, _ = ShapesDataset(max(seeds) + 1, seed=7).materialize(list(seeds), progress=False)
+        images = images.float() / 127.5 - 1.0
+        generator = torch.Generator().manual_seed(num_steps)
+        return (images + (0.8 / num_steps) * torch.randn(images.shape, generator=generator)).clamp(-1, 1)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    torch.manual_seed(0)
+    return ImageClassifier(heads={"shape": list(SHAPE_NAMES)}).eval()
+
+
+@pytest.fixture(scope="module")
+def classifier_checkpoint(tmp_path_factory, classifier):
+    from hkdviz.checkpoint import save_checkpoint
+    directory = tmp_path_factory.mktemp("classifier")
+    return save_checkpoint(classifier, directory, kind="classifier", meta={"metrics": {}}, config=classifier.config)
+
+
+def test_heun_nfe():
+    assert [heun_nfe(steps) for steps in (18, 8, 3, 1)] == [35, 15, 5, 1]
+
+
+def test_evaluate_scores_every_method_on_the_same_seeds(tiny_model, classifier, tmp_path):
+    teacher = StubTeacher()
+    seeds = list(range(100, 148))
+    result = evaluate(tiny_model, teacher, classifier, seeds=seeds, batch_size=32, progress=False,
+                      out_dir=tmp_path)
+    rows = result["rows"]
+    assert [row["method"] for row in rows] == ["HKD (one step)", "teacher (Heun)", "teacher (Heun)",
+                                               "teacher (Heun)", "teacher (Euler)", "held-out data"]
+    assert [row["nfe"] for row in rows[:5]] == [1, 35, 15, 5, 1]
+    # Every teacher row saw exactly the evaluation seeds (in batches), after one warm-up call.
+    for steps in (18, 8, 3, 1):
+        asked = [seed for call_seeds, call_steps in teacher.calls[1:] if call_steps == steps for seed in call_seeds]
+        assert asked == seeds
+    # Known answer: the stub's noise shrinks with the step count, so every distance must too.
+    teacher_rows = rows[1:5]
+    for key in ("kid_x1e3", "local_fd", "swd"):
+        values = [row[key] for row in teacher_rows]
+        assert all(better < worse for better, worse in zip(values, values[1:])), (key, values)
+    data_row = rows[-1]
+    assert data_row["swd"] < teacher_rows[-1]["swd"] and data_row["seconds_per_image"] is None
+    for row in rows[:5]:
+        assert row["seconds_per_image"] > 0 and row["kid_std_x1e3"] >= 0 and 0 < row["confidence"] <= 1
+    assert result["reference"]["seed"] == REFERENCE_SEED and result["reference"]["reference_indices"] == [0, 48]
+    assert result["reference"]["data_row_indices"] == [48, 96]
+    table = format_table(result)
+    lines = table.splitlines()
+    assert lines[0].startswith("method") and "local KID x1e3" in lines[0] and "FID" not in lines[0]
+    assert len({len(line) for line in lines[2:8]} | {len(lines[0])}) <= 2  # aligned (rstrip may trim one column)
+    assert "not comparable with published FID" in table
+    saved = json.loads((tmp_path / "evaluation.json").read_text())
+    assert saved["rows"][0]["method"] == "HKD (one step)"
+    assert (tmp_path / "table.txt").read_text().startswith("method")
+
+
+def test_evaluate_by_checkpoint_paths_as_the_training_pipeline_calls_it(tiny_checkpoint, classifier_checkpoint,
+                                                                       tmp_path):
+    result = evaluate(checkpoint=str(tiny_checkpoint), classifier=str(classifier_checkpoint), num_samples=8,
+                      device="cpu", out_dir=tmp_path / "evaluation", progress=False)
+    assert result["hkd"] == str(tiny_checkpoint.resolve())
+    assert result["classifier"] == str(classifier_checkpoint.resolve())
+    assert [row["method"] for row in result["rows"]] == ["HKD (one step)", "held-out data"]
+    # The test checkpoint's meta names no real data set: the shapes reference is used, and said so.
+    assert any("no known held-out split" in note for note in result["notes"])
+    assert json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())["num_samples"] == 8
+    with pytest.raises(EvaluationError, match="needs an HKD model"):
+        evaluate(classifier=str(classifier_checkpoint))
+
+
+def test_evaluate_without_teacher_or_classifier(tiny_model):
+    images, _ = ShapesDataset(16, seed=3).materialize(progress=False)
+    result = evaluate(tiny_model, None, None, reference_images=images, seeds=range(16), progress=False)
+    assert [row["method"] for row in result["rows"]] == ["HKD (one step)"]
+    row = result["rows"][0]
+    assert row["kid_x1e3"] is None and row["swd"] > 0
+    assert any("no teacher" in note for note in result["notes"])
+    assert "-" in format_table(result).splitlines()[2]
+    with pytest.raises(EvaluationError, match="reference images must be"):
+        evaluate(tiny_model, None, None, reference_images=images[:, :, :16], seeds=range(16), progress=False)
+    with pytest.raises(EvaluationError, match="at least 4 seeds"):
+        evaluate(tiny_model, None, None, reference_images=images, seeds=[0, 1], progress=False)
+
+
+def test_evaluate_with_a_real_ideal_teacher(tiny_model, classifier):
+    """The ideal denoiser of 64 shapes images: 8 Heun steps land near data points, 1 Euler step
+    gives the blurry data mean, so the teacher's own rows must rank 8 steps above 1."""
+    from hkdviz.train.ideal import IdealDenoiser
+    from hkdviz.train.teacher import Teacher
+    data, _ = ShapesDataset(64, seed=9).materialize(progress=False)
+    teacher = Teacher(IdealDenoiser(data.float() / 127.5 - 1.0), config=tiny_model.config)
+    reference, _ = ShapesDataset(32, seed=9).materialize(progress=False)  # the same images: a data-memorising ideal
+    result = evaluate(tiny_model, teacher, classifier, reference_images=reference, seeds=range(32),
+                      teacher_steps=(8, 1), progress=False)
+    heun, euler = result["rows"][1], result["rows"][2]
+    assert (heun["nfe"], euler["nfe"]) == (15, 1)
+    assert heun["swd"] < euler["swd"] and heun["local_fd"] < euler["local_fd"]
+
+
+def test_held_out_reference_is_disjoint_from_training():
+    spec = parse_dataset_spec("name=shapes, num_images=50000, resolution=32, seed=0, xflip=True")
+    assert spec == {"name": "shapes", "num_images": 50000, "resolution": 32, "seed": 0, "xflip": True}
+    images, description = held_out_reference(spec, 8, progress=False)
+    training, _ = ShapesDataset(8, seed=0).materialize(progress=False)
+    assert images.shape == (8, 3, 32, 32) and images.dtype == torch.uint8
+    assert description["seed"] == REFERENCE_SEED and description["xflip"] is False
+    assert not any(torch.equal(images[i], training[i]) for i in range(8))
+    expected, _ = ShapesDataset(8, seed=REFERENCE_SEED).materialize(progress=False)
+    assert torch.equal(images, expected)
+    with pytest.raises(EvaluationError, match="reserves"):
+        held_out_reference({"name": "shapes", "seed": REFERENCE_SEED}, 4, progress=False)
+    with pytest.raises(EvaluationError, match="no held-out split"):
+        held_out_reference("digits", 4, progress=False)
+    with pytest.raises(EvaluationError, match="cannot build"):
+        held_out_reference("no-such-set", 4, progress=False)
+
+
+# -- the command line ----------------------------------------------------------------------------------
+def test_cli_runs_and_writes_json(tiny_checkpoint, classifier_checkpoint, tmp_path, capsys):
+    output = tmp_path / "eval.json"
+    code = main([str(tiny_checkpoint), "--teacher", "none", "--classifier", str(classifier_checkpoint),
+                 "--num-samples", "12", "--device", "cpu", "--json", str(output), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].startswith("method") and "HKD (one step)" in printed
+    result = json.loads(output.read_text())
+    assert result["num_samples"] == 12 and result["rows"][0]["nfe"] == 1
+    assert result["rows"][-1]["method"] == "held-out data"
+
+
+def test_cli_finds_companions_of_a_shipped_name(tiny_checkpoint, classifier_checkpoint, tmp_path, monkeypatch,
+                                                capsys):
+    import hkdviz.checkpoint
+    root = tmp_path / "shipped"
+    shutil.copytree(tiny_checkpoint, root / "mini" / "hkd")
+    shutil.copytree(classifier_checkpoint, root / "mini" / "classifier")
+    monkeypatch.setattr(hkdviz.checkpoint, "CHECKPOINT_ROOT", root)
+    assert main(["mini", "--num-samples", "8", "--device", "cpu", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "no teacher found" in captured.err
+    assert "HKD (one step)" in captured.out and "teacher" not in captured.out.split("note:")[0]
+    # An exported run folder (NAME/hkd beside NAME/classifier) is found the same way.
+    assert main([str(root / "mini" / "hkd"), "--num-samples", "8", "--device", "cpu", "--quiet"]) == 0
+    assert "local KID" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["/no/such/checkpoint"], "not found"),
+    (["CHECKPOINT", "--classifier", "/no/such/classifier"], "not found"),
+    (["CHECKPOINT", "--teacher", "/no/such/teacher"], "not found"),
+    (["CHECKPOINT", "--inception", "/no/such/weights.pth"], "no such file"),
+    (["CHECKPOINT", "--teacher-steps", "18,x"], "--teacher-steps"),
+    (["CHECKPOINT", "--num-samples", "2"], "--num-samples"),
+    (["CHECKPOINT", "--json", "/no/such/folder/out.json"], "does not exist"),
+    (["CHECKPOINT", "--num-samples", "many"], "invalid int"),
+])
+def test_cli_bad_input_exits_2(tiny_checkpoint, arguments, message, capsys):
+    arguments = [str(tiny_checkpoint) if value == "CHECKPOINT" else value for value in arguments]
+    assert main(arguments + ["--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_help_exits_0(capsys):
+    assert main(["--help"]) == 0
+    assert "hkdviz eval" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cli_cuda_without_cuda_exits_2(tiny_checkpoint, capsys):
+    assert main([str(tiny_checkpoint), "--device", "cuda", "--quiet"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err

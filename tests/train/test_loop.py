@@ -1,0 +1,220 @@
+"""Training loops: resume after a kill continues exactly; trajectories resume chunk by chunk; bad
+resume/trajectory files give clear errors."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hkdviz.train.common import TrainingError, read_stats
+from hkdviz.train.loop import HKDLoop, TeacherLoop
+from hkdviz.train.presets import resolve_training_config
+from hkdviz.train.trajectories import (TrajectoryDataset, TrajectoryError, chunk_name, generate_trajectories,
+                                       open_trajectories)
+
+REPO = Path(__file__).resolve().parents[2]
+# A 16x16, 8-channel variant of "tiny" (61k parameters): the same code paths at a fraction of the cost.
+SMALL = ["model.unet.img_resolution=16", "model.unet.model_channels=8", "dataset.resolution=16",
+         "dataset.num_images=48"]
+TIMING_KEYS = ("seconds", "images_per_second")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny tensors: thread hand-offs cost more than they save (and oversubscribed CPUs make it worse).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def small_config(*overrides):
+    return resolve_training_config("smoke", overrides=[*SMALL, "device=cpu", *overrides])
+
+
+@pytest.fixture(scope="module")
+def teacher_checkpoint(tmp_path_factory):
+    """An untrained small teacher saved in the core format (training it is not the point here)."""
+    from hkdviz.model.config import resolve_config
+    from hkdviz.train.edm import EDMPrecond
+    torch.manual_seed(0)
+    teacher = EDMPrecond(resolve_config(small_config()["model"]))
+    directory = tmp_path_factory.mktemp("teacher") / "checkpoint"
+    teacher.save(directory, meta={"dataset": "none (untrained test teacher)"})
+    return directory
+
+
+@pytest.fixture(scope="module")
+def trajectory_dir(tmp_path_factory, teacher_checkpoint):
+    directory = tmp_path_factory.mktemp("trajectories")
+    generate_trajectories(str(teacher_checkpoint), directory, count=20, num_steps=4, chunk_size=8, batch_size=8,
+                          storage_dtype="float16", device="cpu", progress=False)
+    return directory
+
+
+def losses(run_dir):
+    return [{key: value for key, value in record.items() if key not in TIMING_KEYS} for record in read_stats(run_dir)]
+
+
+def assert_same_weights(first: Path, second: Path):
+    a, b = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_teacher_resume_after_kill_continues_exactly(tmp_path):
+    config = small_config("teacher.steps=6", "teacher.batch_size=4", "teacher.log_every=1", "teacher.resume_every=2")
+    straight = TeacherLoop(config, tmp_path / "straight", progress=False, echo=False).train()
+    # "Kill" after step 5: the last resume file is from step 4, and stats.jsonl already holds step 5.
+    assert TeacherLoop(config, tmp_path / "killed", progress=False, echo=False).train(stop_at=5) is None
+    assert [record["step"] for record in read_stats(tmp_path / "killed")] == [1, 2, 3, 4, 5]
+    resumed = TeacherLoop(config, tmp_path / "killed", progress=False, echo=False).train()
+    assert losses(tmp_path / "straight") == losses(tmp_path / "killed")
+    assert [record["step"] for record in read_stats(tmp_path / "killed")] == [1, 2, 3, 4, 5, 6]
+    assert_same_weights(straight, resumed)
+    log = (tmp_path / "killed" / "log.txt").read_text()
+    assert "resumed at step 4/6" in log
+
+
+def test_hkd_resume_after_kill_continues_exactly(tmp_path, teacher_checkpoint, trajectory_dir):
+    config = small_config("hkd.steps=5", "hkd.batch_size=4", "hkd.log_every=1", "hkd.resume_every=2",
+                          "hkd.batch_per_device=2")  # two accumulation rounds per step
+    kwargs = dict(teacher=str(teacher_checkpoint), trajectories=str(trajectory_dir), progress=False, echo=False)
+    straight = HKDLoop(config, tmp_path / "straight", **kwargs).train()
+    HKDLoop(config, tmp_path / "killed", **kwargs).train(stop_at=3)
+    resumed = HKDLoop(config, tmp_path / "killed", **kwargs).train()
+    assert losses(tmp_path / "straight") == losses(tmp_path / "killed")
+    assert len(read_stats(tmp_path / "killed")) == 5
+    assert_same_weights(straight, resumed)
+    # The result is an HKD checkpoint that hkdviz.load reads.
+    import hkdviz
+    model = hkdviz.load(resumed, device="cpu")
+    assert model.meta["step"] == 5 and model.sample([0, 1]).shape == (2, 3, 16, 16)
+
+
+def test_hkd_resume_after_sigkill_in_a_subprocess(tmp_path, teacher_checkpoint, trajectory_dir):
+    """A real kill: SIGKILL the CLI mid-run, rerun the same command, compare with an uninterrupted run."""
+    overrides = [*SMALL, "hkd.steps=24", "hkd.batch_size=4", "hkd.log_every=2", "hkd.resume_every=4"]
+    config = resolve_training_config("smoke", overrides=[*overrides, "device=cpu"])
+    straight = HKDLoop(config, tmp_path / "straight", teacher=str(teacher_checkpoint),
+                       trajectories=str(trajectory_dir), progress=False, echo=False).train()
+    command = [sys.executable, "-m", "hkdviz.train", "hkd", "--preset", "smoke", "--device", "cpu", "--no-progress",
+               "--teacher", str(teacher_checkpoint), "--trajectories", str(trajectory_dir),
+               "--out", str(tmp_path / "killed")]
+    for assignment in overrides:
+        command += ["--set", assignment]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stats = tmp_path / "killed" / "stats.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if stats.exists() and len(stats.read_text().splitlines()) >= 3:  # past the first resume file (step 4)
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, f"the run ended before the kill: {process.stderr.read().decode()[-2000:]}"
+    steps_before = [record["step"] for record in read_stats(tmp_path / "killed")]
+    assert steps_before[-1] < 24
+    done = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert losses(tmp_path / "straight") == losses(tmp_path / "killed")
+    assert_same_weights(straight, tmp_path / "killed" / "checkpoint")
+
+
+def test_resume_rejects_other_config_and_corrupt_file(tmp_path):
+    config = small_config("teacher.steps=2", "teacher.batch_size=4", "teacher.resume_every=1")
+    TeacherLoop(config, tmp_path / "run", progress=False, echo=False).train(stop_at=1)
+    changed = small_config("teacher.steps=2", "teacher.batch_size=4", "teacher.resume_every=1", "teacher.lr=0.5")
+    with pytest.raises(TrainingError, match="different config.*teacher"):
+        TeacherLoop(changed, tmp_path / "run", progress=False, echo=False).train()
+    (tmp_path / "run" / "resume.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(TrainingError, match="cannot read the resume file"):
+        TeacherLoop(config, tmp_path / "run", progress=False, echo=False).train()
+
+
+def test_trajectories_layout_and_reading(trajectory_dir):
+    dataset = open_trajectories(trajectory_dir)
+    assert dict(dataset.sizes) == {"sample": 20, "time": 5, "channel": 3, "y": 16, "x": 16}
+    assert dataset["seed"].values.tolist() == list(range(20))
+    assert dataset["time"].values[0] == 80.0 and dataset["time"].values[-1] == pytest.approx(0.002)
+    assert dataset["states"].dtype == np.float16
+    training = TrajectoryDataset(trajectory_dir)
+    states, sigmas = training[13]
+    assert states.shape == (5, 3, 16, 16) and sigmas.shape == (5,)
+    assert torch.equal(states, torch.from_numpy(dataset["states"].values[13]).float())
+    # x_T is the HKD noise of the same seed (stored in float16).
+    import hkdviz
+    model = hkdviz.build(small_config()["model"])
+    assert torch.allclose(states[0], model.noise([13])[0], rtol=1e-3, atol=0.05)
+    streaming = TrajectoryDataset(trajectory_dir, in_memory=False)
+    assert torch.equal(streaming[13][0], states)
+    times = torch.tensor([[0, 2], [4, 1]])
+    assert torch.equal(streaming.gather(torch.tensor([13, 2]), times), training.gather(torch.tensor([13, 2]), times))
+
+
+def test_trajectories_resume_redoes_only_missing_or_partial_chunks(tmp_path, teacher_checkpoint, trajectory_dir):
+    directory = tmp_path / "copy"
+    directory.mkdir()
+    for path in trajectory_dir.iterdir():
+        (directory / path.name).write_bytes(path.read_bytes())
+    (directory / chunk_name(1)).unlink()
+    (directory / f".{chunk_name(1)}.tmp-12345").write_bytes(b"half a chunk")  # a kill mid-write
+    (directory / chunk_name(2)).write_bytes(b"corrupt")                       # damaged later
+    untouched = (directory / chunk_name(0)).stat().st_mtime_ns
+    stats = generate_trajectories(str(teacher_checkpoint), directory, count=20, num_steps=4, chunk_size=8,
+                                  batch_size=8, storage_dtype="float16", device="cpu", progress=False)
+    assert stats["images"] == 8 + 4  # chunks 1 and 2 redone, chunk 0 kept
+    assert (directory / chunk_name(0)).stat().st_mtime_ns == untouched
+    assert not list(directory.glob(".*tmp*"))
+    redone = open_trajectories(directory)["states"].values
+    assert np.array_equal(redone, open_trajectories(trajectory_dir)["states"].values)
+    with pytest.raises(TrajectoryError, match="different trajectory set.*num_steps"):
+        generate_trajectories(str(teacher_checkpoint), directory, count=20, num_steps=5, chunk_size=8,
+                              device="cpu", progress=False)
+
+
+def test_trajectory_reading_errors(tmp_path, trajectory_dir):
+    with pytest.raises(TrajectoryError, match="does not exist"):
+        TrajectoryDataset(tmp_path / "nothing")
+    with pytest.raises(TrajectoryError, match="not a trajectory directory"):
+        TrajectoryDataset(tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in trajectory_dir.iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    (broken / chunk_name(2)).unlink()
+    with pytest.raises(TrajectoryError, match="incomplete, 1 of 3 chunks missing"):
+        TrajectoryDataset(broken)
+    (broken / chunk_name(2)).write_bytes(b"\x89HDF garbage")
+    with pytest.raises(TrajectoryError, match="unreadable trajectory chunk"):
+        TrajectoryDataset(broken)
+    (broken / "trajectories.json").write_text("{not json")
+    with pytest.raises(TrajectoryError, match="corrupt manifest"):
+        TrajectoryDataset(broken)
+
+
+def test_streaming_data_paths_match_in_memory(tmp_path, teacher_checkpoint, trajectory_dir):
+    from hkdviz.train.loop import ImageSource
+    config = small_config("hkd.steps=2", "hkd.batch_size=4", "hkd.log_every=1")
+    streaming = small_config("hkd.steps=2", "hkd.batch_size=4", "hkd.log_every=1", "hkd.data_memory_limit_mb=0")
+    kwargs = dict(teacher=str(teacher_checkpoint), trajectories=str(trajectory_dir), progress=False, echo=False)
+    HKDLoop(config, tmp_path / "memory", **kwargs).train()
+    loop = HKDLoop(streaming, tmp_path / "streaming", **kwargs)
+    loop.train()
+    assert loop.data.states is None  # really read item by item from the netCDF chunks
+    assert losses(tmp_path / "memory") == losses(tmp_path / "streaming")
+    spec = small_config()["dataset"]
+    memory = ImageSource(spec, xflip=True, device=torch.device("cpu"), progress=False)
+    files = ImageSource(spec, xflip=True, device=torch.device("cpu"), memory_limit_bytes=0, progress=False)
+    assert files.images is None and len(files) == 2 * 48
+    indices = np.array([0, 47, 48, 95, 3])
+    assert torch.equal(memory.batch(indices)[0], files.batch(indices)[0])
+    assert torch.equal(memory.batch(np.array([48]))[0], memory.batch(np.array([0]))[0].flip(-1))  # xflip

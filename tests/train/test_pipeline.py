@@ -1,0 +1,133 @@
+"""`hkdviz train all` end to end (a reduced smoke preset) and the CLI's handling of bad input."""
+import json
+
+import pytest
+import torch
+
+from hkdviz.train.cli import build_parser, main
+from hkdviz.train.presets import PRESETS, PresetError, apply_override, resolve_training_config, scaled
+
+# Smaller than the smoke preset: 16x16 images and an 8-channel U-Net, a few steps per stage.
+REDUCED = ["model.unet.img_resolution=16", "model.unet.model_channels=8", "dataset.resolution=16",
+           "dataset.num_images=64", "teacher.steps=4", "teacher.batch_size=8", "teacher.log_every=2",
+           "trajectories.count=12", "trajectories.num_steps=3", "trajectories.chunk_size=8",
+           "hkd.steps=3", "hkd.batch_size=4", "hkd.log_every=1",
+           "classifier.steps=5", "classifier.num_images=64", "classifier.num_held_out=32", "classifier.batch_size=16",
+           'evaluate.options={"num_samples": 16}']
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def cli(*arguments) -> int:
+    return main([str(argument) for argument in arguments])
+
+
+def sets(assignments):
+    return [item for assignment in assignments for item in ("--set", assignment)]
+
+
+def test_train_all_end_to_end_gives_loadable_checkpoints(tmp_path, one_thread):
+    import hkdviz
+    from hkdviz.train.teacher import load_teacher
+
+    out = tmp_path / "run"
+    assert cli("all", "--preset", "smoke", *sets(REDUCED), "--device", "cpu", "--no-progress", "--out", out) == 0
+    for stage in ("teacher/checkpoint", "hkd/checkpoint", "classifier", "export/hkd", "export/teacher",
+                  "export/classifier"):
+        assert (out / stage / "model.safetensors").exists(), stage
+    for run in ("teacher", "hkd"):
+        for name in ("config.json", "stats.jsonl", "log.txt", "resume.pt"):
+            assert (out / run / name).exists(), f"{run}/{name}"
+    assert (out / "trajectories" / "trajectories.json").exists()
+    config = json.loads((out / "config.json").read_text())
+    assert config["preset"] == "smoke" and config["hkd"]["steps"] == 3
+    model = hkdviz.load(out / "export", device="cpu")  # resolves export/hkd like checkpoints/default
+    assert model.meta["step"] == 3 and model.meta["kind"] == "hkd"
+    rows = model.meta["metrics"]["evaluation"]["rows"]
+    assert rows[0]["nfe"] == 1 and (out / "evaluation" / "evaluation.json").exists()
+    images = model.sample([0, 1, 2])
+    assert images.shape == (3, 3, 16, 16) and torch.isfinite(images).all()
+    teacher = load_teacher(out / "export", device="cpu")
+    assert teacher.image_shape == (3, 16, 16)
+    # A second run finds everything done and changes nothing but re-exports.
+    before = (out / "hkd" / "checkpoint" / "model.safetensors").read_bytes()
+    assert cli("all", "--preset", "smoke", *sets(REDUCED), "--device", "cpu", "--no-progress", "--out", out) == 0
+    assert (out / "hkd" / "checkpoint" / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["all", "--preset", "nonexistent"], "unknown preset 'nonexistent'"),
+    (["all", "--preset", "smoke", "--set", "hkd.no_such_key=1"], "unknown config key 'hkd.no_such_key'"),
+    (["all", "--preset", "smoke", "--set", "hkd.lr"], "--set expects key=value"),
+    (["all", "--preset", "smoke", "--set", "dataset=cifar10:/no/such/dir"], "does not exist"),
+    (["all", "--preset", "smoke", "--set", "dataset=folder:/no/such/dir"], "does not exist"),
+    (["all", "--preset", "cifar10"], "needs your local data"),
+    (["teacher", "--preset", "smoke", "--set", "teacher.steps=0"], "teacher.steps must be a positive integer"),
+    (["hkd", "--preset", "smoke"], "needs --teacher"),
+    (["hkd", "--preset", "smoke", "--teacher", "/no/such/teacher", "--trajectories", "/no/such/dir"],
+     "does not exist"),
+    (["trajectories", "--preset", "smoke", "--teacher", "/no/such/teacher"], "not found"),
+    (["teacher", "--preset", "smoke", "--config", "/no/such/config.yaml"], "config file /no/such/config.yaml does not exist"),
+    (["teacher", "--preset", "smoke", "--device", "tpu"], "bad --device"),
+    (["all", "--preset", "smoke", "--set", 'evaluate.options={"bogus": 1}'], "evaluate.options has unknown key(s) bogus"),
+])
+def test_bad_arguments_exit_2_with_a_clear_message(tmp_path, capsys, arguments, message):
+    assert cli(*arguments, "--out", tmp_path / "out") == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+
+
+def test_argparse_errors_exit_2(capsys):
+    assert main(["nonsense-stage", "--out", "x"]) == 2
+    assert main(["all"]) == 2  # --out missing
+    assert "usage" in capsys.readouterr().err
+
+
+def test_corrupt_config_file_and_corrupt_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hkd: [unclosed")
+    assert cli("teacher", "--preset", "smoke", "--config", bad, "--out", tmp_path / "o") == 2
+    assert "cannot parse the config" in capsys.readouterr().err
+    fake = tmp_path / "teacher"
+    fake.mkdir()
+    (fake / "config.json").write_text("{}")
+    (fake / "meta.json").write_text('{"format_version": 1, "kind": "teacher"}')
+    (fake / "model.safetensors").write_bytes(b"truncated")
+    assert cli("trajectories", "--preset", "smoke", "--teacher", fake, "--out", tmp_path / "t") == 2
+    assert "corrupt or truncated" in capsys.readouterr().err
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("hkd:\n  lr: 0.0002\n  koopman:\n    levels: bottleneck\nmodel:\n  unet:\n    dropout: 0.1\n")
+    config = resolve_training_config("default", path, ["hkd.t_consistency=false", "dataset.num_images=1000",
+                                                       "hkd.distance={\"name\": \"mse\"}"])
+    assert config["hkd"]["lr"] == 2e-4 and config["hkd"]["koopman"] == {"operator": "block", "levels": "bottleneck"}
+    assert config["hkd"]["t_consistency"] is False
+    assert config["model"] == {"preset": "tiny", "unet": {"dropout": 0.1}}
+    assert config["dataset"] == {"name": "shapes", "num_images": 1000, "seed": 0}
+    assert config["hkd"]["distance"] == {"name": "mse"}
+    # A data set of another kind replaces the old spec instead of merging with it.
+    replaced = apply_override(config, 'dataset={"name": "digits"}')
+    assert replaced["dataset"] == {"name": "digits"}
+    with pytest.raises(PresetError, match="unknown config key 'teacher.learning_rate'"):
+        resolve_training_config("smoke", overrides=["teacher.learning_rate=1"])
+    half = scaled(resolve_training_config("default", overrides=["steps_scale=0.5"]))
+    default = resolve_training_config("default")
+    assert half["teacher"]["steps"] == default["teacher"]["steps"] // 2
+    assert half["trajectories"]["count"] == default["trajectories"]["count"] // 2
+
+
+def test_presets_are_plain_data_and_parser_lists_them():
+    for name in PRESETS:
+        json.dumps(resolve_training_config(name))
+    assert "--preset" in build_parser().format_help()
+    paper = resolve_training_config("cifar10")
+    assert paper["hkd"]["batch_size"] == 256 and paper["hkd"]["lr"] == 1e-3 and paper["hkd"]["epochs"] == 53
+    assert resolve_training_config("ffhq64")["hkd"]["batch_size"] == 64
