@@ -32,7 +32,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ..model.hkd import sigma_tensor
+from ..model.hkd import check_seeds, sigma_tensor
 from .bands import Band, as_band, band_masks, kept_fraction, selection_masks
 from .storage import provenance_attrs
 from .trajectory import time_grid
@@ -219,22 +219,6 @@ def intervene(model, *interventions: Intervention, at: str = "decode"):
 
 
 # -- shared helpers ----------------------------------------------------------------------------------
-def check_seeds(seeds) -> list[int]:
-    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
-        seeds = [seeds]
-    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
-        raise TypeError(f"seeds must be an integer or a sequence of integers, got {type(seeds).__name__}")
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("seeds is empty")
-    for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise TypeError(f"seeds must be integers, got {seed!r}")
-        if not 0 <= int(seed) < 2 ** 63:
-            raise ValueError(f"seeds must be in [0, 2**63), got {seed}")
-    return [int(seed) for seed in seeds]
-
-
 def check_time(model, time, name: str = "time") -> float:
     if isinstance(time, bool) or not isinstance(time, numbers.Real):
         raise TypeError(f"{name} must be a number in [{model.sigma_min}, {model.sigma_max}], got {time!r}")

@@ -15,6 +15,7 @@ import torch
 import xarray as xr
 
 from ..model import karras_sigmas
+from ..model.hkd import check_seeds
 from .storage import provenance_attrs
 
 # Explicit times within this relative distance of eps or T (float rounding) are snapped onto them.
@@ -77,7 +78,7 @@ def trajectory(model, seeds, times=16, teacher=None, latents: bool = False, batc
     """
     if not all(hasattr(model, name) for name in ("encode", "evolve", "decode", "levels")):
         raise TypeError(f"trajectory expects an HKD model (hkdviz.load / hkdviz.build), got {type(model).__name__}")
-    seeds = _check_seeds(seeds)
+    seeds = check_seeds(seeds)
     grid = time_grid(model, times)
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -191,22 +192,6 @@ def _teacher_images(model, teacher, seeds: list[int], grid: np.ndarray, batch_si
             raise ValueError("teacher.states_at returned NaN or inf values")
         images[start:start + len(chunk)] = states[:, -grid.size:].float().cpu().numpy()
     return images
-
-
-def _check_seeds(seeds) -> list[int]:
-    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
-        seeds = [seeds]
-    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
-        raise TypeError(f"seeds must be an int or a sequence of ints, got {seeds!r}")
-    seeds = list(seeds)
-    if not seeds:
-        raise ValueError("seeds is empty")
-    for seed in seeds:
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise TypeError(f"seeds must be integers, got {seed!r}")
-        if not 0 <= int(seed) < 2 ** 63:
-            raise ValueError(f"seeds must be in [0, 2**63), got {seed}")
-    return [int(seed) for seed in seeds]
 
 
 __all__ = ["time_grid", "trajectory"]

@@ -143,7 +143,7 @@ class HKDModel(nn.Module):
         autocast_dtype (e.g. torch.bfloat16) enables mixed precision on GPU; channels_last converts
         the inputs to that memory format (convert the model too: model.to(memory_format=...)).
         """
-        seeds = _check_seeds(seeds)
+        seeds = check_seeds(seeds)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         outputs = []
@@ -174,9 +174,12 @@ class HKDModel(nn.Module):
         return f"preset={self.config['preset']!r}, levels={len(self._levels)}, parameters={self.num_parameters():,}"
 
 
-def _check_seeds(seeds) -> list[int]:
-    if isinstance(seeds, int):
+def check_seeds(seeds) -> list[int]:
+    """An int or a sequence of ints in [0, 2**63) -> list[int], with clear errors."""
+    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
         seeds = [seeds]
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise TypeError(f"seeds must be an integer or a sequence of integers, got {type(seeds).__name__}")
     seeds = list(seeds)
     if not seeds:
         raise ValueError("seeds is empty")
@@ -203,4 +206,4 @@ def karras_sigmas(num_points: int, sigma_min: float, sigma_max: float, rho: floa
     return (sigma_max ** (1 / rho) + index / (num_points - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
 
 
-__all__ = ["HKDModel", "LevelInfo", "build", "seed_noise", "sigma_tensor", "karras_sigmas"]
+__all__ = ["HKDModel", "LevelInfo", "build", "check_seeds", "seed_noise", "sigma_tensor", "karras_sigmas"]

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from ..checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, file_sha256, load_state_checked,
                           read_checkpoint, resolve_checkpoint, resolve_device)
 from ..model.config import ConfigError, resolve_config
-from ..model.hkd import _check_seeds, seed_noise
+from ..model.hkd import check_seeds, seed_noise
 from .edm import EDMPrecond
 from .sampler import check_grid, heun_trajectory, karras_grid
 
@@ -86,7 +86,7 @@ class Teacher:
         states[:, 0] is x_T, states[:, -1] the clean end x_eps (unclamped). 18 steps = 35 NFE.
         autocast_dtype (e.g. torch.bfloat16) runs the network in mixed precision; the ODE state stays float64.
         """
-        seeds = _check_seeds(seeds)
+        seeds = check_seeds(seeds)
         sigmas = self.grid(num_steps)
         states = self._batched(seeds, sigmas, batch_size, class_labels, True, progress, autocast_dtype)
         return sigmas, states
@@ -95,7 +95,7 @@ class Teacher:
                class_labels: torch.Tensor | None = None, progress: bool = True,
                autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
         """The clean ends [N, C, H, W] clamped to [-1, 1] (as HKDModel.sample)."""
-        seeds = _check_seeds(seeds)
+        seeds = check_seeds(seeds)
         images = self._batched(seeds, self.grid(num_steps), batch_size, class_labels, False, progress, autocast_dtype)
         return images.clamp(-1, 1)
 
