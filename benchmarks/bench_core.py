@@ -24,20 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 import hkdviz  # noqa: E402
+from hkdviz.model import randomize_generators  # noqa: E402
 from hkdviz.analysis.spectrum import spectrum  # noqa: E402
 from hkdviz.analysis.trajectory import time_grid, trajectory  # noqa: E402
 
-
-def randomize_generators(model, seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for level in model.koopman:
-            if level.kind == "block":
-                pairs = level.num_pairs
-                shape = (pairs, level.height, level.width)
-                level.generator[:pairs] = -0.05 * torch.rand(shape, generator=generator)
-                level.generator[pairs:] = 0.5 * torch.randn(shape, generator=generator)
-    return model
 
 
 def best_time(function, repeats: int, synchronize=None) -> float:

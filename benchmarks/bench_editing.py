@@ -35,23 +35,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 import hkdviz  # noqa: E402
+from hkdviz.model import randomize_generators  # noqa: E402
 from hkdviz.analysis.edit_metrics import band_spectra, editing_report  # noqa: E402
 from hkdviz.analysis.editing import EditSession, edit_time  # noqa: E402
 from hkdviz.analysis.interventions import cumulative_effect  # noqa: E402
 from hkdviz.analysis.storage import save_dataset  # noqa: E402
 
-
-def randomize_generators(model, seed: int = 0):
-    """Random alpha <= 0 and beta, so an untrained model's bands differ (same recipe as the tests)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for level in model.koopman:
-            if level.kind == "block":
-                pairs = level.num_pairs
-                shape = (pairs, level.height, level.width)
-                level.generator[:pairs] = -0.05 * torch.rand(shape, generator=generator)
-                level.generator[pairs:] = 0.5 * torch.randn(shape, generator=generator)
-    return model
 
 
 def load_reference(spec: str, model) -> torch.Tensor:

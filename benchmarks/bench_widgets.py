@@ -23,23 +23,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 import hkdviz  # noqa: E402
+from hkdviz.model import randomize_generators  # noqa: E402
 from hkdviz.widgets.editing_app import EditingApp  # noqa: E402
 from hkdviz.widgets.spectrum_explorer import SpectrumExplorer  # noqa: E402
 
 CPU_TARGET_SECONDS = 0.5
 GPU_TARGET_SECONDS = 0.05
 
-
-def randomize_generators(model, seed: int = 0):
-    # An untrained model has zero generators (identity evolution); give them known decay and rotation.
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for level in model.koopman:
-            if level.kind == "block":
-                shape = (level.num_pairs, level.height, level.width)
-                level.generator[:level.num_pairs] = -0.05 * torch.rand(shape, generator=generator)
-                level.generator[level.num_pairs:] = 0.5 * torch.randn(shape, generator=generator)
-    return model
 
 
 def device_name(device: torch.device) -> str:

@@ -6,6 +6,8 @@ import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+from hkdviz.model import randomize_generators  # noqa: E402
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
@@ -16,17 +18,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
-def randomize_generators(model, seed: int = 0, alpha_scale: float = 0.05, beta_scale: float = 0.5):
-    """Give every block Koopman level known, non-trivial alpha (<= 0) and beta values."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for level in model.koopman:
-            if getattr(level, "kind", "") == "block":
-                pairs = level.num_pairs
-                shape = (pairs, level.height, level.width)
-                level.generator[:pairs] = -alpha_scale * torch.rand(shape, generator=generator)
-                level.generator[pairs:] = beta_scale * torch.randn(shape, generator=generator)
-    return model
+@pytest.fixture(scope="module")
+def single_thread():
+    """One torch thread for a test module (use: pytestmark = pytest.mark.usefixtures("single_thread")).
+
+    Tiny 32x32 models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's
+    spinning threads make such tests several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

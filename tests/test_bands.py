@@ -10,14 +10,7 @@ from hkdviz.analysis.bands import (BAND_NAMES, Band, as_band, band_masks, kept_f
                                    selection_masks)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    # Tiny 32x32 models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's
-    # spinning threads make these tests several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
 
 
 def known_model(**koopman):

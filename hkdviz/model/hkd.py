@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .config import resolve_config, unet_kwargs
-from .koopman import KoopmanLevel, make_level
+from .koopman import make_level
 from .unet import SongUNet
 
 
@@ -38,18 +38,23 @@ def seed_noise(seeds: Sequence[int], shape: Sequence[int], device=None, dtype=to
 
 
 def sigma_tensor(sigma, batch: int, device, dtype=torch.float32) -> torch.Tensor:
-    """Broadcast a scalar or per-sample sigma to a [batch] tensor, validating it."""
+    """A number, [N] or [N, 1, 1, 1] sigma as a validated [N] tensor (N = batch)."""
     sigma = torch.as_tensor(sigma, dtype=dtype, device=device)
     if sigma.ndim == 0:
         sigma = sigma.expand(batch)
-    if sigma.shape != (batch,):
-        raise ValueError(f"sigma must be a number or have shape [{batch}], got {tuple(sigma.shape)}")
+    elif sigma.numel() == batch and sigma.shape[0] == batch:
+        sigma = sigma.reshape(batch)
+    else:
+        raise ValueError(f"sigma must be a number or hold one value per sample ([{batch}]), got shape {tuple(sigma.shape)}")
     if not bool((sigma > 0).all()):
         raise ValueError("sigma must be positive")
     return sigma
 
 
-class HKDModel(nn.Module):
+class DiffusionModule(nn.Module):
+    """Base of HKDModel and the EDM teacher: the resolved config, its diffusion constants, and the
+    device/dtype of the parameters."""
+
     def __init__(self, config: dict | str | None = None):
         super().__init__()
         self.config = resolve_config(config)
@@ -57,6 +62,20 @@ class HKDModel(nn.Module):
         self.sigma_min = float(diffusion["sigma_min"])
         self.sigma_max = float(diffusion["sigma_max"])
         self.sigma_data = float(diffusion["sigma_data"])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+
+class HKDModel(DiffusionModule):
+    def __init__(self, config: dict | str | None = None):
+        super().__init__(config)
+        diffusion = self.config["diffusion"]
         self.decoder_sigma = float(diffusion["decoder_sigma"])
         self.unet = SongUNet(**unet_kwargs(self.config))
 
@@ -79,14 +98,6 @@ class HKDModel(nn.Module):
     @property
     def levels(self) -> list[LevelInfo]:
         return list(self._levels)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -164,3 +164,19 @@ def make_level(operator: str, channels: int, height: int, width: int, max_expone
     if operator == "identity":
         return IdentityKoopman(channels, height, width)
     raise ValueError(f"unknown Koopman operator {operator!r}; choose one of {OPERATORS + ('identity',)}")
+
+
+def randomize_generators(model, seed: int = 0, alpha_scale: float = 0.05, beta_scale: float = 0.5):
+    """Give every block level of an (untrained) model random generators: alpha ~ -alpha_scale * U(0, 1)
+    (decaying) and beta ~ beta_scale * N(0, 1) (rotating), seeded. An untrained model's generators are
+    zero (identity evolution), which makes every band alike and flatters eigensolvers; tests,
+    benchmarks and mechanics demos use this to get a non-trivial, reproducible spectrum."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for level in model.koopman:
+            if getattr(level, "kind", "") == "block":
+                pairs = level.num_pairs
+                shape = (pairs, level.height, level.width)
+                level.generator[:pairs] = -alpha_scale * torch.rand(shape, generator=generator)
+                level.generator[pairs:] = beta_scale * torch.randn(shape, generator=generator)
+    return model

@@ -13,9 +13,9 @@ koopman section is ignored here), and its U-Net (`self.net`) has the same parame
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from ..model.config import resolve_config, unet_kwargs
+from ..model.config import unet_kwargs
+from ..model.hkd import DiffusionModule, sigma_tensor
 from ..model.unet import SongUNet
 
 # U-Net settings that do not change any parameter's name or shape: a teacher trained with one
@@ -25,39 +25,17 @@ _NON_ARCHITECTURE_KEYS = ("dropout", "label_dropout")
 
 def sigma_column(sigma, batch: int, device, dtype) -> torch.Tensor:
     """A number, [N] or [N, 1, 1, 1] sigma as a validated [N, 1, 1, 1] tensor."""
-    sigma = torch.as_tensor(sigma, device=device, dtype=dtype)
-    if sigma.ndim == 0:
-        sigma = sigma.expand(batch)
-    elif sigma.numel() == batch and sigma.shape[0] == batch:
-        sigma = sigma.reshape(batch)
-    else:
-        raise ValueError(f"sigma must be a number or hold one value per sample ([{batch}]), got shape {tuple(sigma.shape)}")
-    if not bool((sigma > 0).all()):
-        raise ValueError("sigma must be positive")
-    return sigma.reshape(batch, 1, 1, 1)
+    return sigma_tensor(sigma, batch, device, dtype).reshape(batch, 1, 1, 1)
 
 
-class EDMPrecond(nn.Module):
+class EDMPrecond(DiffusionModule):
     """EDM's preconditioned denoiser. `forward(x, sigma)` returns D(x; sigma), the denoised image."""
 
     def __init__(self, config: dict | str | None = None):
-        super().__init__()
-        self.config = resolve_config(config)
-        diffusion = self.config["diffusion"]
-        self.sigma_min = float(diffusion["sigma_min"])
-        self.sigma_max = float(diffusion["sigma_max"])
-        self.sigma_data = float(diffusion["sigma_data"])
+        super().__init__(config)
         self.net = SongUNet(**unet_kwargs(self.config))
         # Provenance (checkpoint path, imported pickle, ...); Teacher.save writes it into meta.json.
         self.meta: dict = {}
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

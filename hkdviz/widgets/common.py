@@ -164,3 +164,72 @@ def cpu_threads(count: int | None, device: torch.device):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def check_widget_seeds(seeds) -> list[int]:
+    """A seed or a non-empty list of non-negative integer seeds -> list (the apps' seed dropdown)."""
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    if not seeds or any(isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 for seed in seeds):
+        raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+    return seeds
+
+
+def escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class WidgetApp:
+    """What EditingApp and SpectrumExplorer share: latency bookkeeping, debounced control events, display,
+    and running an update under the app's CPU-thread setting with errors shown in the status line.
+
+    A subclass sets `model`, `widget`, `status`, `stopwatch`, `last_error`, `cpu_threads`, `_holding`
+    and `_debouncer` (whose function is the subclass's debounced update) in its __init__.
+    """
+
+    @property
+    def last_update_seconds(self) -> float | None:
+        return self.stopwatch.last_update_seconds
+
+    @property
+    def update_seconds(self) -> list[float]:
+        return self.stopwatch.update_seconds
+
+    def flush(self) -> None:
+        """Apply a pending (debounced) update now."""
+        self._debouncer.flush()
+
+    def close(self) -> None:
+        self._debouncer.cancel()
+        self.widget.close()
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def _set_controls(self, changes: dict) -> None:
+        """Set control values without firing an update per control (the caller applies once)."""
+        self._holding = True
+        try:
+            for control, value in changes.items():
+                control.value = value
+        finally:
+            self._holding = False
+
+    def _on_change(self, change) -> None:
+        if not self._holding:
+            self._debouncer.trigger()
+
+    def _run_update(self, update: Callable[[], None], raise_errors: bool) -> float | None:
+        """Run `update`; return its latency in seconds, or None after an error (shown in the status
+        line, and raised when `raise_errors`: programmatic calls raise, slider events must not)."""
+        start = time.perf_counter()
+        try:
+            with cpu_threads(self.cpu_threads, self.model.device):
+                update()
+        except Exception as error:
+            self.last_error = f"{type(error).__name__}: {error}"
+            self.status.value = f"<span style='color:#b00'>update failed: {escape(self.last_error)}</span>"
+            if raise_errors:
+                raise
+            return None
+        self.last_error = None
+        return self.stopwatch.record(start)

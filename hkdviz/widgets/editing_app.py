@@ -11,7 +11,6 @@ or region only re-mixes, evolves and decodes. Slider moves are debounced (the la
 """
 from __future__ import annotations
 
-import time as clock
 from collections import OrderedDict
 
 import torch
@@ -19,8 +18,8 @@ import torch
 from ..analysis.bands import REGIONS, Band
 from ..analysis.editing import EditSession
 from ..model.hkd import karras_sigmas
-from .common import (DEFAULT_DEBOUNCE_SECONDS, DISPLAY_PIXELS, Debouncer, Stopwatch, captioned,
-                     cpu_threads, resolve_thread_count, image_to_png, image_widget, synchronize)
+from .common import (DEFAULT_DEBOUNCE_SECONDS, DISPLAY_PIXELS, Debouncer, Stopwatch, WidgetApp, captioned,
+                     check_widget_seeds, escape, image_to_png, image_widget, resolve_thread_count, synchronize)
 from .references import collect_references
 
 SESSION_CACHE = 6    # EditSessions kept (each holds one seed's latents twice)
@@ -28,7 +27,7 @@ MASK_CACHE = 64      # band x region masks kept per session; dragging the band s
 HIGH_BAND = (0.0, 0.33)  # ~ the smallest-alpha third: the paper's high-frequency band (bands.py)
 
 
-class EditingApp:
+class EditingApp(WidgetApp):
     """Sliders for frequency-aware editing; `.widget` is the ipywidgets box to display."""
 
     def __init__(self, model, reference=None, seeds=(0, 1, 2, 3), times: int = 19, ratio: float = 0.5,
@@ -39,9 +38,7 @@ class EditingApp:
 
         if isinstance(times, bool) or not isinstance(times, int) or times < 3:
             raise ValueError(f"times must be an integer >= 3 (points of the Karras grid), got {times!r}")
-        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-        if not seeds or any(isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 for seed in seeds):
-            raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+        seeds = check_widget_seeds(seeds)
         self.model = model
         self.reference_seed = reference_seed
         self.display_pixels = display_pixels
@@ -111,15 +108,7 @@ class EditingApp:
         self.widget.add_class("hkdviz-editing-app")
         self._apply(raise_errors=True)
 
-    # -- public API ---------------------------------------------------------------------------------
-    @property
-    def last_update_seconds(self) -> float | None:
-        return self.stopwatch.last_update_seconds
-
-    @property
-    def update_seconds(self) -> list[float]:
-        return self.stopwatch.update_seconds
-
+    # -- public API (latency, flush, close: WidgetApp) ------------------------------------------------
     @property
     def time(self) -> float:
         return self.times[self.time_slider.value]
@@ -157,26 +146,10 @@ class EditingApp:
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
             changes[control] = value
-        self._holding = True
-        try:
-            for control, value in changes.items():
-                control.value = value
-        finally:
-            self._holding = False
+        self._set_controls(changes)
         self._debouncer.cancel()
         self._apply(raise_errors=True)
         return self.edited_image
-
-    def flush(self) -> None:
-        """Apply a pending (debounced) update now."""
-        self._debouncer.flush()
-
-    def close(self) -> None:
-        self._debouncer.cancel()
-        self.widget.close()
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
 
     # -- internals ----------------------------------------------------------------------------------
     def _time_index(self, time) -> int:
@@ -214,30 +187,17 @@ class EditingApp:
                 self._originals[seed] = self.model.sample([seed])[0].cpu()
         return self._originals[seed]
 
-    def _on_change(self, change) -> None:
-        if not self._holding:
-            self._debouncer.trigger()
-
     def _apply_from_event(self) -> None:
         self._apply(raise_errors=False)
 
     def _apply(self, raise_errors: bool) -> None:
-        start = clock.perf_counter()
-        try:
-            with cpu_threads(self.cpu_threads, self.model.device):
-                self._update()
-        except Exception as error:
-            self.last_error = f"{type(error).__name__}: {error}"
-            self.status.value = f"<span style='color:#b00'>update failed: {_escape(self.last_error)}</span>"
-            if raise_errors:
-                raise
+        elapsed = self._run_update(self._update, raise_errors)
+        if elapsed is None:
             return
-        elapsed = self.stopwatch.record(start)
-        self.last_error = None
         band = self._band()
         ratio = self.ratio_slider.value if band is not None else 0.0
         band_text = "empty band (no edit)" if band is None else band.label
-        self.status.value = (f"σ={self.time:.3g} · r={ratio:.2f} · {_escape(band_text)} · "
+        self.status.value = (f"σ={self.time:.3g} · r={ratio:.2f} · {escape(band_text)} · "
                              f"{self.region_dropdown.value} · update {elapsed * 1000:.0f} ms")
 
     def _update(self) -> None:
@@ -276,7 +236,3 @@ def _check_band(band) -> tuple[float, float]:
     if not 0.0 <= lower <= upper <= 1.0:
         raise ValueError(f"band must be (lower, upper) with 0 <= lower <= upper <= 1, got {band!r}")
     return lower, upper
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

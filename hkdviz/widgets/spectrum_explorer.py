@@ -13,23 +13,22 @@ FigureWidget needs) the figure is static and the sliders do the selecting.
 """
 from __future__ import annotations
 
-import time as clock
-
 import numpy as np
 import torch
 
 from ..analysis.interventions import latents_at
 from ..plot.data import check_spectrum, subsample_modes
 from ..plot.spectrum import spectrum_scatter
-from .common import (DEFAULT_DEBOUNCE_SECONDS, DISPLAY_PIXELS, Debouncer, Stopwatch, captioned,
-                     cpu_threads, resolve_thread_count, figure_widget_support, image_to_png, image_widget, synchronize)
+from .common import (DEFAULT_DEBOUNCE_SECONDS, DISPLAY_PIXELS, Debouncer, Stopwatch, WidgetApp, captioned,
+                     check_widget_seeds, escape, figure_widget_support, image_to_png, image_widget,
+                     resolve_thread_count, synchronize)
 
 DEFAULT_MAX_POINTS = 5000  # drawn markers; the FigureWidget ships them to the browser over the comm
 SELECTION_STYLE = {"type": "rect", "xref": "x", "yref": "y", "line": {"color": "#D55E00", "width": 1.5},
                    "fillcolor": "rgba(213, 94, 0, 0.08)"}
 
 
-class SpectrumExplorer:
+class SpectrumExplorer(WidgetApp):
     """Scatter of alpha vs beta with mode selection and the selection's decode; `.widget` to display."""
 
     def __init__(self, model, seeds=(0, 1, 2, 3), spectrum=None, max_points: int = DEFAULT_MAX_POINTS,
@@ -39,9 +38,7 @@ class SpectrumExplorer:
 
         from ..analysis.spectrum import spectrum as compute_spectrum
 
-        seeds = [seeds] if isinstance(seeds, int) else list(seeds)
-        if not seeds or any(isinstance(seed, bool) or not isinstance(seed, int) or seed < 0 for seed in seeds):
-            raise ValueError(f"seeds must be a non-empty list of non-negative integers, got {seeds!r}")
+        seeds = check_widget_seeds(seeds)
         self.model = model
         self.display_pixels = display_pixels
         self.cpu_threads = resolve_thread_count(cpu_threads, model)  # threads for an update; None = unchanged
@@ -92,7 +89,7 @@ class SpectrumExplorer:
             plot_view = ipywidgets.Output()
             plot_view.append_display_data(static)
             why = reason or "interactive=False"
-            note = (f"<span style='color:#b00'>Interactive selection is off ({_escape(why)}): plotly's FigureWidget "
+            note = (f"<span style='color:#b00'>Interactive selection is off ({escape(why)}): plotly's FigureWidget "
                     f"needs <code>pip install anywidget</code>. The figure is static; select with the sliders.</span>")
         self._base_shapes = tuple(self.figure.layout.shapes or ())
 
@@ -140,15 +137,7 @@ class SpectrumExplorer:
         self.widget.add_class("hkdviz-spectrum-explorer")
         self._select_from_sliders(raise_errors=True)
 
-    # -- public API ---------------------------------------------------------------------------------
-    @property
-    def last_update_seconds(self) -> float | None:
-        return self.stopwatch.last_update_seconds
-
-    @property
-    def update_seconds(self) -> list[float]:
-        return self.stopwatch.update_seconds
-
+    # -- public API (latency, flush, close: WidgetApp) ------------------------------------------------
     @property
     def sample_image(self) -> torch.Tensor:
         seed = self.seed_dropdown.value
@@ -218,29 +207,7 @@ class SpectrumExplorer:
             self._set_controls({self.seed_dropdown: seed})
             self._commit(self.selected_modes, self.selection_kind, raise_errors=True)
 
-    def flush(self) -> None:
-        self._debouncer.flush()
-
-    def close(self) -> None:
-        self._debouncer.cancel()
-        self.widget.close()
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
-
     # -- events -------------------------------------------------------------------------------------
-    def _set_controls(self, changes: dict) -> None:
-        self._holding = True
-        try:
-            for control, value in changes.items():
-                control.value = value
-        finally:
-            self._holding = False
-
-    def _on_change(self, change) -> None:
-        if not self._holding:
-            self._debouncer.trigger()
-
     def _apply_from_event(self) -> None:
         self._select_from_sliders(raise_errors=False)
 
@@ -346,19 +313,10 @@ class SpectrumExplorer:
             self._shown_seed = seed
 
     def _commit(self, modes: np.ndarray, kind: str, raise_errors: bool) -> None:
-        start = clock.perf_counter()
-        try:
-            with cpu_threads(self.cpu_threads, self.model.device):
-                self._show(modes)
-        except Exception as error:
-            self.last_error = f"{type(error).__name__}: {error}"
-            self.status.value = f"<span style='color:#b00'>update failed: {_escape(self.last_error)}</span>"
-            if raise_errors:
-                raise
+        elapsed = self._run_update(lambda: self._show(modes), raise_errors)
+        if elapsed is None:
             return
         self.selected_modes, self.selection_kind = modes, kind
-        elapsed = self.stopwatch.record(start)
-        self.last_error = None
         skipped = int(np.count_nonzero(~np.isin(self._level[modes], list(self._block_levels))))
         levels = np.unique(self._level[modes]).tolist()
         self.status.value = (f"{kind}: {modes.size:,} of {self._level.size:,} modes selected in "
@@ -371,7 +329,3 @@ def _padded_range(values: np.ndarray) -> tuple[float, float]:
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
     pad = 0.02 * (high - low) if high > low else max(1e-3, 1e-3 * abs(low))
     return low - pad, high + pad
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

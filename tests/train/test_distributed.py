@@ -66,15 +66,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def test_two_gloo_ranks_match_single_process(tmp_path, one_thread):
+def test_two_gloo_ranks_match_single_process(tmp_path, single_thread):
     import hkdviz
     from hkdviz.model.config import resolve_config
     from hkdviz.train.edm import EDMPrecond

@@ -23,13 +23,7 @@ from hkdviz.model.unet import Conv2d, UNetBlock
 from hkdviz.train.edm import EDMPrecond
 from hkdviz.train.edm_import import EDMImportError, import_edm_pickle, read_edm_pickle
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These networks are tiny: one thread is as fast, and immune to oversubscription on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
 
 
 def _reconstruct_persistent_obj(meta):  # never called: loading must not find this module

@@ -11,14 +11,7 @@ from hkdviz.train.evaluate import (REFERENCE_SEED, EvaluationError, evaluate, fo
                                    heun_nfe, main, parse_dataset_spec)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: these small tensors gain little from two, and a busy 2-core machine makes
-    two spinning threads several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
 
 
 class StubTeacher:

@@ -25,13 +25,7 @@ SMALL = ["model.unet.img_resolution=16", "model.unet.model_channels=8", "dataset
 TIMING_KEYS = ("seconds", "images_per_second")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: thread hand-offs cost more than they save (and oversubscribed CPUs make it worse).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
 
 
 def small_config(*overrides):

@@ -16,14 +16,6 @@ REDUCED = ["model.unet.img_resolution=16", "model.unet.model_channels=8", "datas
            'evaluate.options={"num_samples": 16}']
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def cli(*arguments) -> int:
     return main([str(argument) for argument in arguments])
 
@@ -32,7 +24,7 @@ def sets(assignments):
     return [item for assignment in assignments for item in ("--set", assignment)]
 
 
-def test_train_all_end_to_end_gives_loadable_checkpoints(tmp_path, one_thread):
+def test_train_all_end_to_end_gives_loadable_checkpoints(tmp_path, single_thread):
     import hkdviz
     from hkdviz.train.teacher import load_teacher
 

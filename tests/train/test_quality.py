@@ -15,14 +15,7 @@ from hkdviz.train.quality import (QualityError, QualityReference, class_statisti
                                   sliced_wasserstein, sliced_wasserstein_levels)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: these small tensors gain little from two, and a busy 2-core machine makes
-    two spinning threads several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
 
 
 def shapes(count, seed):

@@ -14,13 +14,7 @@ from hkdviz.train.teacher import Teacher, load_teacher
 
 S0 = 0.5  # std of the single-Gaussian data set N(mu, S0^2 I)
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These networks are tiny: one thread is as fast, and immune to oversubscription on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
 
 
 @pytest.fixture(scope="module")
