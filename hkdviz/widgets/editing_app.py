@@ -100,8 +100,9 @@ class EditingApp(WidgetApp):
                                   captioned(self.edited_view, "edited")])
         self.widget = ipywidgets.VBox([
             ipywidgets.HTML("<b>Frequency-aware editing</b>: inject the reference's Koopman modes of the chosen "
-                            "band into the region at the edit time (band = alpha-rank quantiles; "
-                            "[0, 0.33] ~ high image frequency)."),
+                            "band into the region at the edit time (band = alpha-rank quantiles; the paper "
+                            "reads [0, 0.33], the smallest alpha, as high image frequency: "
+                            "<code>band_spectra</code> measures what it is on this checkpoint)."),
             ipywidgets.HBox([ipywidgets.VBox(list(self.controls.values())[:4]),
                              ipywidgets.VBox(list(self.controls.values())[4:])]),
             images, self.status])
