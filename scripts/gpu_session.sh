@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# All of a session's GPU work in one prepared call (the device machine is lent for ~15 minutes in
+# total, one call at most 10): train the default preset on the GPU, evaluate it, run the GPU tests
+# and the GPU benchmarks, and pack everything into $OUT for the session to copy into the repo.
+#
+#   on the device:  bash scripts/gpu_session.sh [STEPS_SCALE]        (carry: .whl)
+#   here (CPU):     OUT=/tmp/gpu-out bash scripts/gpu_session.sh --dry-run
+#
+# --dry-run runs the same steps on the CPU with the smoke preset, to check the script itself.
+# STEPS_SCALE (default 3) multiplies the default preset's step and trajectory counts: sized from the
+# H200 rates in the README (teacher ~3,000 images/s, HKD ~2,500 samples/s at batch 128; the default
+# preset's small batches run slower), so look at the first stage's images/s in the output and size
+# the next try from it. Each stage has its own time limit, so a slow stage cannot eat the whole call.
+#
+# Python packages the device image lacks travel as wheels in .whl/ (git-ignored; see
+# ../.library/device/README.md): h5netcdf is needed; plotly and ipywidgets only for the widget
+# benchmark, which is skipped without them.
+#
+# Out ($OUT, at most 8 files come back): summary.txt (everything printed), results.tar.gz (the run's
+# exported checkpoints, evaluation table, logs and stats, benchmark JSON).
+set -uo pipefail
+
+DRY_RUN=0
+if [ "${1:-}" = "--dry-run" ]; then
+    DRY_RUN=1
+    shift
+fi
+SCALE="${1:-3}"
+OUT="${OUT:-$PWD/out}"
+PYTHON="${PYTHON:-python3}"
+mkdir -p "$OUT"
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
+export PYTHONUNBUFFERED=1
+
+say() { echo "== $(date +%T) $*" | tee -a "$SUMMARY"; }
+run() {  # run LIMIT_SECONDS COMMAND...: output to the summary, a stage that fails or overruns is reported
+    local limit="$1"
+    shift
+    timeout "$limit" "$@" 2>&1 | tee -a "$SUMMARY" | tail -n 40
+    local status=${PIPESTATUS[0]}
+    if [ "$status" -eq 124 ]; then
+        say "STOPPED after its ${limit} s limit: $*"
+    elif [ "$status" -ne 0 ]; then
+        say "FAILED (exit $status): $*"
+    fi
+    return 0
+}
+
+if ls .whl/*.whl > /dev/null 2>&1; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl || { echo "could not install the carried wheels" >&2; exit 1; }
+    export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+fi
+export PYTHONPATH="$PWD:${PYTHONPATH:-}"   # this checkout, not an installed hkdviz
+
+if [ "$DRY_RUN" = 1 ]; then
+    DEVICE=cpu; PRESET=smoke; BENCH_BATCH=16
+else
+    DEVICE=cuda; PRESET=default; BENCH_BATCH=128
+    "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
+        || { echo "no CUDA device here; use --dry-run on a CPU machine" >&2; exit 1; }
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$SUMMARY"
+fi
+"$PYTHON" -c "import torch, hkdviz; print('torch', torch.__version__, '| hkdviz', hkdviz.__version__, \
+'| device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" | tee -a "$SUMMARY"
+
+say "1. train all --preset $PRESET --set steps_scale=$SCALE on $DEVICE"
+run 420 "$PYTHON" -m hkdviz.train all --preset "$PRESET" --set "steps_scale=$SCALE" --device "$DEVICE" \
+    --out "$OUT/run" --no-progress
+grep -h "images/s\|samples/s\|wrote\|generated" "$OUT"/run/*/log.txt 2>/dev/null | tail -n 12 | tee -a "$SUMMARY"
+cat "$OUT/run/evaluation/table.txt" 2>/dev/null | tee -a "$SUMMARY"
+
+say "2. GPU tests"
+run 120 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
+
+say "3. training throughput (bench_train)"
+run 150 "$PYTHON" benchmarks/bench_train.py --device "$DEVICE" --batch "$BENCH_BATCH" --repeats 2 \
+    --json "$OUT/bench_train.json"
+
+say "4. widget latency (bench_widgets)"
+if "$PYTHON" -c "import ipywidgets, plotly" 2> /dev/null; then
+    checkpoint="$OUT/run/export/hkd"
+    [ -d "$checkpoint" ] || checkpoint=default
+    run 90 "$PYTHON" benchmarks/bench_widgets.py --checkpoint "$checkpoint" --device "$DEVICE" --updates 10
+else
+    say "skipped: ipywidgets/plotly not importable (carry their wheels in .whl to measure it)"
+fi
+
+say "5. pack"
+tar czf "$OUT/results.tar.gz" -C "$OUT" --exclude='run/trajectories/*.nc' --exclude='*/resume.pt' \
+    --exclude='run/*/checkpoint' run bench_train.json 2> /dev/null
+rm -rf "$OUT/run" "$OUT/bench_train.json"
+ls -la "$OUT" | tee -a "$SUMMARY"
+say "done"
