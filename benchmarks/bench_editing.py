@@ -10,8 +10,8 @@
     ratios. Requirement: at r = 0.9 the aware low-pass MSE is markedly (>= 2x) below the baseline's,
     while the aware high-pass correlation rises with r.
 (2) Band spectra (edit_metrics.band_spectra): share of each alpha band's decoded power above the cutoff.
-    bands.py maps "high"/"high_frequency" to the smallest-real-part third (the paper's reading); this
-    prints whether the checkpoint agrees.
+    bands.py maps "high"/"high_frequency" to the largest-real-part third (measured on the shipped
+    checkpoints); this prints whether the checkpoint agrees.
 (3) Cumulative effect (interventions.cumulative_effect) at T, the edit time and eps.
 (4) Widget latency: an EditSession (encoder work cached) and the cost of one slider move
     (re-mix + decode) for ratio, band and region changes; target < 0.5 s for `tiny` on 2 CPU cores.
@@ -159,9 +159,9 @@ def main(argv=None) -> int:
     print_table(["band", "high-freq share"], [[band, float(value)] for band, value in fractions.items()])
     alpha_bands = fractions.drop("all")
     highest, lowest = alpha_bands.idxmax(), alpha_bands.idxmin()
-    agrees = highest == "smallest" and lowest == "largest"
-    print(f"  most high-frequency band: {highest}; least: {lowest}. bands.py maps 'high' -> 'smallest', "
-          f"'low' -> 'largest' (paper's reading): {'AGREES' if agrees else 'DISAGREES on this checkpoint'}\n")
+    agrees = highest == "largest" and lowest == "smallest"
+    print(f"  most high-frequency band: {highest}; least: {lowest}. bands.py maps 'high' -> 'largest', "
+          f"'low' -> 'smallest': {'AGREES' if agrees else 'DISAGREES on this checkpoint'}\n")
 
     # (3) cumulative effect
     mid = edit_time(model, "mid")

@@ -166,6 +166,6 @@ def test_bad_arguments_name_the_problem(tiny_model):
 def test_describe_is_json(tiny_model):
     text = describe([Gain("high", region="lower-left", gain=2.0), PhaseRotation("low", angle=1.0)])
     data = json.loads(text)
-    assert data[0] == {"type": "Gain", "band": {"kind": "quantile", "lower": 0.0, "upper": 1 / 3, "name": "high"},
+    assert data[0] == {"type": "Gain", "band": {"kind": "quantile", "lower": 2 / 3, "upper": 1.0, "name": "high"},
                        "region": "lower-left", "gain": 2.0}
     assert data[1]["angle"] == 1.0

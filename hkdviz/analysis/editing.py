@@ -8,7 +8,7 @@ image of seed s (noise x_T) and a reference image x_ref, at the edit time t_mid:
     z   = z_A + r M . (z_B - z_A)                       M = band mask x region mask resized per level
     x   = D(exp((eps - t_mid) A) z)
 
-The band defaults to "high" (= the smallest-real-part third, the paper's high-frequency reading, see
+The band defaults to "high" (= the largest-real-part third, measured to carry the fine detail, see
 bands.py); band="all" is the frequency-agnostic baseline. n is standard normal noise from
 `reference_seed`, so an edit is reproducible.
 

@@ -1,11 +1,11 @@
 """EditingApp: frequency-aware editing with sliders (HKD sec. 4), built on analysis.editing.EditSession.
 
     app = EditingApp(model)           # display(app) or display(app.widget) in Jupyter
-    app.set(ratio=0.8, band=(0.0, 0.33), region="lower-left")   # programmatic, applied at once
+    app.set(ratio=0.8, band=(0.67, 1.0), region="lower-left")   # programmatic, applied at once
     app.last_update_seconds
 
 Controls: edit time (the Karras grid), ratio r in [0, 1], band (a range of alpha-rank quantiles, per
-level; [0, 1/3) is the "high"-frequency third), level (all, or one), region, reference image, seed.
+level; [2/3, 1] is the "high"-frequency third, see bands.py), level (all, or one), region, reference image, seed.
 The encoder work lives in a cached EditSession per (seed, reference, time): moving ratio, band, level
 or region only re-mixes, evolves and decodes. Slider moves are debounced (the last value always wins).
 """
@@ -24,7 +24,7 @@ from .references import collect_references
 
 SESSION_CACHE = 6    # EditSessions kept (each holds one seed's latents twice)
 MASK_CACHE = 64      # band x region masks kept per session; dragging the band slider makes many
-HIGH_BAND = (0.0, 0.33)  # ~ the smallest-alpha third: the paper's high-frequency band (bands.py)
+HIGH_BAND = (0.67, 1.0)  # ~ the largest-alpha third: the high-frequency band (bands.py)
 
 
 class EditingApp(WidgetApp):
@@ -100,9 +100,9 @@ class EditingApp(WidgetApp):
                                   captioned(self.edited_view, "edited")])
         self.widget = ipywidgets.VBox([
             ipywidgets.HTML("<b>Frequency-aware editing</b>: inject the reference's Koopman modes of the chosen "
-                            "band into the region at the edit time (band = alpha-rank quantiles; the paper "
-                            "reads [0, 0.33], the smallest alpha, as high image frequency: "
-                            "<code>band_spectra</code> measures what it is on this checkpoint)."),
+                            "band into the region at the edit time (band = alpha-rank quantiles; [0.67, 1], "
+                            "the largest alpha, is the high-frequency band: <code>band_spectra</code> "
+                            "measures it on this checkpoint)."),
             ipywidgets.HBox([ipywidgets.VBox(list(self.controls.values())[:4]),
                              ipywidgets.VBox(list(self.controls.values())[4:])]),
             images, self.status])
