@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The paper's Table-3 ablations on one teacher and one trajectory set: train the HKD stage once per
+# variant with the same preset budget, score each with `hkdviz eval --teacher none` on the same seeds,
+# and print one table.
+#
+#   bash scripts/ablations.sh RUN_DIR [--preset default] [--threads 2] [-- extra train arguments]
+#
+# RUN_DIR is a finished `hkdviz train all` directory (it needs teacher/checkpoint, trajectories/ and
+# classifier/ or export/classifier); the variants go to RUN_DIR/ablations/<variant>. A variant whose
+# checkpoint exists is not trained again, so a killed run continues where it stopped.
+#   full        the preset as it is
+#   full_seed1  the same with training seed 1: the run-to-run spread to read the others against
+#   bottleneck  Koopman evolution at the bottleneck only (non-hierarchical)
+#   no_tcons    no trajectory-consistency term (reconstruction from x_T only)
+#   none        no Koopman evolution (identity at every level), t-consistency kept
+set -euo pipefail
+
+if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+fi
+RUN="$1"
+shift
+PRESET=default
+THREADS=2
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --preset) PRESET="$2"; shift 2 ;;
+        --threads) THREADS="$2"; shift 2 ;;
+        --) shift; break ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+EXTRA=("$@")
+
+HERE="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON="${PYTHON:-$HERE/.venv/bin/python}"
+[ -x "$PYTHON" ] || PYTHON=python3
+for needed in "$RUN/teacher/checkpoint" "$RUN/trajectories"; do
+    [ -e "$needed" ] || { echo "$needed is missing: RUN_DIR must be a finished 'hkdviz train all' run" >&2; exit 1; }
+done
+CLASSIFIER="$RUN/classifier"
+[ -e "$CLASSIFIER/model.safetensors" ] || CLASSIFIER="$RUN/export/classifier"
+[ -e "$CLASSIFIER/model.safetensors" ] || { echo "no classifier in $RUN (classifier/ or export/classifier/)" >&2; exit 1; }
+
+OUT="$RUN/ablations"
+mkdir -p "$OUT"
+declare -A SETTINGS=(
+    [full]=""
+    [full_seed1]="seed=1"
+    [bottleneck]="hkd.koopman.levels=bottleneck"
+    [no_tcons]="hkd.t_consistency=false"
+    [none]="hkd.koopman.levels=none"
+)
+VARIANTS=(full full_seed1 bottleneck no_tcons none)
+
+for variant in "${VARIANTS[@]}"; do
+    if [ -e "$OUT/$variant/checkpoint/model.safetensors" ]; then
+        echo "== $variant: trained already"
+        continue
+    fi
+    echo "== $(date +%T) train $variant"
+    sets=()
+    [ -n "${SETTINGS[$variant]}" ] && sets=(--set "${SETTINGS[$variant]}")
+    "$PYTHON" -m hkdviz.train hkd --preset "$PRESET" "${sets[@]}" --out "$OUT/$variant" \
+        --teacher "$RUN/teacher/checkpoint" --trajectories "$RUN/trajectories" --threads "$THREADS" \
+        --no-progress "${EXTRA[@]}" > "$OUT/$variant.log" 2>&1 \
+        || { echo "training $variant failed; see $OUT/$variant.log" >&2; exit 1; }
+done
+
+for variant in "${VARIANTS[@]}"; do
+    echo "== $(date +%T) eval $variant"
+    "$PYTHON" -m hkdviz.cli eval "$OUT/$variant/checkpoint" --teacher none --classifier "$CLASSIFIER" \
+        --json "$OUT/eval-$variant.json" --quiet > "$OUT/eval-$variant.txt" 2>&1 \
+        || { echo "evaluating $variant failed; see $OUT/eval-$variant.txt" >&2; exit 1; }
+done
+
+"$PYTHON" - "$OUT" "${VARIANTS[@]}" <<'EOF'
+import json
+import sys
+from pathlib import Path
+
+out, variants = Path(sys.argv[1]), sys.argv[2:]
+print(f"\n{'variant':<12} {'local KID x1e3':>18} {'local FD':>9} {'SWD':>8}")
+for variant in variants:
+    rows = json.loads((out / f"eval-{variant}.json").read_text())["rows"]
+    row = next(row for row in rows if row["method"].startswith("HKD"))
+    kid = f"{row['kid_x1e3']:.0f} +- {row['kid_std_x1e3']:.0f}"
+    print(f"{variant:<12} {kid:>18} {row['local_fd']:>9.2f} {row['swd']:>8.4f}")
+EOF
