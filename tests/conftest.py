@@ -44,3 +44,14 @@ def tiny_checkpoint(tmp_path_factory, tiny_model):
     directory = tmp_path_factory.mktemp("checkpoints") / "tiny"
     tiny_model.save(directory, meta={"dataset": "none (untrained test model)"})
     return directory
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tiny_checkpoint):
+    """What the notebook and browser tests open: the shipped default when present, else the tiny test checkpoint."""
+    from hkdviz.checkpoint import CheckpointError, resolve_checkpoint
+    try:
+        resolve_checkpoint("default")
+        return "default"
+    except CheckpointError:
+        return str(tiny_checkpoint)

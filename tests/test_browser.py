@@ -90,16 +90,6 @@ def png_pixels(data: list[int]):
     return np.asarray(Image.open(io.BytesIO(bytes(data))).convert("RGB"), dtype=np.int16)
 
 
-@pytest.fixture
-def checkpoint(tiny_checkpoint):
-    from hkdviz.checkpoint import CheckpointError, resolve_checkpoint
-    try:
-        resolve_checkpoint("default")
-        return "default"
-    except CheckpointError:
-        return str(tiny_checkpoint)
-
-
 def test_editing_app_slider_changes_displayed_image(tmp_path, checkpoint):
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is absent (install it with: apt-get install -y chromium)")

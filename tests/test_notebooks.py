@@ -23,16 +23,6 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_checkpoint):
-    from hkdviz.checkpoint import CheckpointError, resolve_checkpoint
-    try:
-        resolve_checkpoint("default")
-        return "default"
-    except CheckpointError:
-        return str(tiny_checkpoint)
-
-
-@pytest.fixture(scope="module")
 def kernel_environment(tmp_path_factory):
     """A python3 kernelspec whose argv is this interpreter, first on JUPYTER_PATH: the notebooks run in
     this venv whatever other python3 kernels the machine has."""
