@@ -215,26 +215,28 @@ def load_resume(path: Path, map_location="cpu") -> dict:
 RUNTIME_KEYS = ("log_every", "resume_every", "checkpoint_every", "num_workers", "progress", "device")
 
 
-def without_runtime(config: dict) -> dict:
+def without_runtime(config: dict, extendable: tuple[str, ...] = ()) -> dict:
+    """The config without the keys a resumed run may change: RUNTIME_KEYS, plus `extendable`
+    (keys such as "steps" that the caller's loop allows to change, see TrainingLoop.extendable)."""
     config = copy.deepcopy(config)
     config.pop("device", None)
     for section in config.values():
         if isinstance(section, dict):
-            for key in RUNTIME_KEYS:
+            for key in RUNTIME_KEYS + tuple(extendable):
                 section.pop(key, None)
     return config
 
 
-def check_resume_config(run: RunDirectory, config: dict) -> None:
-    """A resumed run must continue the same config (apart from RUNTIME_KEYS)."""
+def check_resume_config(run: RunDirectory, config: dict, extendable: tuple[str, ...] = ()) -> None:
+    """A resumed run must continue the same config (apart from RUNTIME_KEYS and `extendable`)."""
     path = run.path / CONFIG_FILE
     if not path.exists():
         return
     try:
-        saved = without_runtime(json.loads(path.read_text()))
+        saved = without_runtime(json.loads(path.read_text()), extendable)
     except json.JSONDecodeError as error:
         raise TrainingError(f"{path}: corrupt ({error}); delete it to resume, or use another --out") from None
-    config = without_runtime(config)
+    config = without_runtime(config, extendable)
 
     def canonical(value):
         return json.dumps(value, sort_keys=True, default=json_default)

@@ -34,6 +34,9 @@ class TrainingLoop:
 
     kind = "abstract"     # checkpoint kind
     section = "abstract"  # config section
+    # Section keys a resumed run may change. "steps" belongs here only when no schedule depends on
+    # the total step count: then a run extended from N to M steps equals an uninterrupted M-step run.
+    extendable: tuple[str, ...] = ()
 
     def __init__(self, config: dict, out_dir, device="auto", progress: bool = True,
                  context: DistributedContext | None = None, echo: bool = True):
@@ -235,9 +238,12 @@ class TrainingLoop:
 
         self.setup()
         if self.context.is_main:
-            check_resume_config(self.run, self.run_config())
+            check_resume_config(self.run, self.run_config(), self.extendable)
         barrier(self.context)
         resumed = self.try_resume()
+        if self.step > self.total_steps:
+            raise TrainingError(f"{self.run.path} holds a run already at step {self.step}, past {self.section}.steps = "
+                                f"{self.total_steps}: ask for at least {self.step} steps, or use another --out directory")
         self.run.write_config(self.run_config())
         self.run.truncate_stats(self.step)
         parameters = sum(parameter.numel() for parameter in self.model.parameters())
@@ -339,6 +345,9 @@ class ImageSource:
 class TeacherLoop(TrainingLoop):
     kind = "teacher"
     section = "teacher"
+    # The learning rate depends on the images seen only (ramp-up, then constant) and so does the EMA:
+    # `--set teacher.steps=M` continues a finished N-step run exactly as an M-step run would go.
+    extendable = ("steps",)
 
     def build_model(self):
         from ..model.config import resolve_config

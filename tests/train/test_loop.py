@@ -77,6 +77,21 @@ def test_teacher_resume_after_kill_continues_exactly(tmp_path):
     assert "resumed at step 4/6" in log
 
 
+def test_teacher_run_extended_to_more_steps_equals_the_longer_run(tmp_path):
+    """`--set teacher.steps=M` on a finished N-step run continues it; the result is the M-step run."""
+    def config(steps):
+        return small_config(f"teacher.steps={steps}", "teacher.batch_size=4", "teacher.log_every=1",
+                            "teacher.resume_every=2", "teacher.lr_rampup_images=12")  # ramp-up spans both runs
+    straight = TeacherLoop(config(6), tmp_path / "straight", progress=False, echo=False).train()
+    TeacherLoop(config(4), tmp_path / "extended", progress=False, echo=False).train()
+    extended = TeacherLoop(config(6), tmp_path / "extended", progress=False, echo=False).train()
+    assert losses(tmp_path / "straight") == losses(tmp_path / "extended")
+    assert_same_weights(straight, extended)
+    assert "resumed at step 4/6" in (tmp_path / "extended" / "log.txt").read_text()
+    with pytest.raises(TrainingError, match="already at step 6, past teacher.steps = 5"):
+        TeacherLoop(config(5), tmp_path / "extended", progress=False, echo=False).train()
+
+
 def test_hkd_resume_after_kill_continues_exactly(tmp_path, teacher_checkpoint, trajectory_dir):
     config = small_config("hkd.steps=5", "hkd.batch_size=4", "hkd.log_every=1", "hkd.resume_every=2",
                           "hkd.batch_per_device=2")  # two accumulation rounds per step
@@ -123,12 +138,18 @@ def test_hkd_resume_after_sigkill_in_a_subprocess(tmp_path, teacher_checkpoint, 
     assert_same_weights(straight, tmp_path / "killed" / "checkpoint")
 
 
-def test_resume_rejects_other_config_and_corrupt_file(tmp_path):
+def test_resume_rejects_other_config_and_corrupt_file(tmp_path, teacher_checkpoint, trajectory_dir):
     config = small_config("teacher.steps=2", "teacher.batch_size=4", "teacher.resume_every=1")
     TeacherLoop(config, tmp_path / "run", progress=False, echo=False).train(stop_at=1)
     changed = small_config("teacher.steps=2", "teacher.batch_size=4", "teacher.resume_every=1", "teacher.lr=0.5")
     with pytest.raises(TrainingError, match="different config.*teacher"):
         TeacherLoop(changed, tmp_path / "run", progress=False, echo=False).train()
+    # HKD's lambda_1 schedule depends on the total step count: its steps may not change on resume.
+    hkd_config = small_config("hkd.steps=2", "hkd.batch_size=4", "hkd.resume_every=1")
+    kwargs = dict(teacher=str(teacher_checkpoint), trajectories=str(trajectory_dir), progress=False, echo=False)
+    HKDLoop(hkd_config, tmp_path / "hkd", **kwargs).train(stop_at=1)
+    with pytest.raises(TrainingError, match="different config.*hkd"):
+        HKDLoop(small_config("hkd.steps=3", "hkd.batch_size=4", "hkd.resume_every=1"), tmp_path / "hkd", **kwargs).train()
     (tmp_path / "run" / "resume.pt").write_bytes(b"\x00garbage")
     with pytest.raises(TrainingError, match="cannot read the resume file"):
         TeacherLoop(config, tmp_path / "run", progress=False, echo=False).train()
