@@ -16,7 +16,8 @@
 # still ranks its 5-NFE samples above its 35-NFE ones on KID, gap 558 -> 185. GPU rates at these
 # batches are estimates (teacher ~4,000 images/s, HKD ~2,500 samples/s on an H200), so look at the
 # first stage's images/s in the output and size the next try from it. Each stage has its own time
-# limit, so a slow stage cannot eat the whole call; the stages resume where a limit stopped them.
+# limit, so a slow stage cannot eat the whole call ($OUT starts empty on each device call: a stopped
+# stage does not resume in the next call).
 #
 # Python packages the device image lacks travel as wheels in .whl/ (git-ignored; see
 # ../.library/device/README.md): h5netcdf is needed; plotly and ipywidgets only for the widget
