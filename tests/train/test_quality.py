@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from hkdviz.analysis.edit_metrics import lowpass
 from hkdviz.checkpoint import CheckpointError
 from hkdviz.train.classifier import (CLASSIFIER_HELD_OUT_SEED, ClassifierError, ImageClassifier, load_classifier,
                                      train_classifier)
@@ -237,15 +238,8 @@ def test_measures_rank_corruptions(quick_classifier, held_out):
 
 
 def blurred(images, sigma):
-    """Separable Gaussian blur with reflected borders."""
-    radius = int(3 * sigma) + 1
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-offsets ** 2 / (2 * sigma ** 2))
-    kernel = (kernel / kernel.sum()).repeat(3, 1, 1, 1)
-    rows = torch.nn.functional.conv2d(torch.nn.functional.pad(images, (radius, radius, 0, 0), mode="reflect"),
-                                      kernel.view(3, 1, 1, -1), groups=3)
-    return torch.nn.functional.conv2d(torch.nn.functional.pad(rows, (0, 0, radius, radius), mode="reflect"),
-                                      kernel.view(3, 1, -1, 1), groups=3)
+    """Gaussian blur of `sigma` pixels: the project's Gaussian low-pass at cutoff 1 / (2 pi sigma) cycles/px."""
+    return lowpass(images, cutoff=1.0 / (2.0 * math.pi * sigma))
 
 
 def test_shipped_classifier_kid_rises_with_blur_and_with_noise():
