@@ -2,7 +2,8 @@
 
     python benchmarks/bench_train.py [--device auto] [--model tiny] [--batch 128] [--json out.json]
 
-Prints, for the same network and settings (bf16 autocast + channels_last on CUDA, as the loops):
+Prints, for the same network and settings as the loops (bf16 autocast + channels_last on CUDA; bf16 on
+the CPU where the config's `cpu_autocast` asks for it; `--set KEY=VALUE` overrides the default preset):
 - teacher training: images/s of TeacherLoop steps (EDMLoss, Adam, EMA, data);
 - trajectory generation: images/s and NFE/s of generate_trajectories (Heun, 18 steps = 35 NFE,
   chunks written to disk) against 35 bare teacher forward passes per image (target <= 1.2x);
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hkdviz.checkpoint import resolve_device  # noqa: E402
 from hkdviz.model.config import resolve_config  # noqa: E402
 from hkdviz.model.hkd import HKDModel  # noqa: E402
-from hkdviz.train.common import synchronize  # noqa: E402
+from hkdviz.train.common import resolve_autocast, synchronize  # noqa: E402
 from hkdviz.train.distributed import DistributedContext  # noqa: E402
 from hkdviz.train.edm import EDMPrecond  # noqa: E402
 from hkdviz.train.loop import HKDLoop, TeacherLoop  # noqa: E402
@@ -73,17 +74,18 @@ def bench_teacher(config, work: Path, context, repeats: int) -> dict:
     return {"images_per_second": loop.batch_size / seconds, "seconds_per_step": seconds}, loop
 
 
-def bench_trajectories(teacher_loop, work: Path, context, count: int, batch: int, repeats: int) -> dict:
+def bench_trajectories(teacher_loop, work: Path, context, count: int, batch: int, repeats: int,
+                       autocast_dtype: torch.dtype | None = None) -> dict:
     device = context.device
     teacher = teacher_loop.ema.module.eval()
     checkpoint = work / "teacher-checkpoint"
     teacher.save(checkpoint)
     generate_trajectories(str(checkpoint), work / "warmup", count=batch, num_steps=2, chunk_size=batch, batch_size=batch,
-                          context=context, progress=False)
+                          context=context, progress=False, autocast_dtype=autocast_dtype)
     start = now()
     stats = generate_trajectories(str(checkpoint), work / "trajectories", count=count, num_steps=18,
                                   chunk_size=count, batch_size=batch, storage_dtype="float16", context=context,
-                                  progress=False)
+                                  progress=False, autocast_dtype=autocast_dtype)
     stats["images_per_second"] = count / (now() - start)  # end to end: solver, transfers, netCDF writing
     stats["nfe_per_second"] = stats["images_per_second"] * stats["nfe_per_image"]
     x = torch.randn(batch, *teacher.image_shape, device=device) * 10
@@ -91,8 +93,9 @@ def bench_trajectories(teacher_loop, work: Path, context, count: int, batch: int
 
     @torch.no_grad()
     def bare():
-        for _ in range(stats["nfe_per_image"]):
-            teacher(x, sigma)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            for _ in range(stats["nfe_per_image"]):
+                teacher(x, sigma)
 
     bare_seconds = timed(bare, device, repeats) / batch
     generated = 1 / stats["images_per_second"]
@@ -126,6 +129,11 @@ def bench_hkd(config, work: Path, context, checkpoint: Path, repeats: int) -> di
             "bare_samples_per_second": batch / bare_seconds, "ratio": step_seconds / bare_seconds}
 
 
+def precision_summary(config: dict, device: torch.device) -> str:
+    dtypes = {section: resolve_autocast(section, config[section], device) for section in ("teacher", "trajectories", "hkd")}
+    return ", ".join(f"{section} {str(dtype or torch.float32).replace('torch.', '')}" for section, dtype in dtypes.items())
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
@@ -134,6 +142,8 @@ def main(argv=None) -> int:
     parser.add_argument("--trajectory-count", type=int, default=None, help="trajectories to generate (default: 2x batch)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training-config override, e.g. teacher.cpu_autocast=false (repeatable)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--clock", choices=["auto", "wall", "cpu"], default="auto",
                         help="wall time, or process CPU time / threads (auto: cpu on CPU devices, wall on CUDA)")
@@ -145,17 +155,20 @@ def main(argv=None) -> int:
     CLOCK["cpu_time"] = args.clock == "cpu" or (args.clock == "auto" and device.type == "cpu")
     context = DistributedContext(device=device)
     overrides = [f"model.preset={args.model}", f"teacher.batch_size={args.batch}", f"hkd.batch_size={args.batch}",
-                 "dataset.num_images=2048"]
+                 "dataset.num_images=2048", *args.overrides]
     config = resolve_training_config("default", overrides=overrides)
+    trajectory_autocast = resolve_autocast("trajectories", config["trajectories"], device)
     print(f"device: {device_name(device)}; torch {torch.__version__}; model {args.model} "
           f"({sum(p.numel() for p in EDMPrecond(resolve_config(config['model'])).parameters()):,} teacher parameters); "
-          f"batch {args.batch}; clock {'process CPU time / threads' if CLOCK['cpu_time'] else 'wall'}", flush=True)
+          f"batch {args.batch}; clock {'process CPU time / threads' if CLOCK['cpu_time'] else 'wall'}; network "
+          f"precision: {precision_summary(config, device)}", flush=True)
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
         teacher, teacher_loop = bench_teacher(config, work, context, args.repeats)
         print(f"teacher training   {teacher['images_per_second']:9.1f} images/s", flush=True)
         count = args.trajectory_count or 2 * args.batch
-        trajectories, checkpoint = bench_trajectories(teacher_loop, work, context, count, args.batch, args.repeats)
+        trajectories, checkpoint = bench_trajectories(teacher_loop, work, context, count, args.batch, args.repeats,
+                                                      trajectory_autocast)
         print(f"trajectories       {trajectories['images_per_second']:9.1f} images/s ({trajectories['nfe_per_second']:.0f} NFE/s) "
               f"vs bare 35 NFE {trajectories['bare_images_per_second']:.1f} images/s", flush=True)
         hkd = bench_hkd(config, work, context, checkpoint, args.repeats)

@@ -159,7 +159,7 @@ def stage_teacher(config: dict, out: Path, context, progress: bool) -> Path:
 
 
 def stage_trajectories(config: dict, out: Path, teacher, context, progress: bool) -> dict:
-    from .common import RunDirectory
+    from .common import RunDirectory, resolve_autocast
     from .trajectories import generate_trajectories
 
     options = config["trajectories"]
@@ -167,7 +167,8 @@ def stage_trajectories(config: dict, out: Path, teacher, context, progress: bool
     return generate_trajectories(
         str(teacher), out, count=options["count"], first_seed=options["first_seed"], num_steps=options["num_steps"],
         chunk_size=options["chunk_size"], batch_size=options["batch_size"], storage_dtype=options["storage_dtype"],
-        rho=options["rho"], context=context, progress=progress, log=run.log)
+        rho=options["rho"], context=context, progress=progress, log=run.log,
+        autocast_dtype=resolve_autocast("trajectories", options, context.device))
 
 
 def stage_hkd(config: dict, out: Path, teacher, trajectories, context, progress: bool) -> Path:

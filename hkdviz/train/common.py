@@ -296,6 +296,38 @@ def configure_backend(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, None: None, "none": None}
+CPU_AUTOCAST_CHOICES = (True, False, "auto")
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """True when this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), where oneDNN's bf16
+    convolutions beat float32; elsewhere bf16 on the CPU is emulated and slower."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_autocast(section: str, options: dict, device: torch.device) -> torch.dtype | None:
+    """The mixed-precision dtype a stage runs its network in, from `<section>.autocast` (the dtype on
+    CUDA) and `<section>.cpu_autocast` (true | false | "auto": whether that dtype also applies on
+    the CPU; "auto" = when the CPU has native bfloat16). On the CPU only bfloat16 is offered."""
+    autocast = options.get("autocast")
+    if autocast not in AUTOCAST_DTYPES:
+        raise TrainingError(f"{section}.autocast must be 'bfloat16', 'float16' or null, got {autocast!r}")
+    dtype = AUTOCAST_DTYPES[autocast]
+    if device.type == "cuda" or dtype is None:
+        return dtype
+    on_cpu = options.get("cpu_autocast", False)
+    if on_cpu not in CPU_AUTOCAST_CHOICES:
+        raise TrainingError(f"{section}.cpu_autocast must be true, false or \"auto\", got {on_cpu!r}")
+    if device.type != "cpu" or on_cpu is False or (on_cpu == "auto" and not cpu_has_native_bfloat16()):
+        return None
+    if dtype is not torch.bfloat16:
+        raise TrainingError(f"{section}.cpu_autocast needs {section}.autocast = 'bfloat16' (got {autocast!r}): "
+                            f"the CPU runs mixed precision in bfloat16 only")
+    return dtype
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -21,12 +21,9 @@ import torch
 
 from ..checkpoint import save_checkpoint
 from .common import (EMA, BatchOrder, RunDirectory, TrainingError, check_resume_config, configure_backend,
-                     derive_seed, global_rng_state, load_resume, save_resume, seed_everything, set_global_rng_state,
-                     synchronize)
+                     derive_seed, global_rng_state, load_resume, resolve_autocast, save_resume, seed_everything,
+                     set_global_rng_state, synchronize)
 from .distributed import DistributedContext, all_reduce_mean, barrier, init_distributed, unwrap_model, wrap_model
-
-AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, None: None, "none": None}
-
 
 class TrainingLoop:
     """The skeleton: build, resume, step (with gradient accumulation), log, save. Subclasses give
@@ -50,11 +47,10 @@ class TrainingLoop:
         self.run = RunDirectory(out_dir, is_main=self.context.is_main, echo=echo)
         self.seed = int(self.config.get("seed", 0))
         configure_backend(self.device)
-        autocast = self.options.get("autocast")
-        if autocast not in AUTOCAST_DTYPES:
-            raise TrainingError(f"{self.section}.autocast must be 'bfloat16', 'float16' or null, got {autocast!r}")
-        # Mixed precision and channels_last only pay off (and are only tested) on CUDA.
-        self.autocast_dtype = AUTOCAST_DTYPES[autocast] if self.device.type == "cuda" else None
+        # Mixed precision on CUDA, and on the CPU where `cpu_autocast` asks for it (bf16 with native
+        # support: 1.6x faster teacher steps on an AVX512-BF16 CPU, see the README).
+        self.autocast_dtype = resolve_autocast(self.section, self.options, self.device)
+        # channels_last pays off with cuDNN only (on the CPU it slows the bf16 convolutions down).
         self.channels_last = bool(self.options.get("channels_last", False)) and self.device.type == "cuda"
 
     # -- subclass interface -------------------------------------------------------------------------

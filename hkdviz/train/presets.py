@@ -48,12 +48,12 @@ BASE: dict = {
         "steps": 20_000, "batch_size": 128, "batch_per_device": None, "lr": 1e-3, "lr_rampup_images": 200_000,
         "betas": [0.9, 0.999], "eps": 1e-8, "ema_halflife_images": 200_000, "ema_rampup_ratio": 0.05,
         "grad_clip": None, "xflip": True, "P_mean": -1.2, "P_std": 1.2, "autocast": "bfloat16",
-        "channels_last": True, "data_memory_limit_mb": 4096, "log_every": 100, "resume_every": 1000,
+        "cpu_autocast": False, "channels_last": True, "data_memory_limit_mb": 4096, "log_every": 100, "resume_every": 1000,
         "checkpoint_every": None,
     },
     "trajectories": {
         "count": 10_000, "first_seed": 0, "num_steps": 18, "rho": 7.0, "chunk_size": 1024, "batch_size": 256,
-        "storage_dtype": "float16", "teacher": None,
+        "storage_dtype": "float16", "teacher": None, "autocast": None, "cpu_autocast": False,
     },
     "hkd": {
         "steps": 10_000, "epochs": None, "batch_size": 128, "batch_per_device": None, "lr": 1e-3,
@@ -61,8 +61,8 @@ BASE: dict = {
         "grad_clip": 1.0, "num_times": 4, "t_consistency": True, "include_eps": True,
         "koopman": {"operator": "block", "levels": "all"}, "dropout": 0.0, "init_from_teacher": True,
         "distance": {"name": "pseudo_huber"}, "lambda1_start": 1.0, "lambda1_end": 1e-3, "lambda2": 1.0,
-        "autocast": "bfloat16", "channels_last": True, "data_memory_limit_mb": 4096, "log_every": 100,
-        "resume_every": 1000, "checkpoint_every": None, "teacher": None, "trajectories": None,
+        "autocast": "bfloat16", "cpu_autocast": False, "channels_last": True, "data_memory_limit_mb": 4096,
+        "log_every": 100, "resume_every": 1000, "checkpoint_every": None, "teacher": None, "trajectories": None,
     },
     "classifier": {"enabled": True, "steps": 1_000, "num_images": 20_000, "batch_size": 128, "num_held_out": 2_000,
                    "learning_rate": 2e-3, "config": {}},
@@ -74,11 +74,13 @@ BASE: dict = {
 DEFAULT_PRESET = {
     "model": {"preset": "tiny"},
     "dataset": {"name": "shapes", "num_images": 50_000, "seed": 0},
-    "teacher": {"steps": 3_000, "batch_size": 64, "lr": 1e-3, "lr_rampup_images": 20_000,
-                "ema_halflife_images": 50_000, "ema_rampup_ratio": 0.05, "log_every": 50, "resume_every": 200},
-    "trajectories": {"count": 6_144, "num_steps": 18, "chunk_size": 1024, "batch_size": 256},
-    "hkd": {"steps": 1_300, "batch_size": 32, "lr": 1e-3, "ema_halflife_images": 10_000, "ema_rampup_ratio": 0.1,
-            "log_every": 50, "resume_every": 200},
+    "teacher": {"steps": 7_500, "batch_size": 64, "lr": 1e-3, "lr_rampup_images": 20_000,
+                "ema_halflife_images": 50_000, "ema_rampup_ratio": 0.05, "cpu_autocast": "auto",
+                "log_every": 50, "resume_every": 250},
+    "trajectories": {"count": 6_144, "num_steps": 18, "chunk_size": 1024, "batch_size": 256,
+                     "autocast": "bfloat16", "cpu_autocast": "auto"},
+    "hkd": {"steps": 1_800, "batch_size": 32, "lr": 1e-3, "ema_halflife_images": 10_000, "ema_rampup_ratio": 0.1,
+            "cpu_autocast": "auto", "log_every": 50, "resume_every": 200},
 }
 
 PRESETS: dict = {

@@ -122,6 +122,9 @@ def generate_trajectories(teacher, out_dir, count: int, first_seed: int = 0, num
         "sigma_min": float(diffusion["sigma_min"]), "sigma_max": float(diffusion["sigma_max"]),
         "nfe_per_image": nfe_per_image, "solver": "heun (EDM), final step Euler", "teacher": provenance,
     }
+    if autocast_dtype is not None:
+        # Recorded (and checked on resume) so one set never mixes precisions; absent = float32.
+        manifest["network_autocast"] = str(autocast_dtype).replace("torch.", "")
     out_dir = Path(out_dir)
     log = log or (lambda message: None)
     if context.is_main:
@@ -188,9 +191,9 @@ def _check_or_write_manifest(out_dir: Path, manifest: dict) -> None:
             existing = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise TrajectoryError(f"{path}: corrupt manifest ({error}); delete the directory to regenerate") from None
-        keys = [key for key in manifest if key != "teacher"]
-        differences = [f"{key}: {existing.get(key)!r} on disk vs {manifest[key]!r} asked"
-                       for key in keys if existing.get(key) != manifest[key]]
+        keys = [key for key in {**existing, **manifest} if key != "teacher"]
+        differences = [f"{key}: {existing.get(key)!r} on disk vs {manifest.get(key)!r} asked"
+                       for key in keys if existing.get(key) != manifest.get(key)]
         same_teacher = existing.get("teacher", {}).get("checkpoint_sha256") == manifest["teacher"]["checkpoint_sha256"]
         if not same_teacher:
             differences.append("the teacher checkpoint differs (sha256)")
