@@ -1,6 +1,7 @@
 """Training pipeline throughput, measured side by side in one run (CPU, or CUDA when present).
 
     python benchmarks/bench_train.py [--device auto] [--model tiny] [--batch 128] [--json out.json]
+    python benchmarks/bench_train.py --device cpu --compare-cpu-bf16     # float32 vs bf16, side by side
 
 Prints, for the same network and settings as the loops (bf16 autocast + channels_last on CUDA; bf16 on
 the CPU where the config's `cpu_autocast` asks for it; `--set KEY=VALUE` overrides the default preset):
@@ -134,6 +135,57 @@ def precision_summary(config: dict, device: torch.device) -> str:
     return ", ".join(f"{section} {str(dtype or torch.float32).replace('torch.', '')}" for section, dtype in dtypes.items())
 
 
+# `--compare-cpu-bf16`: the same measurements with every network in float32, then in bf16 autocast.
+PRECISION_RUNS = {
+    "float32": ["teacher.cpu_autocast=false", "trajectories.cpu_autocast=false", "hkd.cpu_autocast=false"],
+    "bfloat16": ["teacher.cpu_autocast=true", "trajectories.autocast=bfloat16", "trajectories.cpu_autocast=true",
+                 "hkd.cpu_autocast=true"],
+}
+
+
+def measure(config: dict, context, args) -> dict:
+    """Teacher, trajectory and HKD throughput for one config (printed as they come)."""
+    device = context.device
+    print(f"network precision: {precision_summary(config, device)}", flush=True)
+    with tempfile.TemporaryDirectory() as temporary:
+        work = Path(temporary)
+        teacher, teacher_loop = bench_teacher(config, work, context, args.repeats)
+        print(f"teacher training   {teacher['images_per_second']:9.1f} images/s", flush=True)
+        count = args.trajectory_count or 2 * args.batch
+        trajectories, checkpoint = bench_trajectories(teacher_loop, work, context, count, args.batch, args.repeats,
+                                                      resolve_autocast("trajectories", config["trajectories"], device))
+        print(f"trajectories       {trajectories['images_per_second']:9.1f} images/s ({trajectories['nfe_per_second']:.0f} NFE/s) "
+              f"vs bare 35 NFE {trajectories['bare_images_per_second']:.1f} images/s", flush=True)
+        hkd = bench_hkd(config, work, context, checkpoint, args.repeats)
+        print(f"hkd training       {hkd['samples_per_second']:9.1f} samples/s ({hkd['images_per_second']:.0f} images/s) "
+              f"vs bare 5 passes {hkd['bare_samples_per_second']:.1f} samples/s", flush=True)
+    return {"precision": precision_summary(config, device), "teacher": teacher, "trajectories": trajectories,
+            "hkd": hkd}
+
+
+def print_table(result: dict) -> None:
+    teacher, trajectories, hkd = result["teacher"], result["trajectories"], result["hkd"]
+    print("| measure | value | target |")
+    print("|---|---|---|")
+    print(f"| teacher training, images/s | {teacher['images_per_second']:.1f} | |")
+    print(f"| trajectory generation, images/s (NFE/s) | {trajectories['images_per_second']:.1f} "
+          f"({trajectories['nfe_per_second']:.0f}) | |")
+    print(f"| HKD training, samples/s (5 images each) | {hkd['samples_per_second']:.1f} | |")
+    print(f"| trajectory generation / 35 bare teacher forwards | {trajectories['ratio']:.2f}x | <= 1.2x |")
+    print(f"| HKD step / 5 bare encoder+decoder fwd+bwd | {hkd['ratio']:.2f}x | <= 1.3x |")
+
+
+def print_precision_table(results: dict) -> None:
+    rates = [("teacher training, images/s", "teacher", "images_per_second"),
+             ("trajectory generation, images/s", "trajectories", "images_per_second"),
+             ("HKD training, samples/s", "hkd", "samples_per_second")]
+    print("| measure | float32 | bf16 autocast | bf16 / float32 |")
+    print("|---|---|---|---|")
+    for label, stage, key in rates:
+        full, mixed = results["float32"][stage][key], results["bfloat16"][stage][key]
+        print(f"| {label} | {full:.1f} | {mixed:.1f} | {mixed / full:.2f}x |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
@@ -144,6 +196,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a training-config override, e.g. teacher.cpu_autocast=false (repeatable)")
+    parser.add_argument("--compare-cpu-bf16", action="store_true",
+                        help="CPU only: measure everything in float32 and in bf16 autocast, side by side")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--clock", choices=["auto", "wall", "cpu"], default="auto",
                         help="wall time, or process CPU time / threads (auto: cpu on CPU devices, wall on CUDA)")
@@ -152,41 +206,28 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.compare_cpu_bf16 and device.type != "cpu":
+        parser.error("--compare-cpu-bf16 measures the CPU; on CUDA the loops always take the config's autocast")
     CLOCK["cpu_time"] = args.clock == "cpu" or (args.clock == "auto" and device.type == "cpu")
     context = DistributedContext(device=device)
     overrides = [f"model.preset={args.model}", f"teacher.batch_size={args.batch}", f"hkd.batch_size={args.batch}",
                  "dataset.num_images=2048", *args.overrides]
     config = resolve_training_config("default", overrides=overrides)
-    trajectory_autocast = resolve_autocast("trajectories", config["trajectories"], device)
     print(f"device: {device_name(device)}; torch {torch.__version__}; model {args.model} "
           f"({sum(p.numel() for p in EDMPrecond(resolve_config(config['model'])).parameters()):,} teacher parameters); "
-          f"batch {args.batch}; clock {'process CPU time / threads' if CLOCK['cpu_time'] else 'wall'}; network "
-          f"precision: {precision_summary(config, device)}", flush=True)
-    with tempfile.TemporaryDirectory() as temporary:
-        work = Path(temporary)
-        teacher, teacher_loop = bench_teacher(config, work, context, args.repeats)
-        print(f"teacher training   {teacher['images_per_second']:9.1f} images/s", flush=True)
-        count = args.trajectory_count or 2 * args.batch
-        trajectories, checkpoint = bench_trajectories(teacher_loop, work, context, count, args.batch, args.repeats,
-                                                      trajectory_autocast)
-        print(f"trajectories       {trajectories['images_per_second']:9.1f} images/s ({trajectories['nfe_per_second']:.0f} NFE/s) "
-              f"vs bare 35 NFE {trajectories['bare_images_per_second']:.1f} images/s", flush=True)
-        hkd = bench_hkd(config, work, context, checkpoint, args.repeats)
-        print(f"hkd training       {hkd['samples_per_second']:9.1f} samples/s ({hkd['images_per_second']:.0f} images/s) "
-              f"vs bare 5 passes {hkd['bare_samples_per_second']:.1f} samples/s", flush=True)
-    print()
-    print("| measure | value | target |")
-    print("|---|---|---|")
-    print(f"| teacher training, images/s | {teacher['images_per_second']:.1f} | |")
-    print(f"| trajectory generation, images/s (NFE/s) | {trajectories['images_per_second']:.1f} "
-          f"({trajectories['nfe_per_second']:.0f}) | |")
-    print(f"| HKD training, samples/s (5 images each) | {hkd['samples_per_second']:.1f} | |")
-    print(f"| trajectory generation / 35 bare teacher forwards | {trajectories['ratio']:.2f}x | <= 1.2x |")
-    print(f"| HKD step / 5 bare encoder+decoder fwd+bwd | {hkd['ratio']:.2f}x | <= 1.3x |")
+          f"batch {args.batch}; clock {'process CPU time / threads' if CLOCK['cpu_time'] else 'wall'}", flush=True)
+    if args.compare_cpu_bf16:
+        results = {name: measure(resolve_training_config("default", overrides=[*overrides, *extra]), context, args)
+                   for name, extra in PRECISION_RUNS.items()}
+        print()
+        print_precision_table(results)
+    else:
+        results = measure(config, context, args)
+        print()
+        print_table(results)
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": device_name(device), "teacher": teacher,
-                                               "trajectories": trajectories, "hkd": hkd, "batch": args.batch,
-                                               "model": args.model}, indent=2))
+        Path(args.json).write_text(json.dumps({"device": device_name(device), "batch": args.batch, "model": args.model,
+                                               **results}, indent=2))
     return 0
 
 

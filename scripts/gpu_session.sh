@@ -7,17 +7,17 @@
 #   here (CPU):     OUT=/tmp/gpu-out bash scripts/gpu_session.sh --dry-run
 #
 # --dry-run runs the same steps on the CPU with the smoke preset, to check the script itself.
-# STEPS_SCALE (default 4) multiplies the step and trajectory counts. On the GPU the default preset runs
+# STEPS_SCALE (default 2) multiplies the step and trajectory counts. On the GPU the default preset runs
 # with GPU_OVERRIDES (below): the same images per step count as the preset at 4x the batch (teacher
 # 256, HKD 128), since the tiny network is launch-bound at the preset's batches of 64 and 32. Measured
 # on CPU at equal images (192k): the batch-256 teacher (lr 2e-3) scores 35-NFE KID 1480 / FD 41.2 /
 # SWD 0.059 against the batch-64 teacher's 1392 / 40.1 / 0.078 - a little worse on features, better
-# on pixels, and ~4x more images per GPU second. Why 4: a 2.5x longer teacher (measured, README)
-# still ranks its 5-NFE samples above its 35-NFE ones on KID, gap 558 -> 185. GPU rates at these
-# batches are estimates (teacher ~4,000 images/s, HKD ~2,500 samples/s on an H200), so look at the
-# first stage's images/s in the output and size the next try from it. Each stage has its own time
-# limit, so a slow stage cannot eat the whole call ($OUT starts empty on each device call: a stopped
-# stage does not resume in the next call).
+# on pixels, and ~4x more images per GPU second. Why 2: the preset's 7,500-step teacher still ranks its
+# 5-NFE samples above its 35-NFE ones on KID (README), and 2x its images (960k) is about what fits the
+# first stage's limit. GPU rates at these batches are estimates (teacher ~4,000 images/s, HKD ~2,500
+# samples/s on an H200), so look at the first stage's images/s in the output and size the next try
+# from it. Each stage has its own time limit, so a slow stage cannot eat the whole call ($OUT starts
+# empty on each device call: a stopped stage does not resume in the next call).
 #
 # Python packages the device image lacks travel as wheels in .whl/ (git-ignored; see
 # ../.library/device/README.md): h5netcdf is needed; plotly and ipywidgets only for the widget
@@ -32,9 +32,9 @@ if [ "${1:-}" = "--dry-run" ]; then
     DRY_RUN=1
     shift
 fi
-SCALE="${1:-4}"
+SCALE="${1:-2}"
 # Same images as the preset at 4x the batch (see above); GPU_OVERRIDES="" trains the preset as it is.
-GPU_OVERRIDES="${GPU_OVERRIDES-teacher.batch_size=256 teacher.lr=2e-3 teacher.steps=750 hkd.batch_size=128 hkd.steps=325 classifier.steps=250}"
+GPU_OVERRIDES="${GPU_OVERRIDES-teacher.batch_size=256 teacher.lr=2e-3 teacher.steps=1875 hkd.batch_size=128 hkd.steps=450 classifier.steps=250}"
 OUT="${OUT:-$PWD/out}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$OUT"

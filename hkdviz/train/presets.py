@@ -11,8 +11,8 @@ Presets:
 - smoke:    the whole pipeline end to end in about a minute on 2 CPU cores (a plumbing check,
             not a useful model).
 - default:  the shipped checkpoint: "tiny" model (~0.57M parameters, 32x32 RGB) on the shapes
-            data set, sized for ~70-90 minutes on 2 CPU cores (a few minutes on one GPU); the
-            budget is worked out next to DEFAULT_BUDGET below.
+            data set, sized for ~90 minutes on 2 CPU cores with native bfloat16 (a few minutes on
+            one GPU); the budget is worked out next to DEFAULT_BUDGET below.
 - cifar10:  paper settings: EDM DDPM++ CIFAR-10 teacher (EDM's training recipe), HKD batch 256,
             Adam lr 1e-3, ~53 epochs over the trajectory set; needs `--set dataset=cifar10:/path`.
 - ffhq64:   EDM's FFHQ 64x64 teacher recipe, 40-step (79 NFE) trajectories, HKD batch 64;
@@ -70,7 +70,9 @@ BASE: dict = {
 }
 
 # The shipped default: what `hkdviz train all --preset default` trains. Sized for 2 CPU cores
-# (~80 min, see DEFAULT_BUDGET); a GPU runs it in a few minutes.
+# (see DEFAULT_BUDGET); a GPU runs it in a few minutes. The networks run in bf16 where the CPU has
+# native bfloat16 (cpu_autocast "auto"): 1.4-2.2x faster steps, spent on a 2.5x longer teacher, which
+# is what limits quality here (README: teacher length against KID).
 DEFAULT_PRESET = {
     "model": {"preset": "tiny"},
     "dataset": {"name": "shapes", "num_images": 50_000, "seed": 0},
@@ -122,24 +124,25 @@ PRESETS: dict = {
     },
 }
 
-# The default preset's budget. Throughput per CPU core was measured with benchmarks/bench_train.py
-# (--device cpu --threads 1, process CPU time, tiny model, batches 32 and 64) on the project's
-# machine; two cores are assumed to give 1.4-1.7x one core. Minutes on 2 CPU cores at 1.7x (1.4x):
-#   data: render 50,000 shapes images                                ~0.5
-#   teacher: 3,000 steps x 64 = 192,000 images at 75 images/s/core   ~25   (31)
-#   trajectories: 6,144 x 35 NFE at 6.3 trajectories/s/core          ~10   (12)
-#   hkd: 1,300 steps x 32 = 41,600 samples at 13 samples/s/core      ~31   (38)
-#   classifier (1,000 steps) + evaluation (1,000 samples)            ~5    (6)
-#   total                                                            ~72   (88)
-# On one H100/H200 the same run takes a few minutes (estimated, not measured: no device time was
-# left for this check; the tiny network is launch-bound at these batch sizes).
-# `--set steps_scale=S` scales the teacher/HKD/classifier steps and the trajectory count (S = 5 gives
-# a better model in roughly ten GPU minutes); the shipped checkpoint is trained with S = 1.
+# The default preset's budget, as measured in the run that trained the shipped checkpoint (2 CPU cores,
+# AMD EPYC with AVX512-BF16, every network in bf16 autocast; minutes of wall time, stage by stage):
+#   teacher: 7,500 steps x 64 = 480,000 images at ~170 images/s (data rendering included)  47.1
+#   trajectories: 6,144 x 35 NFE at 16.0 trajectories/s                                    6.4
+#   hkd: 1,800 steps x 32 = 57,600 samples at ~36 samples/s                                 26.9
+#   classifier (1,000 steps, float32) + evaluation (1,000 samples per method)              5.0
+#   total                                                                                  85.5
+# In float32 (a CPU without native bfloat16) the same stages run at ~124 images/s, ~6.6 trajectories/s
+# and ~24 samples/s: about 130 minutes. On one H100/H200 the run takes a few minutes (estimated, not
+# measured: no session with a device has run it yet; the tiny network is launch-bound at these batch
+# sizes, see scripts/gpu_session.sh). `--set steps_scale=S` scales the teacher/HKD/classifier steps
+# and the trajectory count; the shipped checkpoint is trained with S = 1.
 DEFAULT_BUDGET = {
-    "cpu_throughput_per_core": {"teacher_images_per_second": 75.0, "trajectories_per_second": 6.3,
-                                "hkd_samples_per_second": 13.0},
-    "two_core_speedup_assumed": [1.4, 1.7],
-    "expected_minutes_2_cpu_cores": [72, 88],
+    "measured_minutes_2_cpu_cores_bf16": {"teacher": 47.1, "trajectories": 6.4, "hkd": 26.9,
+                                          "classifier_and_evaluation": 5.0, "total": 85.5},
+    "throughput_2_cpu_cores_bf16": {"teacher_images_per_second": 170.0, "trajectories_per_second": 16.0,
+                                    "hkd_samples_per_second": 36.0},
+    "throughput_2_cpu_cores_float32": {"teacher_images_per_second": 124.0, "trajectories_per_second": 6.6,
+                                       "hkd_samples_per_second": 24.0},
 }
 
 

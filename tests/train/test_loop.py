@@ -1,5 +1,6 @@
 """Training loops: resume after a kill continues exactly; trajectories resume chunk by chunk; bad
 resume/trajectory files give clear errors."""
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from hkdviz.train.common import TrainingError, read_stats
 from hkdviz.train.loop import HKDLoop, TeacherLoop
 from hkdviz.train.presets import resolve_training_config
 from hkdviz.train.trajectories import (TrajectoryDataset, TrajectoryError, chunk_name, generate_trajectories,
-                                       open_trajectories)
+                                       open_trajectories, read_manifest)
 
 REPO = Path(__file__).resolve().parents[2]
 # A 16x16, 8-channel variant of "tiny" (61k parameters): the same code paths at a fraction of the cost.
@@ -90,6 +91,56 @@ def test_teacher_run_extended_to_more_steps_equals_the_longer_run(tmp_path):
     assert "resumed at step 4/6" in (tmp_path / "extended" / "log.txt").read_text()
     with pytest.raises(TrainingError, match="already at step 6, past teacher.steps = 5"):
         TeacherLoop(config(5), tmp_path / "extended", progress=False, echo=False).train()
+
+
+def test_cpu_autocast_policy(monkeypatch):
+    """`cpu_autocast`: false keeps float32 on the CPU, true runs bf16, "auto" follows the CPU's native
+    bf16 support; CUDA always takes `autocast`; bad values and float16 on the CPU are named errors."""
+    from hkdviz.train import common
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    resolve = common.resolve_autocast
+    assert resolve("teacher", {"autocast": "bfloat16", "cpu_autocast": False}, cpu) is None
+    assert resolve("teacher", {"autocast": "bfloat16"}, cpu) is None  # absent = false (older configs)
+    assert resolve("teacher", {"autocast": "bfloat16", "cpu_autocast": True}, cpu) is torch.bfloat16
+    assert resolve("teacher", {"autocast": None, "cpu_autocast": True}, cpu) is None
+    assert resolve("hkd", {"autocast": "float16", "cpu_autocast": False}, cuda) is torch.float16
+    for native in (True, False):
+        monkeypatch.setattr(common, "cpu_has_native_bfloat16", lambda: native)
+        expected = torch.bfloat16 if native else None
+        assert resolve("hkd", {"autocast": "bfloat16", "cpu_autocast": "auto"}, cpu) is expected
+    with pytest.raises(TrainingError, match="teacher.cpu_autocast must be"):
+        resolve("teacher", {"autocast": "bfloat16", "cpu_autocast": "yes"}, cpu)
+    with pytest.raises(TrainingError, match="hkd.autocast must be"):
+        resolve("hkd", {"autocast": "bf16"}, cpu)
+    with pytest.raises(TrainingError, match="bfloat16 only"):
+        resolve("hkd", {"autocast": "float16", "cpu_autocast": True}, cpu)
+
+
+def test_teacher_in_cpu_bfloat16_trains_and_resumes_exactly(tmp_path):
+    """The loop's mixed precision on the CPU: the log names it, the loss stays near the float32 run's,
+    and a killed bf16 run still continues exactly."""
+    settings = ["teacher.steps=4", "teacher.batch_size=4", "teacher.log_every=1", "teacher.resume_every=2"]
+    config = small_config(*settings, "teacher.cpu_autocast=true")
+    straight = TeacherLoop(config, tmp_path / "straight", progress=False, echo=False).train()
+    TeacherLoop(config, tmp_path / "killed", progress=False, echo=False).train(stop_at=3)
+    resumed = TeacherLoop(config, tmp_path / "killed", progress=False, echo=False).train()
+    assert losses(tmp_path / "straight") == losses(tmp_path / "killed")
+    assert_same_weights(straight, resumed)
+    assert "autocast torch.bfloat16" in (tmp_path / "straight" / "log.txt").read_text()
+    TeacherLoop(small_config(*settings), tmp_path / "float32", progress=False, echo=False).train()
+    mixed = [record["loss"] for record in read_stats(tmp_path / "straight")]
+    full = [record["loss"] for record in read_stats(tmp_path / "float32")]
+    assert mixed != full and np.allclose(mixed, full, rtol=0.05)
+
+
+def test_trajectory_set_records_its_precision(tmp_path, teacher_checkpoint):
+    """A bf16 set says so in its manifest, and one directory never mixes precisions on resume."""
+    kwargs = dict(count=8, num_steps=3, chunk_size=4, batch_size=4, device="cpu", progress=False)
+    generate_trajectories(str(teacher_checkpoint), tmp_path, autocast_dtype=torch.bfloat16, **kwargs)
+    assert read_manifest(tmp_path)["network_autocast"] == "bfloat16"
+    assert json.loads(open_trajectories(tmp_path).attrs["hkdviz_trajectories"])["network_autocast"] == "bfloat16"
+    with pytest.raises(TrajectoryError, match="network_autocast: 'bfloat16' on disk vs None asked"):
+        generate_trajectories(str(teacher_checkpoint), tmp_path, **kwargs)
 
 
 def test_hkd_resume_after_kill_continues_exactly(tmp_path, teacher_checkpoint, trajectory_dir):
