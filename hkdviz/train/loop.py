@@ -25,6 +25,7 @@ from .common import (EMA, BatchOrder, RunDirectory, TrainingError, check_resume_
                      set_global_rng_state, synchronize)
 from .distributed import DistributedContext, all_reduce_mean, barrier, init_distributed, unwrap_model, wrap_model
 
+
 class TrainingLoop:
     """The skeleton: build, resume, step (with gradient accumulation), log, save. Subclasses give
     the model, the data and the loss of one round of a step."""
@@ -48,7 +49,7 @@ class TrainingLoop:
         self.seed = int(self.config.get("seed", 0))
         configure_backend(self.device)
         # Mixed precision on CUDA, and on the CPU where `cpu_autocast` asks for it (bf16 with native
-        # support: 1.6x faster teacher steps on an AVX512-BF16 CPU, see the README).
+        # support: 1.4-2.2x faster steps on an AVX512-BF16 CPU, see the README).
         self.autocast_dtype = resolve_autocast(self.section, self.options, self.device)
         # channels_last pays off with cuDNN only (on the CPU it slows the bf16 convolutions down).
         self.channels_last = bool(self.options.get("channels_last", False)) and self.device.type == "cuda"
