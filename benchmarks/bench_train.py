@@ -146,7 +146,8 @@ PRECISION_RUNS = {
 def measure(config: dict, context, args) -> dict:
     """Teacher, trajectory and HKD throughput for one config (printed as they come)."""
     device = context.device
-    print(f"network precision: {precision_summary(config, device)}", flush=True)
+    precision = precision_summary(config, device)
+    print(f"network precision: {precision}", flush=True)
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
         teacher, teacher_loop = bench_teacher(config, work, context, args.repeats)
@@ -159,8 +160,7 @@ def measure(config: dict, context, args) -> dict:
         hkd = bench_hkd(config, work, context, checkpoint, args.repeats)
         print(f"hkd training       {hkd['samples_per_second']:9.1f} samples/s ({hkd['images_per_second']:.0f} images/s) "
               f"vs bare 5 passes {hkd['bare_samples_per_second']:.1f} samples/s", flush=True)
-    return {"precision": precision_summary(config, device), "teacher": teacher, "trajectories": trajectories,
-            "hkd": hkd}
+    return {"precision": precision, "teacher": teacher, "trajectories": trajectories, "hkd": hkd}
 
 
 def print_table(result: dict) -> None:
