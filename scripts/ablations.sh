@@ -3,11 +3,13 @@
 # variant with the same preset budget, score each with `hkdviz eval --teacher none` on the same seeds,
 # and print one table.
 #
-#   bash scripts/ablations.sh RUN_DIR [--preset default] [--threads 2] [-- extra train arguments]
+#   bash scripts/ablations.sh RUN_DIR [--preset default] [--threads 2] [--variants a,b,...]
+#                             [-- extra train arguments]
 #
 # RUN_DIR is a finished `hkdviz train all` directory (it needs teacher/checkpoint, trajectories/ and
 # classifier/ or export/classifier); the variants go to RUN_DIR/ablations/<variant>. A variant whose
-# checkpoint exists is not trained again, so a killed run continues where it stopped.
+# checkpoint exists is not trained again, so a killed run continues where it stopped. "full" is
+# RUN_DIR's own HKD run (RUN_DIR/hkd) when it has one, since that is the preset trained as it is.
 #   full        the preset as it is
 #   full_seed1  the same with training seed 1: the run-to-run spread to read the others against
 #   bottleneck  Koopman evolution at the bottleneck only (non-hierarchical)
@@ -16,17 +18,19 @@
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 RUN="$1"
 shift
 PRESET=default
 THREADS=2
+VARIANTS=(full full_seed1 bottleneck no_tcons none)
 while [ $# -gt 0 ]; do
     case "$1" in
         --preset) PRESET="$2"; shift 2 ;;
         --threads) THREADS="$2"; shift 2 ;;
+        --variants) IFS=, read -r -a VARIANTS <<< "$2"; shift 2 ;;
         --) shift; break ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -52,10 +56,20 @@ declare -A SETTINGS=(
     [no_tcons]="hkd.t_consistency=false"
     [none]="hkd.koopman.levels=none"
 )
-VARIANTS=(full full_seed1 bottleneck no_tcons none)
+for variant in "${VARIANTS[@]}"; do
+    [ -n "${SETTINGS[$variant]+set}" ] || { echo "unknown variant: $variant (known: ${!SETTINGS[*]})" >&2; exit 2; }
+done
+
+checkpoint_of() {
+    if [ "$1" = full ] && [ ! -e "$OUT/full/checkpoint/model.safetensors" ] && [ -e "$RUN/hkd/checkpoint/model.safetensors" ]; then
+        echo "$RUN/hkd/checkpoint"
+    else
+        echo "$OUT/$1/checkpoint"
+    fi
+}
 
 for variant in "${VARIANTS[@]}"; do
-    if [ -e "$OUT/$variant/checkpoint/model.safetensors" ]; then
+    if [ -e "$(checkpoint_of "$variant")/model.safetensors" ]; then
         echo "== $variant: trained already"
         continue
     fi
@@ -70,7 +84,7 @@ done
 
 for variant in "${VARIANTS[@]}"; do
     echo "== $(date +%T) eval $variant"
-    "$PYTHON" -m hkdviz.cli eval "$OUT/$variant/checkpoint" --teacher none --classifier "$CLASSIFIER" \
+    "$PYTHON" -m hkdviz.cli eval "$(checkpoint_of "$variant")" --teacher none --classifier "$CLASSIFIER" \
         --json "$OUT/eval-$variant.json" --quiet > "$OUT/eval-$variant.txt" 2>&1 \
         || { echo "evaluating $variant failed; see $OUT/eval-$variant.txt" >&2; exit 1; }
 done
