@@ -215,15 +215,24 @@ def load_resume(path: Path, map_location="cpu") -> dict:
 RUNTIME_KEYS = ("log_every", "resume_every", "checkpoint_every", "num_workers", "progress", "device")
 
 
+# Keys added after run directories were first written, with the value that keeps the old behaviour:
+# a run written before the key existed still resumes while the key holds that value.
+NEUTRAL_VALUES = {"lr_cooldown_steps": 0}
+
+
 def without_runtime(config: dict, extendable: tuple[str, ...] = ()) -> dict:
     """The config without the keys a resumed run may change: RUNTIME_KEYS, plus `extendable`
-    (keys such as "steps" that the caller's loop allows to change, see TrainingLoop.extendable)."""
+    (keys such as "steps" that the caller's loop allows to change, see TrainingLoop.extendable),
+    and without NEUTRAL_VALUES keys that hold their neutral value."""
     config = copy.deepcopy(config)
     config.pop("device", None)
     for section in config.values():
         if isinstance(section, dict):
             for key in RUNTIME_KEYS + tuple(extendable):
                 section.pop(key, None)
+            for key, neutral in NEUTRAL_VALUES.items():
+                if key in section and section[key] == neutral:
+                    del section[key]
     return config
 
 

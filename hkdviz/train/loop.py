@@ -342,9 +342,20 @@ class ImageSource:
 class TeacherLoop(TrainingLoop):
     kind = "teacher"
     section = "teacher"
-    # The learning rate depends on the images seen only (ramp-up, then constant) and so does the EMA:
-    # `--set teacher.steps=M` continues a finished N-step run exactly as an M-step run would go.
-    extendable = ("steps",)
+
+    @property
+    def extendable(self) -> tuple[str, ...]:
+        # Without a cool-down the learning rate depends on the images seen only (ramp-up, then
+        # constant) and so does the EMA: `--set teacher.steps=M` continues a finished N-step run
+        # exactly as an M-step run would go. A cool-down ends at `steps`, so `steps` is then fixed.
+        return () if self.cooldown_steps else ("steps",)
+
+    @property
+    def cooldown_steps(self) -> int:
+        steps = int(self.options.get("lr_cooldown_steps") or 0)
+        if not 0 <= steps <= self.total_steps:
+            raise TrainingError(f"teacher.lr_cooldown_steps must lie in [0, teacher.steps = {self.total_steps}], got {steps}")
+        return steps
 
     def build_model(self):
         from ..model.config import resolve_config
@@ -368,6 +379,11 @@ class TeacherLoop(TrainingLoop):
     def learning_rate(self, images_seen: int) -> float:
         rampup = float(self.options.get("lr_rampup_images") or 0)
         scale = min(images_seen / rampup, 1.0) if rampup > 0 else 1.0
+        if self.cooldown_steps:
+            # Linear decay to zero over the last `lr_cooldown_steps` steps (a warmup-stable-decay
+            # schedule): the last step runs at lr / lr_cooldown_steps.
+            remaining = self.total_steps - images_seen // self.batch_size
+            scale *= min(remaining / self.cooldown_steps, 1.0)
         return float(self.options["lr"]) * scale
 
     def round_loss(self, model, indices, step, offset):

@@ -46,6 +46,7 @@ BASE: dict = {
     "dataset": {"name": "shapes", "num_images": 50_000, "seed": 0},
     "teacher": {
         "steps": 20_000, "batch_size": 128, "batch_per_device": None, "lr": 1e-3, "lr_rampup_images": 200_000,
+        "lr_cooldown_steps": 0,
         "betas": [0.9, 0.999], "eps": 1e-8, "ema_halflife_images": 200_000, "ema_rampup_ratio": 0.05,
         "grad_clip": None, "xflip": True, "P_mean": -1.2, "P_std": 1.2, "autocast": "bfloat16",
         "cpu_autocast": False, "channels_last": True, "data_memory_limit_mb": 4096, "log_every": 100,
