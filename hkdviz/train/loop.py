@@ -1,7 +1,9 @@
 """Training loops: the EDM teacher and the HKD student, on one shared skeleton.
 
-    train_teacher(config, out_dir)   EDMLoss on images (xflip), Adam with lr ramp-up, EMA
-    train_hkd(config, out_dir)       HKDLoss on teacher trajectories, Adam constant lr, EMA,
+    train_teacher(config, out_dir)   EDMLoss on images (xflip), Adam with lr ramp-up (and an optional
+                                     linear cool-down at the end), EMA
+    train_hkd(config, out_dir)       HKDLoss on teacher trajectories, Adam (constant lr, or an
+                                     optional linear cool-down at the end), EMA,
                                      gradient clipping, encoder/decoder from the teacher
 
 `config` is the full training config of presets.py (plain JSON); each loop reads the shared keys
@@ -32,9 +34,9 @@ class TrainingLoop:
 
     kind = "abstract"     # checkpoint kind
     section = "abstract"  # config section
-    # Section keys a resumed run may change. "steps" belongs here only when no schedule depends on
-    # the total step count: then a run extended from N to M steps equals an uninterrupted M-step run.
-    extendable: tuple[str, ...] = ()
+    # Whether a resumed run may change "steps": only when no schedule depends on the total step
+    # count (then a run extended from N to M steps equals an uninterrupted M-step run).
+    steps_extendable = False
 
     def __init__(self, config: dict, out_dir, device="auto", progress: bool = True,
                  context: DistributedContext | None = None, echo: bool = True):
@@ -71,7 +73,28 @@ class TrainingLoop:
         raise NotImplementedError
 
     def learning_rate(self, images_seen: int) -> float:
-        return float(self.options["lr"])
+        """lr, times a linear ramp-up over `lr_rampup_images` (where the section has it) and a linear
+        cool-down to zero over the last `lr_cooldown_steps` steps (a warmup-stable-decay schedule;
+        the last step runs at lr / lr_cooldown_steps)."""
+        rampup = float(self.options.get("lr_rampup_images") or 0)
+        scale = min(images_seen / rampup, 1.0) if rampup > 0 else 1.0
+        if self.cooldown_steps:
+            remaining = self.total_steps - images_seen // self.batch_size
+            scale *= min(remaining / self.cooldown_steps, 1.0)
+        return float(self.options["lr"]) * scale
+
+    @property
+    def cooldown_steps(self) -> int:
+        steps = int(self.options.get("lr_cooldown_steps") or 0)
+        if not 0 <= steps <= self.total_steps:
+            raise TrainingError(f"{self.section}.lr_cooldown_steps must lie in [0, {self.section}.steps = "
+                                f"{self.total_steps}], got {steps}")
+        return steps
+
+    @property
+    def extendable(self) -> tuple[str, ...]:
+        """Section keys a resumed run may change (a cool-down ends at `steps`, so it fixes them)."""
+        return ("steps",) if self.steps_extendable and not self.cooldown_steps else ()
 
     def run_config(self) -> dict:
         """What config.json records and a resume must match: the shared keys and this stage's section
@@ -343,19 +366,9 @@ class TeacherLoop(TrainingLoop):
     kind = "teacher"
     section = "teacher"
 
-    @property
-    def extendable(self) -> tuple[str, ...]:
-        # Without a cool-down the learning rate depends on the images seen only (ramp-up, then
-        # constant) and so does the EMA: `--set teacher.steps=M` continues a finished N-step run
-        # exactly as an M-step run would go. A cool-down ends at `steps`, so `steps` is then fixed.
-        return () if self.cooldown_steps else ("steps",)
-
-    @property
-    def cooldown_steps(self) -> int:
-        steps = int(self.options.get("lr_cooldown_steps") or 0)
-        if not 0 <= steps <= self.total_steps:
-            raise TrainingError(f"teacher.lr_cooldown_steps must lie in [0, teacher.steps = {self.total_steps}], got {steps}")
-        return steps
+    # Without a cool-down the learning rate and the EMA depend on the images seen only: `--set
+    # teacher.steps=M` continues a finished N-step run exactly as an M-step run would go.
+    steps_extendable = True
 
     def build_model(self):
         from ..model.config import resolve_config
@@ -375,16 +388,6 @@ class TeacherLoop(TrainingLoop):
             raise TrainingError(f"the data set's images are {self.source.image_shape} but the model expects {tuple(expected)} "
                                 f"(set dataset resolution or model.unet.img_resolution/in_channels to match)")
         return len(self.source)
-
-    def learning_rate(self, images_seen: int) -> float:
-        rampup = float(self.options.get("lr_rampup_images") or 0)
-        scale = min(images_seen / rampup, 1.0) if rampup > 0 else 1.0
-        if self.cooldown_steps:
-            # Linear decay to zero over the last `lr_cooldown_steps` steps (a warmup-stable-decay
-            # schedule): the last step runs at lr / lr_cooldown_steps.
-            remaining = self.total_steps - images_seen // self.batch_size
-            scale *= min(remaining / self.cooldown_steps, 1.0)
-        return float(self.options["lr"]) * scale
 
     def round_loss(self, model, indices, step, offset):
         images, labels = self.source.batch(indices)

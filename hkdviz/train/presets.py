@@ -57,7 +57,7 @@ BASE: dict = {
         "storage_dtype": "float16", "teacher": None, "autocast": None, "cpu_autocast": False,
     },
     "hkd": {
-        "steps": 10_000, "epochs": None, "batch_size": 128, "batch_per_device": None, "lr": 1e-3,
+        "steps": 10_000, "epochs": None, "batch_size": 128, "batch_per_device": None, "lr": 1e-3, "lr_cooldown_steps": 0,
         "betas": [0.9, 0.999], "eps": 1e-8, "ema_halflife_images": 100_000, "ema_rampup_ratio": 0.05,
         "grad_clip": 1.0, "num_times": 4, "t_consistency": True, "include_eps": True,
         "koopman": {"operator": "block", "levels": "all"}, "dropout": 0.0, "init_from_teacher": True,

@@ -93,6 +93,45 @@ def test_teacher_run_extended_to_more_steps_equals_the_longer_run(tmp_path):
         TeacherLoop(config(5), tmp_path / "extended", progress=False, echo=False).train()
 
 
+def test_teacher_lr_cooldown_schedule_and_resume_rules(tmp_path):
+    """`lr_cooldown_steps`: ramp-up, constant, then a linear fall to lr / N at the last step; a cooled
+    run resumes exactly but cannot be extended (its schedule ends at `steps`); a run directory written
+    before the key existed still resumes with the key at its neutral value 0."""
+    settings = ["teacher.steps=6", "teacher.batch_size=4", "teacher.log_every=1", "teacher.resume_every=2",
+                "teacher.lr=1e-3", "teacher.lr_rampup_images=8"]
+    config = small_config(*settings, "teacher.lr_cooldown_steps=3")
+    loop = TeacherLoop(config, tmp_path / "schedule", progress=False, echo=False)
+    rates = [loop.learning_rate(step * 4) for step in range(6)]
+    assert rates == pytest.approx([0.0, 5e-4, 1e-3, 1e-3, 2e-3 / 3, 1e-3 / 3])
+    assert loop.extendable == ()
+    assert TeacherLoop(small_config(*settings), tmp_path / "plain", progress=False, echo=False).extendable == ("steps",)
+    with pytest.raises(TrainingError, match="lr_cooldown_steps must lie in"):
+        TeacherLoop(small_config(*settings, "teacher.lr_cooldown_steps=7"), tmp_path / "bad", progress=False,
+                    echo=False).learning_rate(0)
+
+    straight = TeacherLoop(config, tmp_path / "straight", progress=False, echo=False).train()
+    TeacherLoop(config, tmp_path / "killed", progress=False, echo=False).train(stop_at=5)
+    resumed = TeacherLoop(config, tmp_path / "killed", progress=False, echo=False).train()
+    assert losses(tmp_path / "straight") == losses(tmp_path / "killed")
+    assert [record["lr"] for record in read_stats(tmp_path / "straight")] == pytest.approx(rates)
+    assert_same_weights(straight, resumed)
+    longer = small_config(*settings, "teacher.steps=8", "teacher.lr_cooldown_steps=3")
+    with pytest.raises(TrainingError, match="different config"):
+        TeacherLoop(longer, tmp_path / "killed", progress=False, echo=False).train()
+
+    # An older run: its config.json has no lr_cooldown_steps key at all.
+    plain = small_config(*settings)
+    TeacherLoop(plain, tmp_path / "old", progress=False, echo=False).train(stop_at=3)
+    saved = json.loads((tmp_path / "old" / "config.json").read_text())
+    del saved["teacher"]["lr_cooldown_steps"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(saved))
+    old = TeacherLoop(plain, tmp_path / "old", progress=False, echo=False).train()
+    uninterrupted = TeacherLoop(plain, tmp_path / "plain_straight", progress=False, echo=False).train()
+    assert losses(tmp_path / "old") == losses(tmp_path / "plain_straight")
+    assert_same_weights(old, uninterrupted)
+    assert "resumed at step 2/6" in (tmp_path / "old" / "log.txt").read_text()
+
+
 def test_cpu_autocast_policy(monkeypatch):
     """`cpu_autocast`: false keeps float32 on the CPU, true runs bf16, "auto" follows the CPU's native
     bf16 support; CUDA always takes `autocast`; bad values and float16 on the CPU are named errors."""
@@ -145,12 +184,14 @@ def test_trajectory_set_records_its_precision(tmp_path, teacher_checkpoint):
 
 def test_hkd_resume_after_kill_continues_exactly(tmp_path, teacher_checkpoint, trajectory_dir):
     config = small_config("hkd.steps=5", "hkd.batch_size=4", "hkd.log_every=1", "hkd.resume_every=2",
-                          "hkd.batch_per_device=2")  # two accumulation rounds per step
+                          "hkd.batch_per_device=2",  # two accumulation rounds per step
+                          "hkd.lr=1e-3", "hkd.lr_cooldown_steps=3")  # the kill falls inside the cool-down
     kwargs = dict(teacher=str(teacher_checkpoint), trajectories=str(trajectory_dir), progress=False, echo=False)
     straight = HKDLoop(config, tmp_path / "straight", **kwargs).train()
     HKDLoop(config, tmp_path / "killed", **kwargs).train(stop_at=3)
     resumed = HKDLoop(config, tmp_path / "killed", **kwargs).train()
     assert losses(tmp_path / "straight") == losses(tmp_path / "killed")
+    assert [record["lr"] for record in read_stats(tmp_path / "straight")] == pytest.approx([1e-3, 1e-3, 1e-3, 2e-3 / 3, 1e-3 / 3])
     assert len(read_stats(tmp_path / "killed")) == 5
     assert_same_weights(straight, resumed)
     # The result is an HKD checkpoint that hkdviz.load reads.
