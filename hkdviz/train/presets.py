@@ -249,7 +249,8 @@ def check_training_config(config: dict) -> None:
 
 
 def scaled(config: dict) -> dict:
-    """Apply steps_scale to the step counts and the trajectory count (a new dict)."""
+    """Apply steps_scale to the step counts (learning-rate cool-downs included, so they keep their
+    share of the run) and the trajectory count (a new dict)."""
     scale = float(config["steps_scale"])
     if scale == 1.0:
         return copy.deepcopy(config)
@@ -257,6 +258,8 @@ def scaled(config: dict) -> dict:
     for section in ("teacher", "hkd", "classifier"):
         if result[section].get("steps"):
             result[section]["steps"] = max(1, math.ceil(result[section]["steps"] * scale))
+        if result[section].get("lr_cooldown_steps"):
+            result[section]["lr_cooldown_steps"] = math.ceil(result[section]["lr_cooldown_steps"] * scale)
     result["trajectories"]["count"] = max(1, math.ceil(result["trajectories"]["count"] * scale))
     return result
 

@@ -114,6 +114,9 @@ def test_config_file_and_overrides(tmp_path):
     default = resolve_training_config("default")
     assert half["teacher"]["steps"] == default["teacher"]["steps"] // 2
     assert half["trajectories"]["count"] == default["trajectories"]["count"] // 2
+    cooled = scaled(resolve_training_config("default", overrides=["steps_scale=0.5", "teacher.steps=1000",
+                                                                  "teacher.lr_cooldown_steps=201"]))
+    assert (cooled["teacher"]["steps"], cooled["teacher"]["lr_cooldown_steps"]) == (500, 101)
 
 
 def test_presets_are_plain_data_and_parser_lists_them():
