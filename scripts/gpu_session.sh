@@ -34,7 +34,7 @@ if [ "${1:-}" = "--dry-run" ]; then
 fi
 SCALE="${1:-2}"
 # Same images as the preset at 4x the batch (see above); GPU_OVERRIDES="" trains the preset as it is.
-GPU_OVERRIDES="${GPU_OVERRIDES-teacher.batch_size=256 teacher.lr=2e-3 teacher.steps=1875 hkd.batch_size=128 hkd.steps=450 classifier.steps=250}"
+GPU_OVERRIDES="${GPU_OVERRIDES-teacher.batch_size=256 teacher.lr=2e-3 teacher.steps=1875 teacher.lr_cooldown_steps=375 hkd.batch_size=128 hkd.steps=450 hkd.lr_cooldown_steps=100 classifier.steps=250}"
 OUT="${OUT:-$PWD/out}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$OUT"
