@@ -365,7 +365,6 @@ class ImageSource:
 class TeacherLoop(TrainingLoop):
     kind = "teacher"
     section = "teacher"
-
     # Without a cool-down the learning rate and the EMA depend on the images seen only: `--set
     # teacher.steps=M` continues a finished N-step run exactly as an M-step run would go.
     steps_extendable = True
