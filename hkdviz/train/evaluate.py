@@ -3,7 +3,9 @@
 Every method samples the same seeds (HKD and the teacher draw x_T identically), then each sample
 set is scored against held-out data with the weights-free measures of quality.py: local KID (x1e3),
 local FD (classifier features: not FID), pixel SWD, recognisability (mean max-softmax confidence,
-class-histogram entropy and KL to the reference), and wall time per image. A "held-out data" row
+class-histogram entropy and KL to the reference), pixel statistics (high-frequency share, contrast,
+mean neighbour difference: read against the held-out row, they tell blur from noise) and wall time
+per image. A "held-out data" row
 scores a second held-out set the same way: the floor that finite sample sizes allow.
 
 Held-out reference: for procedural sets (shapes) the images come from the training spec with its
@@ -164,7 +166,8 @@ def evaluate(hkd_model=None, teacher=None, classifier=None, reference_images=Non
     evaluation.json and table.txt there.
 
     Returns {"rows": [{method, num_steps, nfe, kid_x1e3, kid_std_x1e3, local_fd, swd, confidence,
-    class_entropy, class_kl, seconds_per_image[, fid]}], "num_samples", "seeds", "reference", ...}.
+    class_entropy, class_kl, high_frequency_share, contrast, gradient, seconds_per_image[, fid]}],
+    "num_samples", "seeds", "reference", ...}.
     """
     from ..checkpoint import resolve_device
     from .quality import QualityReference
@@ -225,7 +228,8 @@ def evaluate(hkd_model=None, teacher=None, classifier=None, reference_images=Non
                "kid_std_x1e3": None if measures["kid_std"] is None else 1e3 * measures["kid_std"],
                "local_fd": measures["local_fd"], "swd": measures["swd"], "confidence": measures["confidence"],
                "class_entropy": measures["class_entropy"], "class_kl": measures["class_kl"],
-               "seconds_per_image": None if seconds is None else seconds / len(images)}
+               "high_frequency_share": measures["high_frequency_share"], "contrast": measures["contrast"],
+               "gradient": measures["gradient"], "seconds_per_image": None if seconds is None else seconds / len(images)}
         if "fid" in measures:
             row["fid"] = measures["fid"]
         rows.append(row)
@@ -297,6 +301,9 @@ COLUMNS = (  # (header, key, format)
     ("confidence", "confidence", "{:.3f}"),
     ("class KL", "class_kl", "{:.4f}"),
     ("class entropy", "class_entropy", "{:.3f}"),
+    ("HF share", "high_frequency_share", "{:.3f}"),
+    ("contrast", "contrast", "{:.3f}"),
+    ("|grad|", "gradient", "{:.3f}"),
     ("s / image", "seconds_per_image", "{:.2e}"),
 )
 
@@ -330,7 +337,10 @@ def format_table(result: Mapping) -> str:
               f"{_describe_reference(result.get('reference') or {})}.",
               result["measures"],
               "Lower is better for KID, FD, SWD and class KL; higher for confidence. 'held-out data' scores "
-              "real images: the floor for this sample size."]
+              "real images: the floor for this sample size.",
+              "HF share (of the power above 0.125 cycles/px), contrast (per-image std) and |grad| (mean "
+              "neighbour difference) describe the images themselves: below the held-out row means blurrier, "
+              "above means noisier or harsher."]
     footer += [f"note: {note}" for note in result.get("notes", [])]
     lines.extend(textwrap.fill(text, width=100, subsequent_indent="  ") for text in footer)
     return "\n".join(lines)

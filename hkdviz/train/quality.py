@@ -13,6 +13,10 @@ trained locally (classifier.py) or no network at all:
 - recognisability: mean max-softmax confidence of the classifier's main head (shape kind for the
   shapes set), the entropy of the predicted class histogram and its KL divergence from the
   reference's histogram (mode dropping shows up there), and accuracy when labels are known.
+- pixel statistics: high-frequency share of the power spectrum, contrast and mean neighbour
+  difference. Not distances: read against the held-out data's values, they say whether a sample
+  set is blurrier (below the data on all three) or noisier (above) than the data, which KID and FD
+  cannot tell apart.
 - FID: only with a local Inception weights file (`load_inception(path)`, needs the torch-fidelity
   package); nothing is ever downloaded.
 
@@ -72,6 +76,28 @@ def _as_images(images, name: str) -> torch.Tensor:
     if not bool(torch.isfinite(images).all()):
         raise QualityError(f"{name} contains NaN or infinite values")
     return images
+
+
+# -- pixel statistics ---------------------------------------------------------------------------------
+PIXEL_CUTOFF = 0.125  # cycles per pixel, as edit_metrics.DEFAULT_CUTOFF: structure under ~8 px is "high"
+
+
+def pixel_statistics(images, cutoff: float = PIXEL_CUTOFF) -> dict[str, float]:
+    """{high_frequency_share, contrast, gradient} of images [N, C, H, W] (uint8 or [-1, 1]), each a mean
+    over the images: the share of the non-DC power above `cutoff` cycles/px, the standard deviation over
+    channels and pixels (contrast, in [-1, 1] units), and the mean absolute difference between
+    horizontal and vertical pixel neighbours. Known answers: a constant image gives 0 / 0 / 0, a +-1
+    checkerboard 1 / 1 / 2."""
+    from ..analysis.edit_metrics import high_frequency_fraction
+
+    images = _as_images(images, "images")
+    if images.shape[-1] < 2 or images.shape[-2] < 2:
+        raise QualityError(f"pixel statistics need images of at least 2x2 pixels, got {tuple(images.shape[-2:])}")
+    horizontal = (images[..., :, 1:] - images[..., :, :-1]).abs().mean()
+    vertical = (images[..., 1:, :] - images[..., :-1, :]).abs().mean()
+    return {"high_frequency_share": float(np.mean(high_frequency_fraction(images, cutoff))),
+            "contrast": float(images.flatten(1).std(dim=1, unbiased=False).mean()),
+            "gradient": float((horizontal + vertical) / 2)}
 
 
 # -- KID ----------------------------------------------------------------------------------------------
@@ -403,7 +429,8 @@ class QualityReference:
 
     def measure(self, images) -> dict[str, float | None]:
         """{kid, kid_std, local_fd, swd, confidence, class_entropy, class_kl[, fid]} of `images`
-        against the reference (None where the classifier is missing)."""
+        against the reference (None where the classifier is missing), plus the images' own
+        pixel_statistics (high_frequency_share, contrast, gradient)."""
         images = _as_images(images, "images")
         if images.shape[1:] != self.images.shape[1:]:
             raise QualityError(f"images have shape {tuple(images.shape[1:])}, the reference "
@@ -421,6 +448,7 @@ class QualityReference:
         levels = _swd_pyramids(self.pyramid, laplacian_pyramid(images, options["levels"]), options["num_projections"],
                                options["num_patches"], options["patch_size"], self.seed)
         result["swd"] = float(np.mean(levels))
+        result.update(pixel_statistics(images))
         if self.inception is not None:
             result["fid"] = frechet_distance(*self.inception_statistics,
                                              *feature_statistics(self.inception.features(images)))
@@ -429,4 +457,4 @@ class QualityReference:
 
 __all__ = ["QualityError", "QualityReference", "InceptionFeatures", "load_inception", "kid", "polynomial_kernel",
            "feature_statistics", "frechet_distance", "local_fd", "laplacian_pyramid", "sliced_wasserstein",
-           "sliced_wasserstein_levels", "class_histogram", "class_statistics", "SWD_DEFAULTS"]
+           "sliced_wasserstein_levels", "class_histogram", "class_statistics", "pixel_statistics", "SWD_DEFAULTS"]

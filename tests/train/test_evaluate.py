@@ -70,11 +70,15 @@ def test_evaluate_scores_every_method_on_the_same_seeds(tiny_model, classifier, 
     assert data_row["swd"] < teacher_rows[-1]["swd"] and data_row["seconds_per_image"] is None
     for row in rows[:5]:
         assert row["seconds_per_image"] > 0 and row["kid_std_x1e3"] >= 0 and 0 < row["confidence"] <= 1
+    # The stub's added noise shrinks with the steps: the noisier rows have more high-frequency power.
+    shares = [row["high_frequency_share"] for row in teacher_rows]
+    assert all(cleaner < noisier for cleaner, noisier in zip(shares, shares[1:])), shares
     assert result["reference"]["seed"] == REFERENCE_SEED and result["reference"]["reference_indices"] == [0, 48]
     assert result["reference"]["data_row_indices"] == [48, 96]
     table = format_table(result)
     lines = table.splitlines()
     assert lines[0].startswith("method") and "local KID x1e3" in lines[0] and "FID" not in lines[0]
+    assert "HF share" in lines[0] and "|grad|" in lines[0]
     assert len({len(line) for line in lines[2:8]} | {len(lines[0])}) <= 2  # aligned (rstrip may trim one column)
     assert "not comparable with published FID" in table
     saved = json.loads((tmp_path / "evaluation.json").read_text())

@@ -12,8 +12,8 @@ from hkdviz.train.classifier import (CLASSIFIER_HELD_OUT_SEED, ClassifierError, 
                                      train_classifier)
 from hkdviz.train.data import SHAPE_NAMES, ShapesDataset
 from hkdviz.train.quality import (QualityError, QualityReference, class_statistics, feature_statistics,
-                                  frechet_distance, kid, load_inception, local_fd, polynomial_kernel,
-                                  sliced_wasserstein, sliced_wasserstein_levels)
+                                  frechet_distance, kid, load_inception, local_fd, pixel_statistics,
+                                  polynomial_kernel, sliced_wasserstein, sliced_wasserstein_levels)
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
@@ -224,15 +224,52 @@ def _unlabelled_folder(tmp_path):
     return folder
 
 
+# -- pixel statistics -----------------------------------------------------------------------------------
+def test_pixel_statistics_known_answers():
+    constant = torch.full((3, 3, 16, 16), 0.3)
+    assert pixel_statistics(constant) == {"high_frequency_share": 0.0, "contrast": 0.0, "gradient": 0.0}
+    rows, columns = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    checkerboard = (1.0 - 2.0 * ((rows + columns) % 2)).float().expand(2, 3, 16, 16)
+    assert pixel_statistics(checkerboard) == pytest.approx(
+        {"high_frequency_share": 1.0, "contrast": 1.0, "gradient": 2.0})
+    # Stripes along y at 1/16 cycles/px: all power below the cutoff; amplitude A = 0.5 -> std A / sqrt 2;
+    # no horizontal change, and the vertical neighbours differ by 2 A sin(pi / 16) cos(pi (2 y + 1) / 16).
+    stripes = 0.5 * torch.sin(2 * math.pi * rows.float() / 16).expand(1, 3, 16, 16)
+    statistics = pixel_statistics(stripes)
+    assert statistics["high_frequency_share"] == pytest.approx(0.0, abs=1e-12)
+    assert statistics["contrast"] == pytest.approx(0.5 / math.sqrt(2), rel=1e-5)
+    vertical = np.abs(2 * 0.5 * math.sin(math.pi / 16) * np.cos(math.pi * (2 * np.arange(15) + 1) / 16)).mean()
+    assert statistics["gradient"] == pytest.approx((0.0 + vertical) / 2, rel=1e-5)
+    # uint8 input means the same images as their [-1, 1] floats.
+    as_uint8 = ((checkerboard + 1) * 127.5).round().to(torch.uint8)
+    assert pixel_statistics(as_uint8) == pytest.approx(pixel_statistics(checkerboard))
+    with pytest.raises(QualityError, match="2x2"):
+        pixel_statistics(torch.zeros(2, 3, 1, 8))
+    with pytest.raises(QualityError, match="4-D"):
+        pixel_statistics(torch.zeros(3, 8, 8))
+
+
+def test_pixel_statistics_tell_blur_from_noise(held_out):
+    """Where KID only says "worse", the pixel statistics say which way: blur lowers all three against
+    real images, noise raises all three."""
+    _, other, _ = held_out
+    real = pixel_statistics(other)
+    soft = pixel_statistics(blurred(other, 1.0))
+    harsh = pixel_statistics(noisy(other, 0.2))
+    for key in real:
+        assert soft[key] < real[key] < harsh[key], (key, soft[key], real[key], harsh[key])
+
+
 # -- everything together: the measures rank corruptions -------------------------------------------------
 def test_measures_rank_corruptions(quick_classifier, held_out):
     reference, other, _ = held_out
     quality = QualityReference(reference, load_classifier(quick_classifier, device="cpu"),
                                kid_subsets=20)
     scores = [quality.measure(noisy(other, level)) for level in (0.0, 0.5, 1.0)]
-    for key in ("kid", "local_fd", "swd"):
+    for key in ("kid", "local_fd", "swd", "high_frequency_share", "gradient"):
         values = [score[key] for score in scores]
         assert values[0] < values[1] < values[2], (key, values)
+    assert scores[0]["contrast"] == pytest.approx(pixel_statistics(other)["contrast"])
     with pytest.raises(QualityError, match="shape"):
         quality.measure(other[:, :, :16, :16])
 
