@@ -73,6 +73,28 @@ def test_shapes_item_is_bit_identical_alone_or_in_any_batch(shapes):
         assert torch.equal(larger[index][0], to_float(everything[index]))
 
 
+def test_shapes_render_on_threads_bit_identically(monkeypatch):
+    """Any number of render threads gives the same pixels and labels in the same order, mirrors too."""
+    import hkdviz.train.datasets.base as base
+    dataset = ShapesDataset(700, resolution=16, seed=5, xflip=True)  # 1,024 images per chunk at 16 px
+    indices = np.r_[np.arange(0, 1400, 3), [1399, 0, 700]]  # mirrored images (>= 700) and repeats
+    monkeypatch.setattr(dataset, "_materialize_chunk_size", lambda: 64)  # 8 chunks for 467 indices
+    serial, serial_labels = dataset.materialize(indices, progress=False, workers=1)
+    threaded, threaded_labels = dataset.materialize(indices, progress=False, workers=3)
+    assert torch.equal(serial, threaded)
+    assert serial_labels.keys() == threaded_labels.keys()
+    assert all(torch.equal(serial_labels[key], threaded_labels[key]) for key in serial_labels)
+    assert torch.equal(threaded[-1], threaded[-2].flip(-1))  # index 700 mirrors image 0
+    # The automatic count: the CPUs shared among torchrun's local ranks, one thread for small sets.
+    monkeypatch.setattr(base.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert dataset._render_workers(None, num_chunks=50) == 4
+    assert dataset._render_workers(None, num_chunks=base.PARALLEL_MIN_CHUNKS - 1) == 1
+    assert dataset._render_workers(6, num_chunks=2) == 2
+    with pytest.raises(DatasetError, match="workers"):
+        dataset.materialize([0], progress=False, workers=0)
+
+
 def test_shapes_pixels_are_frozen():
     # Reproducibility across machines and releases: a change here changes every experiment.
     images, _ = ShapesDataset(8, seed=0).materialize(progress=False)

@@ -7,6 +7,8 @@ in memory, and the conversion is exact and cheap.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
@@ -14,6 +16,9 @@ import torch
 from tqdm.auto import tqdm
 
 NO_LABEL = -1
+# Below this many chunks a set renders in well under a second: one thread does it.
+PARALLEL_MIN_CHUNKS = 4
+MAX_RENDER_WORKERS = 16
 
 
 class DatasetError(ValueError):
@@ -32,6 +37,9 @@ class ImageDataset(torch.utils.data.Dataset):
     resolution: int
     num_channels: int
     label_names: tuple[str, ...] | None = None
+    # True where `_load_raw_batch` is thread-safe NumPy work that releases the GIL (procedural sets):
+    # `materialize` then renders chunks on several threads. Readers of files stay serial.
+    parallel_render: bool = False
 
     def __init__(self, xflip: bool = False) -> None:
         self.xflip = bool(xflip)
@@ -77,12 +85,16 @@ class ImageDataset(torch.utils.data.Dataset):
         return tensor, label
 
     def materialize(
-        self, indices: Sequence[int] | np.ndarray | None = None, progress: bool = True
+        self, indices: Sequence[int] | np.ndarray | None = None, progress: bool = True,
+        workers: int | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Load many images at once: (uint8 tensor [N, C, H, W], {key: int64 tensor [N]}).
 
         `indices` are data set indices (mirrored ones included when `xflip`); default: all.
         The pixels equal those of `__getitem__` before its conversion to [-1, 1].
+        `workers`: threads rendering chunks (data sets with `parallel_render` only; the result is
+        bit-identical for any count). None: as many as the CPUs this process may use, shared among
+        torchrun's local ranks, for sets of at least PARALLEL_MIN_CHUNKS chunks; else 1.
         """
         if indices is None:
             indices = np.arange(len(self), dtype=np.int64)
@@ -97,14 +109,24 @@ class ImageDataset(torch.utils.data.Dataset):
         label_parts: dict[str, list[np.ndarray]] = {}
         chunk = self._materialize_chunk_size()
         starts = range(0, len(indices), chunk)
-        for start in tqdm(starts, desc=f"{self.name} images", unit="chunk", disable=not progress):
-            stop = min(start + chunk, len(indices))
-            chunk_images, chunk_labels = self._load_raw_batch(raw_indices[start:stop])
-            flip = mirrored[start:stop]
-            chunk_images[flip] = chunk_images[flip][:, :, :, ::-1]
-            images[start:stop] = chunk_images
-            for key, values in chunk_labels.items():
-                label_parts.setdefault(key, []).append(np.asarray(values, dtype=np.int64))
+        workers = self._render_workers(workers, len(starts))
+        chunks = [raw_indices[start:start + chunk] for start in starts]
+        pool = None
+        if workers > 1:
+            # Threads, not processes: NumPy releases the GIL in the array work that dominates rendering
+            # (1.4x on 2 busy cores), with nothing to pickle or re-import. map() keeps the chunk order.
+            pool = ThreadPoolExecutor(workers, thread_name_prefix=f"{self.name}-render")
+            loaded = pool.map(self._load_raw_batch, chunks)
+        else:
+            loaded = map(self._load_raw_batch, chunks)
+        progress_bar = tqdm(zip(starts, loaded), total=len(starts), desc=f"{self.name} images", unit="chunk",
+                            disable=not progress)
+        try:
+            for start, (chunk_images, chunk_labels) in progress_bar:
+                self._store_chunk(start, chunk_images, chunk_labels, mirrored, images, label_parts)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
 
         if not label_parts:
             label_parts = {"label": [np.full(len(indices), NO_LABEL, dtype=np.int64)]}
@@ -113,6 +135,27 @@ class ImageDataset(torch.utils.data.Dataset):
             for key, parts in label_parts.items()
         }
         return torch.from_numpy(images), labels
+
+    @staticmethod
+    def _store_chunk(start: int, chunk_images: np.ndarray, chunk_labels: dict, mirrored: np.ndarray,
+                     images: np.ndarray, label_parts: dict[str, list[np.ndarray]]) -> None:
+        stop = start + len(chunk_images)
+        flip = mirrored[start:stop]
+        chunk_images[flip] = chunk_images[flip][:, :, :, ::-1]
+        images[start:stop] = chunk_images
+        for key, values in chunk_labels.items():
+            label_parts.setdefault(key, []).append(np.asarray(values, dtype=np.int64))
+
+    def _render_workers(self, workers: int | None, num_chunks: int) -> int:
+        if workers is not None:
+            if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+                raise DatasetError(f"{self.name}: workers must be a positive integer or None, got {workers!r}")
+            return min(int(workers), max(num_chunks, 1)) if self.parallel_render else 1
+        if not self.parallel_render or num_chunks < PARALLEL_MIN_CHUNKS:
+            return 1
+        available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # torchrun: ranks share the CPUs
+        return max(1, min(available // local_ranks, MAX_RENDER_WORKERS, num_chunks))
 
     def _materialize_chunk_size(self) -> int:
         return 1024

@@ -279,6 +279,8 @@ class ShapesDataset(ImageDataset):
     """`num_images` procedural RGB images; labels `shape` (SHAPE_NAMES) and `background`
     (BACKGROUND_NAMES). The main label (`__getitem__`, key "label") is the shape."""
 
+    parallel_render = True  # rendering is pure NumPy on (seed, index): bit-identical on any thread
+
     def __init__(self, num_images: int, resolution: int = 32, seed: int = 0,
                  xflip: bool = False) -> None:
         super().__init__(xflip=xflip)
