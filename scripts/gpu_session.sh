@@ -16,15 +16,18 @@
 # 5-NFE samples above its 35-NFE ones on KID (README), and 2x its images (960k) is about what fits the
 # first stage's limit. GPU rates at these batches are estimates (teacher ~4,000 images/s, HKD ~2,500
 # samples/s on an H200), so look at the first stage's images/s in the output and size the next try
-# from it. Each stage has its own time limit, so a slow stage cannot eat the whole call ($OUT starts
-# empty on each device call: a stopped stage does not resume in the next call).
+# from it. Each stage has its own time limit, and all of them together stay inside GPU_SESSION_SECONDS
+# (default 570, under the device's 600 s per call: run it with timeout_s 600); a stage that would start
+# with too little time left is skipped and says so. The training run is packed as soon as it ends, so
+# a later stage that overruns loses nothing ($OUT starts empty on each device call: a stopped stage
+# does not resume in the next call).
 #
 # Python packages the device image lacks travel as wheels in .whl/ (git-ignored; see
 # ../.library/device/README.md): h5netcdf is needed; plotly and ipywidgets only for the widget
 # benchmark, which is skipped without them.
 #
 # Out ($OUT, at most 8 files come back): summary.txt (everything printed), results.tar.gz (the run's
-# exported checkpoints, evaluation table, logs and stats, benchmark JSON).
+# exported checkpoints, evaluation table, logs and stats), bench_train.json.
 set -uo pipefail
 
 DRY_RUN=0
@@ -41,11 +44,19 @@ mkdir -p "$OUT"
 SUMMARY="$OUT/summary.txt"
 : > "$SUMMARY"
 export PYTHONUNBUFFERED=1
+DEADLINE=$((SECONDS + ${GPU_SESSION_SECONDS:-570}))
+RESERVE=15  # seconds kept for packing after the last stage
 
 say() { echo "== $(date +%T) $*" | tee -a "$SUMMARY"; }
 run() {  # run LIMIT_SECONDS COMMAND...: output to the summary, a stage that fails or overruns is reported
     local limit="$1"
     shift
+    local left=$((DEADLINE - SECONDS - RESERVE))
+    if [ "$left" -lt 20 ]; then
+        say "SKIPPED, ${left} s left of GPU_SESSION_SECONDS: $*"
+        return 0
+    fi
+    [ "$limit" -gt "$left" ] && limit="$left"
     timeout "$limit" "$@" 2>&1 | tee -a "$SUMMARY" | tail -n 40
     local status=${PIPESTATUS[0]}
     if [ "$status" -eq 124 ]; then
@@ -81,16 +92,20 @@ fi
 '| device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" | tee -a "$SUMMARY"
 
 say "1. train all --preset $PRESET ${OVERRIDES[*]} --set steps_scale=$SCALE on $DEVICE"
-run 420 "$PYTHON" -m hkdviz.train all --preset "$PRESET" "${OVERRIDES[@]}" --set "steps_scale=$SCALE" \
+run 480 "$PYTHON" -m hkdviz.train all --preset "$PRESET" "${OVERRIDES[@]}" --set "steps_scale=$SCALE" \
     --device "$DEVICE" --out "$OUT/run" --no-progress
 grep -h "images/s\|samples/s\|wrote\|generated" "$OUT"/run/*/log.txt 2>/dev/null | tail -n 12 | tee -a "$SUMMARY"
 cat "$OUT/run/evaluation/table.txt" 2>/dev/null | tee -a "$SUMMARY"
+# Pack now: the later stages may overrun, and the trained checkpoints are what this call is for.
+tar czf "$OUT/results.tar.gz" -C "$OUT" --exclude='run/trajectories/*.nc' --exclude='*/resume.pt' \
+    --exclude='run/*/checkpoint' run 2> /dev/null
+ls -la "$OUT/results.tar.gz" | tee -a "$SUMMARY"
 
 say "2. GPU tests"
-run 120 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
+run 90 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
 
 say "3. training throughput (bench_train)"
-run 150 "$PYTHON" benchmarks/bench_train.py --device "$DEVICE" --batch "$BENCH_BATCH" --repeats 2 \
+run 120 "$PYTHON" benchmarks/bench_train.py --device "$DEVICE" --batch "$BENCH_BATCH" --repeats 2 \
     --json "$OUT/bench_train.json"
 
 say "4. widget latency (bench_widgets)"
@@ -102,9 +117,7 @@ else
     say "skipped: ipywidgets/plotly not importable (carry their wheels in .whl to measure it)"
 fi
 
-say "5. pack"
-tar czf "$OUT/results.tar.gz" -C "$OUT" --exclude='run/trajectories/*.nc' --exclude='*/resume.pt' \
-    --exclude='run/*/checkpoint' run bench_train.json 2> /dev/null
-rm -rf "$OUT/run" "$OUT/bench_train.json"
+say "5. tidy"
+rm -rf "$OUT/run" "$OUT/check"  # packed above; left in place it would not come back (too deep, too many files)
 ls -la "$OUT" | tee -a "$SUMMARY"
-say "done"
+say "done in ${SECONDS} s"
