@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hkdviz eval",
         description="Quality of HKD at 1 NFE against its teacher at 35/15/5/1 NFE on the same seeds, with "
                     "weights-free local measures (KID and FD on a local classifier's features, pixel SWD, "
-                    "recognisability) and wall time per image.")
+                    "recognisability, pixel statistics) and wall time per image.")
     parser.add_argument("checkpoint", help="HKD checkpoint: a shipped name (e.g. default) or a directory")
     parser.add_argument("--teacher", default=None,
                         help="teacher name or directory (default: the same shipped name, or a teacher/ folder beside "
