@@ -5,8 +5,8 @@ set is scored against held-out data with the weights-free measures of quality.py
 local FD (classifier features: not FID), pixel SWD, recognisability (mean max-softmax confidence,
 class-histogram entropy and KL to the reference), pixel statistics (high-frequency share, contrast,
 mean neighbour difference: read against the held-out row, they tell blur from noise) and wall time
-per image. A "held-out data" row
-scores a second held-out set the same way: the floor that finite sample sizes allow.
+per image. A "held-out data" row scores a second held-out set the same way: the floor that finite
+sample sizes allow.
 
 Held-out reference: for procedural sets (shapes) the images come from the training spec with its
 seed replaced by REFERENCE_SEED = 2,000,000; image i of a shapes set depends only on (seed, i), so

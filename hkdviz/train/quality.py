@@ -79,17 +79,15 @@ def _as_images(images, name: str) -> torch.Tensor:
 
 
 # -- pixel statistics ---------------------------------------------------------------------------------
-PIXEL_CUTOFF = 0.125  # cycles per pixel, as edit_metrics.DEFAULT_CUTOFF: structure under ~8 px is "high"
-
-
-def pixel_statistics(images, cutoff: float = PIXEL_CUTOFF) -> dict[str, float]:
+def pixel_statistics(images, cutoff: float | None = None) -> dict[str, float]:
     """{high_frequency_share, contrast, gradient} of images [N, C, H, W] (uint8 or [-1, 1]), each a mean
     over the images: the share of the non-DC power above `cutoff` cycles/px, the standard deviation over
     channels and pixels (contrast, in [-1, 1] units), and the mean absolute difference between
     horizontal and vertical pixel neighbours. Known answers: a constant image gives 0 / 0 / 0, a +-1
-    checkerboard 1 / 1 / 2."""
-    from ..analysis.edit_metrics import high_frequency_fraction
+    checkerboard 1 / 1 / 2. `cutoff` None: edit_metrics.DEFAULT_CUTOFF (0.125), the editing metrics' split."""
+    from ..analysis.edit_metrics import DEFAULT_CUTOFF, high_frequency_fraction
 
+    cutoff = DEFAULT_CUTOFF if cutoff is None else cutoff
     images = _as_images(images, "images")
     if images.shape[-1] < 2 or images.shape[-2] < 2:
         raise QualityError(f"pixel statistics need images of at least 2x2 pixels, got {tuple(images.shape[-2:])}")
