@@ -191,6 +191,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", default="tiny", help="model preset")
     parser.add_argument("--batch", type=int, default=128, help="teacher and HKD global batch")
+    parser.add_argument("--hkd-batch", type=int, default=None, help="HKD global batch (default: --batch)")
     parser.add_argument("--trajectory-count", type=int, default=None, help="trajectories to generate (default: 2x batch)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -210,12 +211,14 @@ def main(argv=None) -> int:
         parser.error("--compare-cpu-bf16 measures the CPU; on CUDA the loops always take the config's autocast")
     CLOCK["cpu_time"] = args.clock == "cpu" or (args.clock == "auto" and device.type == "cpu")
     context = DistributedContext(device=device)
-    overrides = [f"model.preset={args.model}", f"teacher.batch_size={args.batch}", f"hkd.batch_size={args.batch}",
+    hkd_batch = args.hkd_batch or args.batch
+    overrides = [f"model.preset={args.model}", f"teacher.batch_size={args.batch}", f"hkd.batch_size={hkd_batch}",
                  "dataset.num_images=2048", *args.overrides]
     config = resolve_training_config("default", overrides=overrides)
     print(f"device: {device_name(device)}; torch {torch.__version__}; model {args.model} "
           f"({sum(p.numel() for p in EDMPrecond(resolve_config(config['model'])).parameters()):,} teacher parameters); "
-          f"batch {args.batch}; clock {'process CPU time / threads' if CLOCK['cpu_time'] else 'wall'}", flush=True)
+          f"batch {args.batch} (HKD {hkd_batch}); clock {'process CPU time / threads' if CLOCK['cpu_time'] else 'wall'}",
+          flush=True)
     if args.compare_cpu_bf16:
         results = {name: measure(resolve_training_config("default", overrides=[*overrides, *extra]), context, args)
                    for name, extra in PRECISION_RUNS.items()}
@@ -226,7 +229,8 @@ def main(argv=None) -> int:
         print()
         print_table(results)
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": device_name(device), "batch": args.batch, "model": args.model,
+        Path(args.json).write_text(json.dumps({"device": device_name(device), "batch": args.batch,
+                                               "hkd_batch": hkd_batch, "model": args.model,
                                                **results}, indent=2))
     return 0
 

@@ -3,20 +3,23 @@
 # total, one call at most 10): train the default preset on the GPU, evaluate it, run the GPU tests
 # and the GPU benchmarks, and pack everything into $OUT for the session to copy into the repo.
 #
-#   on the device:  bash scripts/gpu_session.sh [STEPS_SCALE]        (carry: .whl)
+#   on the device:  bash scripts/gpu_session.sh [STEPS_SCALE|auto]   (carry: .whl)
 #   here (CPU):     OUT=/tmp/gpu-out bash scripts/gpu_session.sh --dry-run
 #
 # --dry-run runs the same steps on the CPU with the smoke preset, to check the script itself.
-# STEPS_SCALE (default 2) multiplies the step and trajectory counts. On the GPU the default preset runs
-# with GPU_OVERRIDES (below): the same images per step count as the preset at 4x the batch (teacher
+# STEPS_SCALE multiplies the step and trajectory counts. The default, auto, first measures the
+# teacher/trajectory/HKD rates on this machine (benchmarks/bench_train.py at the GPU batches, ~1 min)
+# and picks the largest scale (at most 8) whose estimated run fits 75% of the time left for training
+# (scripts/plan_scale.py), so that one call trains as long a run as it can hold without being cut
+# off. Before that, a smoke-sized run of the whole pipeline on the device (~30 s) stops the call at
+# once if anything fails on CUDA, leaving the device time for a fixed retry. On the GPU the default
+# preset runs with GPU_OVERRIDES (below): the same images per step count as the preset at 4x the batch (teacher
 # 256, HKD 128), since the tiny network is launch-bound at the preset's batches of 64 and 32. Measured
 # on CPU at equal images (192k): the batch-256 teacher (lr 2e-3) scores 35-NFE KID 1480 / FD 41.2 /
 # SWD 0.059 against the batch-64 teacher's 1392 / 40.1 / 0.078 - a little worse on features, better
-# on pixels, and ~4x more images per GPU second. Why 2: the preset's 7,500-step teacher still ranks its
-# 5-NFE samples above its 35-NFE ones on KID (README), and 2x its images (960k) is about what fits the
-# first stage's limit. GPU rates at these batches are estimates (teacher ~4,000 images/s, HKD ~2,500
-# samples/s on an H200), so look at the first stage's images/s in the output and size the next try
-# from it. Each stage has its own time limit, and all of them together stay inside GPU_SESSION_SECONDS
+# on pixels, and ~4x more images per GPU second. Why as long as fits: the preset's 7,500-step teacher
+# still ranks its 5-NFE samples above its 35-NFE ones on KID (README), and teacher length is what
+# improves it. Each stage has its own time limit, and all of them together stay inside GPU_SESSION_SECONDS
 # (default 570, under the device's 600 s per call: run it with timeout_s 600); a stage that would start
 # with too little time left is skipped and says so. The training run is packed as soon as it ends, so
 # a later stage that overruns loses nothing ($OUT starts empty on each device call: a stopped stage
@@ -27,7 +30,8 @@
 # benchmark, which is skipped without them.
 #
 # Out ($OUT, at most 8 files come back): summary.txt (everything printed), results.tar.gz (the run's
-# exported checkpoints, evaluation table, logs and stats), bench_train.json.
+# exported checkpoints, evaluation table, logs and stats), bench_train.json (the rates measured at the
+# GPU batches: teacher 256, HKD 128).
 set -uo pipefail
 
 DRY_RUN=0
@@ -35,9 +39,11 @@ if [ "${1:-}" = "--dry-run" ]; then
     DRY_RUN=1
     shift
 fi
-SCALE="${1:-2}"
+SCALE="${1:-auto}"
+FALLBACK_SCALE=2
+TESTS_SECONDS=75  # kept after training for the GPU tests
 # Same images as the preset at 4x the batch (see above); GPU_OVERRIDES="" trains the preset as it is.
-GPU_OVERRIDES="${GPU_OVERRIDES-teacher.batch_size=256 teacher.lr=2e-3 teacher.steps=1875 teacher.lr_cooldown_steps=375 hkd.batch_size=128 hkd.steps=450 hkd.lr_cooldown_steps=100 classifier.steps=250}"
+GPU_OVERRIDES="${GPU_OVERRIDES-teacher.batch_size=256 teacher.lr=2e-3 teacher.steps=1875 teacher.lr_cooldown_steps=375 hkd.batch_size=128 hkd.steps=450 hkd.lr_cooldown_steps=100 hkd.data_memory_limit_mb=16384 classifier.steps=250}"
 OUT="${OUT:-$PWD/out}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$OUT"
@@ -59,6 +65,7 @@ run() {  # run LIMIT_SECONDS COMMAND...: output to the summary, a stage that fai
     [ "$limit" -gt "$left" ] && limit="$left"
     timeout "$limit" "$@" 2>&1 | tee -a "$SUMMARY" | tail -n 40
     local status=${PIPESTATUS[0]}
+    LAST_STATUS=$status
     if [ "$status" -eq 124 ]; then
         say "STOPPED after its ${limit} s limit: $*"
     elif [ "$status" -ne 0 ]; then
@@ -77,13 +84,13 @@ export PYTHONPATH="$PWD:${PYTHONPATH:-}"   # this checkout, not an installed hkd
 OVERRIDES=()
 for assignment in $GPU_OVERRIDES; do OVERRIDES+=(--set "$assignment"); done
 if [ "$DRY_RUN" = 1 ]; then
-    DEVICE=cpu; PRESET=smoke; BENCH_BATCH=16
+    DEVICE=cpu; PRESET=smoke
     # The GPU overrides are not trained here (smoke sizes instead); check that they resolve.
-    "$PYTHON" -m hkdviz.train all --preset default "${OVERRIDES[@]}" --set "steps_scale=$SCALE" --out "$OUT/check" \
+    "$PYTHON" -m hkdviz.train all --preset default "${OVERRIDES[@]}" --set "steps_scale=${SCALE/auto/$FALLBACK_SCALE}" --out "$OUT/check" \
         --print-config > "$OUT/gpu_config.json" || { echo "GPU_OVERRIDES do not resolve" >&2; exit 1; }
     OVERRIDES=()
 else
-    DEVICE=cuda; PRESET=default; BENCH_BATCH=128
+    DEVICE=cuda; PRESET=default
     "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
         || { echo "no CUDA device here; use --dry-run on a CPU machine" >&2; exit 1; }
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$SUMMARY"
@@ -91,8 +98,33 @@ fi
 "$PYTHON" -c "import torch, hkdviz; print('torch', torch.__version__, '| hkdviz', hkdviz.__version__, \
 '| device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')" | tee -a "$SUMMARY"
 
-say "1. train all --preset $PRESET ${OVERRIDES[*]} --set steps_scale=$SCALE on $DEVICE"
-run 480 "$PYTHON" -m hkdviz.train all --preset "$PRESET" "${OVERRIDES[@]}" --set "steps_scale=$SCALE" \
+if [ "$DRY_RUN" = 1 ]; then
+    BENCH_ARGS=(--batch 16 --hkd-batch 8 --repeats 2 --trajectory-count 16)
+    PLAN_ARGS=(--preset smoke --fixed 5)
+else
+    # The GPU_OVERRIDES batches: the rates depend on them (the network is launch-bound).
+    BENCH_ARGS=(--batch 256 --hkd-batch 128 --repeats 5 --set teacher.lr=2e-3)
+    PLAN_ARGS=(--preset default "${OVERRIDES[@]}" --fixed 60 --maximum 8)
+fi
+# Fail fast: the whole pipeline at smoke size first (~30 s), so that a CUDA-only bug ends the call
+# before the long run spends the device time (the session can then fix it and call again).
+say "0. preflight: train all --preset smoke on $DEVICE"
+run 120 "$PYTHON" -m hkdviz.train all --preset smoke --device "$DEVICE" --out "$OUT/preflight" --no-progress
+[ "$LAST_STATUS" -eq 0 ] || { say "preflight failed: stopping here"; exit 1; }
+rm -rf "$OUT/preflight"
+say "0. training throughput at the run's batches (bench_train)"
+run 90 "$PYTHON" benchmarks/bench_train.py --device "$DEVICE" "${BENCH_ARGS[@]}" --json "$OUT/bench_train.json"
+[ "$LAST_STATUS" -eq 0 ] || { say "bench_train failed: stopping here"; exit 1; }
+# Time left for training: the deadline, less the packing reserve and the tests kept after it.
+TRAIN_SECONDS=$((DEADLINE - SECONDS - RESERVE - TESTS_SECONDS))
+if [ "$SCALE" = auto ]; then
+    SCALE=$("$PYTHON" scripts/plan_scale.py --bench "$OUT/bench_train.json" \
+        --seconds $((TRAIN_SECONDS * 3 / 4)) "${PLAN_ARGS[@]}" 2> >(tee -a "$SUMMARY" >&2)) \
+        || { SCALE=$FALLBACK_SCALE; say "could not plan the scale; falling back to $SCALE"; }
+fi
+
+say "1. train all --preset $PRESET ${OVERRIDES[*]} --set steps_scale=$SCALE on $DEVICE (limit ${TRAIN_SECONDS} s)"
+run "$TRAIN_SECONDS" "$PYTHON" -m hkdviz.train all --preset "$PRESET" "${OVERRIDES[@]}" --set "steps_scale=$SCALE" \
     --device "$DEVICE" --out "$OUT/run" --no-progress
 grep -h "images/s\|samples/s\|wrote\|generated" "$OUT"/run/*/log.txt 2>/dev/null | tail -n 12 | tee -a "$SUMMARY"
 cat "$OUT/run/evaluation/table.txt" 2>/dev/null | tee -a "$SUMMARY"
@@ -104,11 +136,7 @@ ls -la "$OUT/results.tar.gz" | tee -a "$SUMMARY"
 say "2. GPU tests"
 run 90 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
 
-say "3. training throughput (bench_train)"
-run 120 "$PYTHON" benchmarks/bench_train.py --device "$DEVICE" --batch "$BENCH_BATCH" --repeats 2 \
-    --json "$OUT/bench_train.json"
-
-say "4. widget latency (bench_widgets)"
+say "3. widget latency (bench_widgets)"
 if "$PYTHON" -c "import ipywidgets, plotly" 2> /dev/null; then
     checkpoint="$OUT/run/export/hkd"
     [ -d "$checkpoint" ] || checkpoint=default
@@ -117,7 +145,7 @@ else
     say "skipped: ipywidgets/plotly not importable (carry their wheels in .whl to measure it)"
 fi
 
-say "5. tidy"
+say "4. tidy"
 rm -rf "$OUT/run" "$OUT/check"  # packed above; left in place it would not come back (too deep, too many files)
 ls -la "$OUT" | tee -a "$SUMMARY"
 say "done in ${SECONDS} s"

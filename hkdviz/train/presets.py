@@ -265,5 +265,29 @@ def scaled(config: dict) -> dict:
     return result
 
 
+def steps_scale_for_budget(config: dict, rates: dict, seconds: float, fixed_seconds: float = 60.0,
+                           step: float = 0.25, maximum: float = 16.0) -> tuple[float, dict]:
+    """The largest steps_scale (a multiple of `step`, at most `maximum`) whose estimated training time
+    fits `seconds`, from measured throughput: rates = {"teacher_images_per_second",
+    "trajectories_per_second", "hkd_samples_per_second"} (benchmarks/bench_train.py measures them).
+    `fixed_seconds` covers what does not scale (data rendering, start-up, classifier, evaluation).
+    Returns (scale, estimate) with the estimated seconds per stage at that scale. Raises PresetError
+    when even scale `step` does not fit: the budget is too small for this config on this machine."""
+    unit = {  # seconds per stage at steps_scale 1
+        "teacher": config["teacher"]["steps"] * config["teacher"]["batch_size"] / rates["teacher_images_per_second"],
+        "trajectories": config["trajectories"]["count"] / rates["trajectories_per_second"],
+        "hkd": config["hkd"]["steps"] * config["hkd"]["batch_size"] / rates["hkd_samples_per_second"],
+    }
+    per_scale = sum(unit.values())
+    scale = min(maximum, math.floor((seconds - fixed_seconds) / per_scale / step) * step)
+    if scale < step:
+        raise PresetError(f"{seconds:.0f} s do not fit steps_scale {step} ({fixed_seconds:.0f} s fixed + "
+                          f"{per_scale * step:.0f} s of training at the measured rates)")
+    estimate = {name: value * scale for name, value in unit.items()}
+    estimate["fixed"] = fixed_seconds
+    estimate["total"] = sum(estimate.values())
+    return scale, estimate
+
+
 __all__ = ["PRESETS", "BASE", "PresetError", "resolve_training_config", "apply_override", "parse_value",
-           "load_config_file", "scaled"]
+           "load_config_file", "scaled", "steps_scale_for_budget"]

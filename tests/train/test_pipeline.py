@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from hkdviz.train.cli import build_parser, main
-from hkdviz.train.presets import PRESETS, PresetError, apply_override, resolve_training_config, scaled
+from hkdviz.train.presets import (PRESETS, PresetError, apply_override, resolve_training_config, scaled,
+                                  steps_scale_for_budget)
 
 # Smaller than the smoke preset: 16x16 images and an 8-channel U-Net, a few steps per stage.
 REDUCED = ["model.unet.img_resolution=16", "model.unet.model_channels=8", "dataset.resolution=16",
@@ -117,6 +118,24 @@ def test_config_file_and_overrides(tmp_path):
     cooled = scaled(resolve_training_config("default", overrides=["steps_scale=0.5", "teacher.steps=1000",
                                                                   "teacher.lr_cooldown_steps=201"]))
     assert (cooled["teacher"]["steps"], cooled["teacher"]["lr_cooldown_steps"]) == (500, 101)
+
+
+def test_steps_scale_for_budget_fits_the_measured_rates():
+    config = resolve_training_config("default", overrides=["teacher.steps=1875", "teacher.batch_size=256",
+                                                           "hkd.steps=450", "hkd.batch_size=128"])
+    # Known answer: 480k teacher images at 4,800/s = 100 s, 6,144 trajectories at 6,144/s = 1 s,
+    # 57,600 HKD samples at 5,760/s = 10 s: 111 s per unit of scale; (400 - 60) / 111 = 3.06 -> 3.0.
+    rates = {"teacher_images_per_second": 4800.0, "trajectories_per_second": 6144.0, "hkd_samples_per_second": 5760.0}
+    scale, estimate = steps_scale_for_budget(config, rates, seconds=400, fixed_seconds=60)
+    assert scale == 3.0
+    assert estimate["teacher"] == pytest.approx(300) and estimate["hkd"] == pytest.approx(30)
+    assert estimate["total"] == pytest.approx(393) and estimate["total"] <= 400
+    # The estimate is the scaled config's work at those rates.
+    trained = scaled(apply_override(config, f"steps_scale={scale}"))
+    assert trained["teacher"]["steps"] * 256 / 4800 == pytest.approx(estimate["teacher"])
+    assert steps_scale_for_budget(config, rates, seconds=1e6)[0] == 16.0  # capped
+    with pytest.raises(PresetError, match="do not fit steps_scale 0.25"):
+        steps_scale_for_budget(config, rates, seconds=80, fixed_seconds=60)
 
 
 def test_presets_are_plain_data_and_parser_lists_them():
