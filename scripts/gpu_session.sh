@@ -7,7 +7,8 @@
 #   here (CPU):     OUT=/tmp/gpu-out bash scripts/gpu_session.sh --dry-run
 #
 # --dry-run runs the same steps on the CPU with the smoke preset, to check the script itself.
-# STEPS_SCALE multiplies the step and trajectory counts. The default, auto, first measures the
+# STEPS_SCALE multiplies the step and trajectory counts (a number skips the measurement below). The
+# default, auto, first measures the
 # teacher/trajectory/HKD rates on this machine (benchmarks/bench_train.py at the GPU batches, ~1 min)
 # and picks the largest scale (at most 8) whose estimated run fits 75% of the time left for training
 # (scripts/plan_scale.py), so that one call trains as long a run as it can hold without being cut
@@ -31,7 +32,8 @@
 #
 # Out ($OUT, at most 8 files come back): summary.txt (everything printed), results.tar.gz (the run's
 # exported checkpoints, evaluation table, logs and stats), bench_train.json (the rates measured at the
-# GPU batches: teacher 256, HKD 128).
+# GPU batches: teacher 256, HKD 128; auto scale only), compare_*.json (the new run and the shipped
+# default, each scored on the other's classifier).
 set -uo pipefail
 
 DRY_RUN=0
@@ -41,7 +43,7 @@ if [ "${1:-}" = "--dry-run" ]; then
 fi
 SCALE="${1:-auto}"
 FALLBACK_SCALE=2
-TESTS_SECONDS=75  # kept after training for the GPU tests
+TESTS_SECONDS="${TESTS_SECONDS:-75}"  # kept after training for the comparison and the GPU tests
 # Same images as the preset at 4x the batch (see above); GPU_OVERRIDES="" trains the preset as it is.
 GPU_OVERRIDES="${GPU_OVERRIDES-teacher.batch_size=256 teacher.lr=2e-3 teacher.steps=1875 teacher.lr_cooldown_steps=375 hkd.batch_size=128 hkd.steps=450 hkd.lr_cooldown_steps=100 hkd.data_memory_limit_mb=16384 classifier.steps=250}"
 OUT="${OUT:-$PWD/out}"
@@ -108,13 +110,18 @@ else
 fi
 # Fail fast: the whole pipeline at smoke size first (~30 s), so that a CUDA-only bug ends the call
 # before the long run spends the device time (the session can then fix it and call again).
-say "0. preflight: train all --preset smoke on $DEVICE"
-run 120 "$PYTHON" -m hkdviz.train all --preset smoke --device "$DEVICE" --out "$OUT/preflight" --no-progress
-[ "$LAST_STATUS" -eq 0 ] || { say "preflight failed: stopping here"; exit 1; }
-rm -rf "$OUT/preflight"
-say "0. training throughput at the run's batches (bench_train)"
-run 90 "$PYTHON" benchmarks/bench_train.py --device "$DEVICE" "${BENCH_ARGS[@]}" --json "$OUT/bench_train.json"
-[ "$LAST_STATUS" -eq 0 ] || { say "bench_train failed: stopping here"; exit 1; }
+# PREFLIGHT=0 skips it (a retry on a device where it already passed).
+if [ "${PREFLIGHT:-1}" = 1 ]; then
+    say "0. preflight: train all --preset smoke on $DEVICE"
+    run 120 "$PYTHON" -m hkdviz.train all --preset smoke --device "$DEVICE" --out "$OUT/preflight" --no-progress
+    [ "$LAST_STATUS" -eq 0 ] || { say "preflight failed: stopping here"; exit 1; }
+    rm -rf "$OUT/preflight"
+fi
+if [ "$SCALE" = auto ]; then
+    say "0. training throughput at the run's batches (bench_train)"
+    run 90 "$PYTHON" benchmarks/bench_train.py --device "$DEVICE" "${BENCH_ARGS[@]}" --json "$OUT/bench_train.json"
+    [ "$LAST_STATUS" -eq 0 ] || { say "bench_train failed: stopping here"; exit 1; }
+fi
 # Time left for training: the deadline, less the packing reserve and the tests kept after it.
 TRAIN_SECONDS=$((DEADLINE - SECONDS - RESERVE - TESTS_SECONDS))
 if [ "$SCALE" = auto ]; then
@@ -132,6 +139,17 @@ cat "$OUT/run/evaluation/table.txt" 2>/dev/null | tee -a "$SUMMARY"
 tar czf "$OUT/results.tar.gz" -C "$OUT" --exclude='run/trajectories/*.nc' --exclude='*/resume.pt' \
     --exclude='run/*/checkpoint' run 2> /dev/null
 ls -la "$OUT/results.tar.gz" | tee -a "$SUMMARY"
+
+# Each run scores itself with its own freshly trained classifier, whose feature scale differs from
+# run to run: compare with the shipped checkpoint on both yardsticks (COMPARE_WITH="" skips this).
+COMPARE_WITH="${COMPARE_WITH-default}"
+if [ -n "$COMPARE_WITH" ] && [ -d "$OUT/run/export/hkd" ]; then
+    say "1b. the new run on $COMPARE_WITH's classifier, and $COMPARE_WITH on the new run's classifier"
+    run 60 "$PYTHON" -m hkdviz eval "$OUT/run/export/hkd" --teacher "$OUT/run/export/teacher" \
+        --classifier "$COMPARE_WITH" --device "$DEVICE" --json "$OUT/compare_new_on_shipped_classifier.json"
+    run 60 "$PYTHON" -m hkdviz eval "$COMPARE_WITH" --classifier "$OUT/run/export/classifier" \
+        --device "$DEVICE" --json "$OUT/compare_shipped_on_new_classifier.json"
+fi
 
 say "2. GPU tests"
 run 90 "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
