@@ -3,9 +3,10 @@
 # variant with the same preset budget, score each with `hkdviz eval --teacher none` on the same seeds,
 # and print one table.
 #
-#   bash scripts/ablations.sh RUN_DIR [--preset default] [--threads 2] [--variants a,b,...]
+#   bash scripts/ablations.sh RUN_DIR [--preset NAME] [--threads 2] [--variants a,b,...]
 #                             [-- extra train arguments]
 #
+# --preset defaults to the one RUN_DIR was trained with (its config.json), else default.
 # RUN_DIR is a finished `hkdviz train all` directory (it needs teacher/checkpoint, trajectories/ and
 # classifier/ or export/classifier); the variants go to RUN_DIR/ablations/<variant>. A variant whose
 # checkpoint exists is not trained again, so a killed run continues where it stopped. "full" is
@@ -23,7 +24,8 @@ if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
 fi
 RUN="$1"
 shift
-PRESET=default
+PRESET=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("preset") or "default")' \
+    "$RUN/config.json" 2> /dev/null || echo default)
 THREADS=2
 VARIANTS=(full full_seed1 bottleneck no_tcons none)
 while [ $# -gt 0 ]; do

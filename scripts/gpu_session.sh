@@ -1,39 +1,35 @@
 #!/usr/bin/env bash
 # All of a session's GPU work in one prepared call (the device machine is lent for ~15 minutes in
-# total, one call at most 10): train the default preset on the GPU, evaluate it, run the GPU tests
-# and the GPU benchmarks, and pack everything into $OUT for the session to copy into the repo.
+# total, one call at most 10): train the default preset on the GPU, evaluate it, compare it with the
+# shipped default, run the GPU tests, and pack everything into $OUT for the session to copy into the repo.
 #
 #   on the device:  bash scripts/gpu_session.sh [STEPS_SCALE|auto]   (carry: .whl)
 #   here (CPU):     OUT=/tmp/gpu-out bash scripts/gpu_session.sh --dry-run
 #
 # --dry-run runs the same steps on the CPU with the smoke preset, to check the script itself.
-# STEPS_SCALE multiplies the step and trajectory counts (a number skips the measurement below). The
-# default, auto, first measures the
-# teacher/trajectory/HKD rates on this machine (benchmarks/bench_train.py at the GPU batches, ~1 min)
-# and picks the largest scale (at most 8) whose estimated run fits 75% of the time left for training
-# (scripts/plan_scale.py), so that one call trains as long a run as it can hold without being cut
-# off. Before that, a smoke-sized run of the whole pipeline on the device (~30 s) stops the call at
-# once if anything fails on CUDA, leaving the device time for a fixed retry. On the GPU the default
-# preset runs with GPU_OVERRIDES (below): the same images per step count as the preset at 4x the batch (teacher
-# 256, HKD 128), since the tiny network is launch-bound at the preset's batches of 64 and 32. Measured
-# on CPU at equal images (192k): the batch-256 teacher (lr 2e-3) scores 35-NFE KID 1480 / FD 41.2 /
-# SWD 0.059 against the batch-64 teacher's 1392 / 40.1 / 0.078 - a little worse on features, better
-# on pixels, and ~4x more images per GPU second. Why as long as fits: the preset's 7,500-step teacher
-# still ranks its 5-NFE samples above its 35-NFE ones on KID (README), and teacher length is what
-# improves it. Each stage has its own time limit, and all of them together stay inside GPU_SESSION_SECONDS
-# (default 570, under the device's 600 s per call: run it with timeout_s 600); a stage that would start
-# with too little time left is skipped and says so. The training run is packed as soon as it ends, so
-# a later stage that overruns loses nothing ($OUT starts empty on each device call: a stopped stage
-# does not resume in the next call).
+# Steps, in one deadline (GPU_SESSION_SECONDS, default 570, under the device's 600 s per call: run it
+# with timeout_s 600; a stage that would start with too little time left is skipped and says so):
+# 0. preflight: the whole pipeline at smoke size on the device (~50 s on an H200); a failure ends the
+#    call at once, leaving the device time for a fixed retry (PREFLIGHT=0 skips it);
+#    measurement (STEPS_SCALE auto only, the default): bench_train.py at the preset's batches, then
+#    scripts/plan_scale.py picks the largest scale (at most 8) whose estimated run fits 75% of the time
+#    left for training (bench_train's rates read low: teacher 3,800 images/s against the ~4,800 the
+#    first H200 run averaged, HKD 1,900 samples/s against ~2,060; a safe side);
+# 1. `train all --preset default --set steps_scale=S` (5.1 minutes at S = 1 on an H200, measured), packed
+#    into results.tar.gz as soon as it ends, so a later stage that overruns loses nothing ($OUT starts
+#    empty on each call: a stopped stage does not resume in the next);
+#    each run scores itself with its own classifier, whose feature scale differs from run to run, so
+#    the new run and the shipped default are also scored on each other's classifier (COMPARE_WITH);
+# 2. the GPU tests (pytest -m gpu), in the TESTS_SECONDS (default 75) kept after training;
+# 3. widget latency, when ipywidgets and plotly are importable.
 #
 # Python packages the device image lacks travel as wheels in .whl/ (git-ignored; see
 # ../.library/device/README.md): h5netcdf is needed; plotly and ipywidgets only for the widget
 # benchmark, which is skipped without them.
 #
 # Out ($OUT, at most 8 files come back): summary.txt (everything printed), results.tar.gz (the run's
-# exported checkpoints, evaluation table, logs and stats), bench_train.json (the rates measured at the
-# GPU batches: teacher 256, HKD 128; auto scale only), compare_*.json (the new run and the shipped
-# default, each scored on the other's classifier).
+# exported checkpoints, evaluation table, logs and stats), bench_train.json (auto scale only),
+# compare_*.json (the new run and the shipped default, each scored on the other's classifier).
 set -uo pipefail
 
 DRY_RUN=0
@@ -42,10 +38,10 @@ if [ "${1:-}" = "--dry-run" ]; then
     shift
 fi
 SCALE="${1:-auto}"
-FALLBACK_SCALE=2
+FALLBACK_SCALE=1
 TESTS_SECONDS="${TESTS_SECONDS:-75}"  # kept after training for the comparison and the GPU tests
-# Same images as the preset at 4x the batch (see above); GPU_OVERRIDES="" trains the preset as it is.
-GPU_OVERRIDES="${GPU_OVERRIDES-teacher.batch_size=256 teacher.lr=2e-3 teacher.steps=1875 teacher.lr_cooldown_steps=375 hkd.batch_size=128 hkd.steps=450 hkd.lr_cooldown_steps=100 hkd.data_memory_limit_mb=16384 classifier.steps=250}"
+# Extra --set overrides for the GPU run: a trajectory set of up to ~16 GB (scale 8) stays in memory.
+GPU_OVERRIDES="${GPU_OVERRIDES-hkd.data_memory_limit_mb=16384}"
 OUT="${OUT:-$PWD/out}"
 PYTHON="${PYTHON:-python3}"
 mkdir -p "$OUT"
@@ -104,8 +100,8 @@ if [ "$DRY_RUN" = 1 ]; then
     BENCH_ARGS=(--batch 16 --hkd-batch 8 --repeats 2 --trajectory-count 16)
     PLAN_ARGS=(--preset smoke --fixed 5)
 else
-    # The GPU_OVERRIDES batches: the rates depend on them (the network is launch-bound).
-    BENCH_ARGS=(--batch 256 --hkd-batch 128 --repeats 5 --set teacher.lr=2e-3)
+    # The preset's batches: the rates depend on them (the tiny network is launch-bound).
+    BENCH_ARGS=(--batch 256 --hkd-batch 128 --repeats 5)
     PLAN_ARGS=(--preset default "${OVERRIDES[@]}" --fixed 60 --maximum 8)
 fi
 # Fail fast: the whole pipeline at smoke size first (~30 s), so that a CUDA-only bug ends the call
@@ -140,8 +136,8 @@ tar czf "$OUT/results.tar.gz" -C "$OUT" --exclude='run/trajectories/*.nc' --excl
     --exclude='run/*/checkpoint' run 2> /dev/null
 ls -la "$OUT/results.tar.gz" | tee -a "$SUMMARY"
 
-# Each run scores itself with its own freshly trained classifier, whose feature scale differs from
-# run to run: compare with the shipped checkpoint on both yardsticks (COMPARE_WITH="" skips this).
+# Each run scores itself with its own classifier, whose feature scale differs from run to run: compare
+# with the shipped checkpoint on both yardsticks (COMPARE_WITH="" skips this).
 COMPARE_WITH="${COMPARE_WITH-default}"
 if [ -n "$COMPARE_WITH" ] && [ -d "$OUT/run/export/hkd" ]; then
     say "1b. the new run on $COMPARE_WITH's classifier, and $COMPARE_WITH on the new run's classifier"

@@ -1,6 +1,7 @@
 """`hkdviz train teacher|trajectories|hkd|classifier|all` (also `python -m hkdviz.train ...`).
 
-    hkdviz train all --preset default --out runs/default          # the shipped checkpoint
+    hkdviz train all --preset default --out runs/default          # the shipped checkpoint (GPU: ~5 min)
+    hkdviz train all --preset default-cpu --out runs/default-cpu  # its CPU-sized variant (~90 min, 2 cores)
     hkdviz train all --preset smoke --out /tmp/smoke              # end-to-end check, ~1 min on CPU
     hkdviz train hkd --preset default --teacher runs/default/teacher/checkpoint \\
         --trajectories runs/default/trajectories --set hkd.koopman.levels=bottleneck --out runs/ablation
@@ -114,6 +115,9 @@ def _run(args) -> int:
         if hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
             print("hkdviz train: note: the machine is busy (load above the core count); --threads 1 is often "
                   "much faster for small models then", file=sys.stderr)
+    if context.device.type == "cpu" and context.is_main and config.get("preset") == "default" and args.stage != "classifier":
+        print("hkdviz train: note: the default preset is sized for a GPU (5 minutes on one H200, about 2.7 hours "
+              "on 2 CPU cores); --preset default-cpu is sized for ~90 minutes on 2 CPU cores", file=sys.stderr)
     try:
         if args.stage == "teacher":
             stage_teacher(config, out, context, progress)

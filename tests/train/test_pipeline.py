@@ -1,5 +1,6 @@
 """`hkdviz train all` end to end (a reduced smoke preset) and the CLI's handling of bad input."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,7 +123,8 @@ def test_config_file_and_overrides(tmp_path):
 
 def test_steps_scale_for_budget_fits_the_measured_rates():
     config = resolve_training_config("default", overrides=["teacher.steps=1875", "teacher.batch_size=256",
-                                                           "hkd.steps=450", "hkd.batch_size=128"])
+                                                           "trajectories.count=6144", "hkd.steps=450",
+                                                           "hkd.batch_size=128"])
     # Known answer: 480k teacher images at 4,800/s = 100 s, 6,144 trajectories at 6,144/s = 1 s,
     # 57,600 HKD samples at 5,760/s = 10 s: 111 s per unit of scale; (400 - 60) / 111 = 3.06 -> 3.0.
     rates = {"teacher_images_per_second": 4800.0, "trajectories_per_second": 6144.0, "hkd_samples_per_second": 5760.0}
@@ -136,6 +138,23 @@ def test_steps_scale_for_budget_fits_the_measured_rates():
     assert steps_scale_for_budget(config, rates, seconds=1e6)[0] == 16.0  # capped
     with pytest.raises(PresetError, match="do not fit steps_scale 0.25"):
         steps_scale_for_budget(config, rates, seconds=80, fixed_seconds=60)
+
+
+def test_shipped_default_was_trained_by_the_default_preset():
+    # checkpoints/default/{teacher,hkd} record the config that trained them; `--preset default` must
+    # resolve to the same recipe (memory limits and logging cadence aside), or the README's claim fails.
+    root = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
+    if not (root / "hkd" / "meta.json").exists():
+        pytest.skip("no shipped default checkpoint in this checkout")
+    preset = scaled(resolve_training_config("default"))
+    teacher_meta = json.loads((root / "teacher" / "meta.json").read_text())
+    hkd_meta = json.loads((root / "hkd" / "meta.json").read_text())
+    ignored = {"data_memory_limit_mb", "log_every", "resume_every", "teacher", "trajectories"}
+    for section, recorded in (("teacher", teacher_meta["training"]["teacher"]), ("hkd", hkd_meta["training"]["hkd"])):
+        expected = {key: value for key, value in preset[section].items() if key not in ignored}
+        assert {key: recorded[key] for key in expected} == json.loads(json.dumps(expected)), section
+    assert hkd_meta["trajectories"]["count"] == preset["trajectories"]["count"]
+    assert hkd_meta["trajectories"]["num_steps"] == preset["trajectories"]["num_steps"]
 
 
 def test_presets_are_plain_data_and_parser_lists_them():
