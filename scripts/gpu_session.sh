@@ -104,7 +104,7 @@ else
     BENCH_ARGS=(--batch 256 --hkd-batch 128 --repeats 5)
     PLAN_ARGS=(--preset default "${OVERRIDES[@]}" --fixed 60 --maximum 8)
 fi
-# Fail fast: the whole pipeline at smoke size first (~30 s), so that a CUDA-only bug ends the call
+# Fail fast: the whole pipeline at smoke size first (~50 s on an H200), so that a CUDA-only bug ends the call
 # before the long run spends the device time (the session can then fix it and call again).
 # PREFLIGHT=0 skips it (a retry on a device where it already passed).
 if [ "${PREFLIGHT:-1}" = 1 ]; then
