@@ -4,9 +4,11 @@
 # and print one table.
 #
 #   bash scripts/ablations.sh RUN_DIR [--preset NAME] [--threads 2] [--variants a,b,...]
-#                             [-- extra train arguments]
+#                             [--teacher DIR] [--classifier NAME_OR_DIR] [-- extra train arguments]
 #
-# --preset defaults to the one RUN_DIR was trained with (its config.json), else default.
+# --preset defaults to the one RUN_DIR was trained with (its config.json), else default; --teacher
+# to RUN_DIR/teacher/checkpoint (give it for a run trained with `train all --teacher`); --classifier
+# (the yardstick) to RUN_DIR's own.
 # RUN_DIR is a finished `hkdviz train all` directory (it needs teacher/checkpoint, trajectories/ and
 # classifier/ or export/classifier); the variants go to RUN_DIR/ablations/<variant>. A variant whose
 # checkpoint exists is not trained again, so a killed run continues where it stopped. "full" is
@@ -19,7 +21,7 @@
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 RUN="$1"
@@ -28,11 +30,15 @@ PRESET=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("p
     "$RUN/config.json" 2> /dev/null || echo default)
 THREADS=2
 VARIANTS=(full full_seed1 bottleneck no_tcons none)
+TEACHER="$RUN/teacher/checkpoint"
+CLASSIFIER=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --preset) PRESET="$2"; shift 2 ;;
         --threads) THREADS="$2"; shift 2 ;;
         --variants) IFS=, read -r -a VARIANTS <<< "$2"; shift 2 ;;
+        --teacher) TEACHER="$2"; shift 2 ;;
+        --classifier) CLASSIFIER="$2"; shift 2 ;;
         --) shift; break ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -42,12 +48,14 @@ EXTRA=("$@")
 HERE="$(cd "$(dirname "$0")/.." && pwd)"
 PYTHON="${PYTHON:-$HERE/.venv/bin/python}"
 [ -x "$PYTHON" ] || PYTHON=python3
-for needed in "$RUN/teacher/checkpoint" "$RUN/trajectories"; do
+for needed in "$TEACHER" "$RUN/trajectories"; do
     [ -e "$needed" ] || { echo "$needed is missing: RUN_DIR must be a finished 'hkdviz train all' run" >&2; exit 1; }
 done
-CLASSIFIER="$RUN/classifier"
-[ -e "$CLASSIFIER/model.safetensors" ] || CLASSIFIER="$RUN/export/classifier"
-[ -e "$CLASSIFIER/model.safetensors" ] || { echo "no classifier in $RUN (classifier/ or export/classifier/)" >&2; exit 1; }
+if [ -z "$CLASSIFIER" ]; then
+    CLASSIFIER="$RUN/classifier"
+    [ -e "$CLASSIFIER/model.safetensors" ] || CLASSIFIER="$RUN/export/classifier"
+    [ -e "$CLASSIFIER/model.safetensors" ] || { echo "no classifier in $RUN (classifier/ or export/classifier/)" >&2; exit 1; }
+fi
 
 OUT="$RUN/ablations"
 mkdir -p "$OUT"
@@ -79,7 +87,7 @@ for variant in "${VARIANTS[@]}"; do
     sets=()
     [ -n "${SETTINGS[$variant]}" ] && sets=(--set "${SETTINGS[$variant]}")
     "$PYTHON" -m hkdviz.train hkd --preset "$PRESET" "${sets[@]}" --out "$OUT/$variant" \
-        --teacher "$RUN/teacher/checkpoint" --trajectories "$RUN/trajectories" --threads "$THREADS" \
+        --teacher "$TEACHER" --trajectories "$RUN/trajectories" --threads "$THREADS" \
         --no-progress "${EXTRA[@]}" > "$OUT/$variant.log" 2>&1 \
         || { echo "training $variant failed; see $OUT/$variant.log" >&2; exit 1; }
 done

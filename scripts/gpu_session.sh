@@ -20,6 +20,8 @@
 #    empty on each call: a stopped stage does not resume in the next);
 #    each run scores itself with its own classifier, whose feature scale differs from run to run, so
 #    the new run and the shipped default are also scored on each other's classifier (COMPARE_WITH);
+#    ABLATIONS=a,b,... then runs scripts/ablations.sh on the new run (those variants of its HKD stage,
+#    scored on the COMPARE_WITH classifier) into ablations.txt / ablations.tar.gz;
 # 2. the GPU tests (pytest -m gpu), in the TESTS_SECONDS (default 75) kept after training;
 # 3. widget latency, when ipywidgets and plotly are importable.
 #
@@ -29,7 +31,12 @@
 #
 # Out ($OUT, at most 8 files come back): summary.txt (everything printed), results.tar.gz (the run's
 # exported checkpoints, evaluation table, logs and stats), bench_train.json (auto scale only),
-# compare_*.json (the new run and the shipped default, each scored on the other's classifier).
+# compare_*.json (the new run and the shipped default, each scored on the other's classifier),
+# ablations.txt and ablations.tar.gz (with ABLATIONS).
+#
+# TEACHER=DIR skips the teacher stage and distils that teacher instead (with a STEPS_SCALE number):
+#   TEACHER=checkpoints/default/teacher ABLATIONS=full,full_seed1,bottleneck,no_tcons,none bash scripts/gpu_session.sh 1
+# retrains the shipped default's HKD stage and its Table-3 ablations (~7 minutes on an H200, estimated).
 set -uo pipefail
 
 DRY_RUN=0
@@ -40,6 +47,14 @@ fi
 SCALE="${1:-auto}"
 FALLBACK_SCALE=1
 TESTS_SECONDS="${TESTS_SECONDS:-75}"  # kept after training for the comparison and the GPU tests
+TEACHER="${TEACHER:-}"
+ABLATIONS="${ABLATIONS:-}"
+TEACHER_ARGS=()
+if [ -n "$TEACHER" ]; then
+    [ "$SCALE" != auto ] || { echo "TEACHER=$TEACHER needs a STEPS_SCALE number (auto measures the teacher too)" >&2; exit 2; }
+    [ -e "$TEACHER/model.safetensors" ] || { echo "TEACHER=$TEACHER is not a checkpoint directory" >&2; exit 2; }
+    TEACHER_ARGS=(--teacher "$TEACHER")
+fi
 # Extra --set overrides for the GPU run: a trajectory set of up to ~16 GB (scale 8) stays in memory.
 GPU_OVERRIDES="${GPU_OVERRIDES-hkd.data_memory_limit_mb=16384}"
 OUT="${OUT:-$PWD/out}"
@@ -128,7 +143,7 @@ fi
 
 say "1. train all --preset $PRESET ${OVERRIDES[*]} --set steps_scale=$SCALE on $DEVICE (limit ${TRAIN_SECONDS} s)"
 run "$TRAIN_SECONDS" "$PYTHON" -m hkdviz.train all --preset "$PRESET" "${OVERRIDES[@]}" --set "steps_scale=$SCALE" \
-    --device "$DEVICE" --out "$OUT/run" --no-progress
+    "${TEACHER_ARGS[@]}" --device "$DEVICE" --out "$OUT/run" --no-progress
 grep -h "images/s\|samples/s\|wrote\|generated" "$OUT"/run/*/log.txt 2>/dev/null | tail -n 12 | tee -a "$SUMMARY"
 cat "$OUT/run/evaluation/table.txt" 2>/dev/null | tee -a "$SUMMARY"
 # Pack now: the later stages may overrun, and the trained checkpoints are what this call is for.
@@ -145,6 +160,17 @@ if [ -n "$COMPARE_WITH" ] && [ -d "$OUT/run/export/hkd" ]; then
         --classifier "$COMPARE_WITH" --device "$DEVICE" --json "$OUT/compare_new_on_shipped_classifier.json"
     run 60 "$PYTHON" -m hkdviz eval "$COMPARE_WITH" --classifier "$OUT/run/export/classifier" \
         --device "$DEVICE" --json "$OUT/compare_shipped_on_new_classifier.json"
+fi
+if [ -n "$ABLATIONS" ] && [ -d "$OUT/run/hkd/checkpoint" ]; then
+    yardstick="${COMPARE_WITH:-the new run}"
+    say "1c. ablations $ABLATIONS on the new run's teacher and trajectories, scored on the classifier of $yardstick"
+    ablation_args=(--variants "$ABLATIONS" --threads 4 --teacher "${TEACHER:-$OUT/run/teacher/checkpoint}")
+    [ -n "$COMPARE_WITH" ] && ablation_args+=(--classifier "$COMPARE_WITH")
+    PYTHON="$PYTHON" run $((DEADLINE - SECONDS - RESERVE)) bash scripts/ablations.sh "$OUT/run" "${ablation_args[@]}" \
+        -- --device "$DEVICE" --set "steps_scale=$SCALE" --set hkd.data_memory_limit_mb=16384
+    tar czf "$OUT/ablations.tar.gz" -C "$OUT/run" --exclude='*/resume.pt' --exclude='*/model.safetensors' \
+        ablations 2> /dev/null
+    grep -A 8 "^variant" "$SUMMARY" | tail -n 8 > "$OUT/ablations.txt"
 fi
 
 say "2. GPU tests"
