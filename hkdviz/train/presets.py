@@ -157,7 +157,7 @@ PRESETS: dict = {
 # and ~24 samples/s: about 130 minutes. The default preset (2x the work) on one H200, measured in the
 # run that trained the shipped default: teacher 197 s (3,750 steps x 256, ~5,300 images/s late in the
 # run, data rendering included), trajectories 26 s (12,288 at 516/s), HKD 62 s (900 x 128), classifier
-# and evaluation 19 s: 5.1 minutes.
+# (500 steps in that run; the preset's 1,000 add a few seconds) and evaluation 19 s: 5.1 minutes.
 DEFAULT_CPU_BUDGET = {
     "measured_minutes_2_cpu_cores_bf16": {"teacher": 44.9, "trajectories": 6.3, "hkd": 25.8,
                                           "classifier_and_evaluation": 4.3, "total": 81.4},
