@@ -140,6 +140,25 @@ def test_steps_scale_for_budget_fits_the_measured_rates():
         steps_scale_for_budget(config, rates, seconds=80, fixed_seconds=60)
 
 
+def test_plan_scale_script_reads_bench_json(tmp_path, capsys):
+    import importlib.util
+    script = Path(__file__).resolve().parents[2] / "scripts" / "plan_scale.py"
+    spec = importlib.util.spec_from_file_location("plan_scale", script)
+    plan_scale = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plan_scale)
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"teacher": {"images_per_second": 4800.0}, "trajectories": {"images_per_second": 6144.0},
+                                 "hkd": {"samples_per_second": 5760.0}}))
+    overrides = ["--set", "teacher.steps=1875", "--set", "teacher.batch_size=256", "--set", "trajectories.count=6144",
+                 "--set", "hkd.steps=450", "--set", "hkd.batch_size=128"]
+    assert plan_scale.main(["--bench", str(bench), "--seconds", "400", *overrides]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == "3" and "total 393 s" in captured.err
+    with pytest.raises(SystemExit) as exit_info:
+        plan_scale.main(["--bench", str(tmp_path / "missing.json"), "--seconds", "400"])
+    assert exit_info.value.code == 2 and "missing.json" in capsys.readouterr().err
+
+
 def test_shipped_default_was_trained_by_the_default_preset():
     # checkpoints/default/{teacher,hkd} record the config that trained them; `--preset default` must
     # resolve to the same recipe (memory limits and logging cadence aside), or the README's claim fails.
