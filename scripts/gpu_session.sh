@@ -115,8 +115,9 @@ if [ "$DRY_RUN" = 1 ]; then
     BENCH_ARGS=(--batch 16 --hkd-batch 8 --repeats 2 --trajectory-count 16)
     PLAN_ARGS=(--preset smoke --fixed 5)
 else
-    # The preset's batches: the rates depend on them (the tiny network is launch-bound).
-    BENCH_ARGS=(--batch 256 --hkd-batch 128 --repeats 5)
+    # The preset's batches: the rates depend on them (the tiny network is launch-bound). 4,096
+    # trajectories (~8 s): at bench_train's default 512, start-up dominates (1.54x of bare on an H200).
+    BENCH_ARGS=(--batch 256 --hkd-batch 128 --repeats 5 --trajectory-count 4096)
     PLAN_ARGS=(--preset default "${OVERRIDES[@]}" --fixed 60 --maximum 8)
 fi
 # Fail fast: the whole pipeline at smoke size first (~50 s on an H200), so that a CUDA-only bug ends the call
