@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's Table-3 ablations on one teacher and one trajectory set: train the HKD stage once per
 # variant with the same preset budget, score each with `hkdviz eval --teacher none` on the same seeds,
-# and print one table.
+# and print one table (also written to RUN_DIR/ablations/table.txt).
 #
 #   bash scripts/ablations.sh RUN_DIR [--preset NAME] [--threads 2] [--variants a,b,...]
 #                             [--teacher DIR] [--classifier NAME_OR_DIR] [-- extra train arguments]
@@ -99,7 +99,7 @@ for variant in "${VARIANTS[@]}"; do
         || { echo "evaluating $variant failed; see $OUT/eval-$variant.txt" >&2; exit 1; }
 done
 
-"$PYTHON" - "$OUT" "${VARIANTS[@]}" <<'EOF'
+"$PYTHON" - "$OUT" "${VARIANTS[@]}" <<'EOF' | tee "$OUT/table.txt"
 import json
 import sys
 from pathlib import Path

@@ -168,10 +168,10 @@ if [ -n "$ABLATIONS" ] && [ -d "$OUT/run/hkd/checkpoint" ]; then
     ablation_args=(--variants "$ABLATIONS" --threads 4 --teacher "${TEACHER:-$OUT/run/teacher/checkpoint}")
     [ -n "$COMPARE_WITH" ] && ablation_args+=(--classifier "$COMPARE_WITH")
     PYTHON="$PYTHON" run $((DEADLINE - SECONDS - RESERVE)) bash scripts/ablations.sh "$OUT/run" "${ablation_args[@]}" \
-        -- --device "$DEVICE" --set "steps_scale=$SCALE" --set hkd.data_memory_limit_mb=16384
+        -- --device "$DEVICE" --set "steps_scale=$SCALE" "${OVERRIDES[@]}"
     tar czf "$OUT/ablations.tar.gz" -C "$OUT/run" --exclude='*/resume.pt' --exclude='*/model.safetensors' \
         ablations 2> /dev/null
-    grep -A 8 "^variant" "$SUMMARY" | tail -n 8 > "$OUT/ablations.txt"
+    cp "$OUT/run/ablations/table.txt" "$OUT/ablations.txt" 2> /dev/null
 fi
 
 say "2. GPU tests"

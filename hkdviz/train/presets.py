@@ -166,10 +166,6 @@ DEFAULT_CPU_BUDGET = {
     "throughput_2_cpu_cores_float32": {"teacher_images_per_second": 124.0, "trajectories_per_second": 6.6,
                                        "hkd_samples_per_second": 24.0},
 }
-DEFAULT_GPU_BUDGET = {
-    "measured_seconds_one_h200": {"teacher": 197.0, "trajectories": 26.0, "hkd": 62.0,
-                                  "classifier_and_evaluation": 19.0, "total": 304.0},
-}
 
 
 def _merge(base: dict, override: dict, path: tuple = ()) -> dict:
