@@ -511,6 +511,7 @@ class HKDLoop(TrainingLoop):
         return {"dataset": _dataset_name(self.config["dataset"]),
                 "teacher": {"path": str(self.teacher_path), "sha256": self.teacher_sha256},
                 "trajectories": {"path": str(self.trajectory_path), "count": self._count,
+                                 "first_seed": int(self.data.manifest["first_seed"]),
                                  "num_steps": int(self.data.manifest["num_steps"])},
                 "training": {"hkd": self.options, "loss": self.loss.config()}, "metrics": {}}
 

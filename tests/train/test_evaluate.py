@@ -7,8 +7,8 @@ import torch
 
 from hkdviz.train.classifier import ImageClassifier
 from hkdviz.train.data import SHAPE_NAMES, ShapesDataset
-from hkdviz.train.evaluate import (REFERENCE_SEED, EvaluationError, evaluate, format_table, held_out_reference,
-                                   heun_nfe, main, parse_dataset_spec)
+from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, REFERENCE_SEED, EvaluationError, evaluate, format_table,
+                                   held_out_reference, heun_nfe, main, parse_dataset_spec, training_seed_overlap)
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
@@ -98,6 +98,24 @@ def test_evaluate_by_checkpoint_paths_as_the_training_pipeline_calls_it(tiny_che
     assert json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())["num_samples"] == 8
     with pytest.raises(EvaluationError, match="needs an HKD model"):
         evaluate(classifier=str(classifier_checkpoint))
+
+
+def test_default_seeds_are_not_training_seeds(tiny_model, monkeypatch):
+    """Trajectories use seeds from 0: the default evaluation seeds start far beyond them, and a seed set
+    that overlaps the checkpoint's recorded trajectory seeds is flagged."""
+    images, _ = ShapesDataset(16, seed=3).materialize(progress=False)
+    result = evaluate(tiny_model, None, None, reference_images=images, num_samples=8, progress=False)
+    assert result["seeds"] == list(range(EVALUATION_FIRST_SEED, EVALUATION_FIRST_SEED + 8))
+    assert not any("training trajectory seeds" in note for note in result["notes"])
+    monkeypatch.setattr(tiny_model, "meta", {"trajectories": {"count": 10, "first_seed": 4}}, raising=False)
+    assert training_seed_overlap(tiny_model, range(16)) == 10  # seeds 4..13
+    assert training_seed_overlap(tiny_model, [EVALUATION_FIRST_SEED]) == 0
+    result = evaluate(tiny_model, None, None, reference_images=images, seeds=range(8), progress=False)
+    assert any(note.startswith("4 of the 8 seeds are among the HKD's training") for note in result["notes"])
+    monkeypatch.setattr(tiny_model, "meta", {"trajectories": {"count": 3}})  # older metas: first_seed 0
+    assert training_seed_overlap(tiny_model, range(8)) == 3
+    monkeypatch.setattr(tiny_model, "meta", {})
+    assert training_seed_overlap(tiny_model, range(8)) == 0
 
 
 def test_evaluate_without_teacher_or_classifier(tiny_model):
@@ -201,3 +219,31 @@ def test_cli_help_exits_0(capsys):
 def test_cli_cuda_without_cuda_exits_2(tiny_checkpoint, capsys):
     assert main([str(tiny_checkpoint), "--device", "cuda", "--quiet"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_bench_quality_pairs_blocks_by_seed():
+    """benchmarks/bench_quality.py: per-block differences HKD - teacher, their mean and standard error."""
+    import importlib.util
+    import math
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_quality.py"
+    spec = importlib.util.spec_from_file_location("bench_quality", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def row(method, nfe, kid):
+        return {"method": method, "nfe": nfe, "kid_x1e3": kid, "local_fd": kid / 10, "swd": float("nan")}
+
+    # The teacher is 10 worse than HKD in two blocks and 20 better in one: a shared block offset cancels.
+    blocks = [{"rows": [row("HKD (one step)", 1, hkd), row("teacher (Heun)", 5, teacher), row("held-out data", None, 0)]}
+              for hkd, teacher in ((1000, 1010), (1100, 1110), (900, 880))]
+    summary = bench.summarise(blocks)
+    assert list(summary["methods"]) == ["HKD 1 NFE", "teacher 5 NFE", "held-out data"]
+    assert list(summary["hkd_minus"]) == ["teacher 5 NFE"]  # the data row is a floor, not compared
+    kid = summary["hkd_minus"]["teacher 5 NFE"]["kid_x1e3"]
+    assert kid["mean"] == pytest.approx(0.0) and kid["hkd_lower_in"] == 2 and kid["blocks"] == 3
+    assert kid["standard_error"] == pytest.approx(math.sqrt(300 / 3))  # differences -10, -10, 20: sample var 300
+    assert summary["methods"]["HKD 1 NFE"]["kid_x1e3"]["mean"] == pytest.approx(1000.0)
+    assert "swd" not in summary["hkd_minus"]["teacher 5 NFE"]  # a measure missing in a block is left out
+    text = bench.format_summary(summary, 3, 1000)
+    assert "vs teacher 5 NFE" in text and "[2/3]" in text
