@@ -5,10 +5,10 @@
     python benchmarks/bench_quality.py --json runs/quality.json
 
 One `hkdviz eval` on 1000 seeds cannot rank two methods whose local KID differs by less than its
-spread (the shipped default: HKD 1071 vs teacher 5 NFE 1036, std over subsets ~70; moving the HKD to
-another 1000 seeds moved it by 67). This script scores every method on B disjoint blocks of
-unseen seeds (from EVALUATION_FIRST_SEED on, block b = seeds first + b * N ...), each block
-against the same held-out reference, and reports per measure (local KID x1e3, local FD, SWD):
+spread (the shipped default on seeds 0..999: HKD 1071 vs teacher 5 NFE 1036, std over subsets ~70;
+another 1000 seeds moved HKD by 67 and the 35-NFE teacher by 88). This script scores every method
+on B disjoint blocks of unseen seeds (from EVALUATION_FIRST_SEED on, block b = seeds first + b * N ...),
+each block against the same held-out reference, and reports per measure (local KID x1e3, local FD, SWD):
 
 - the mean over blocks and its standard error (std / sqrt(B));
 - the paired difference HKD - teacher, block by block (same seeds, same reference, so the noise the
@@ -16,7 +16,7 @@ against the same held-out reference, and reports per measure (local KID x1e3, lo
 
 The reference is fixed across blocks, so a block's spread is the samples' noise only: enough to rank
 methods on this reference, not a confidence interval for the population value. Nothing here is
-timed; run it on any device (CPU: ~1.5 minutes per block of 1000 for --teacher-steps 8,3).
+timed; run it on any device (2 CPU cores: 2-3 minutes per block of 1000 for --teacher-steps 8,3).
 """
 from __future__ import annotations
 
@@ -107,7 +107,8 @@ def main(argv=None) -> int:
     parser.add_argument("--blocks", type=int, default=6, help="disjoint seed blocks (default 6)")
     parser.add_argument("--num-samples", type=int, default=1000, help="seeds per block and reference size")
     parser.add_argument("--first-seed", type=int, default=EVALUATION_FIRST_SEED)
-    parser.add_argument("--teacher-steps", default="8,3", help="Heun steps of the teacher rows (default 8,3 = 15, 5 NFE)")
+    parser.add_argument("--teacher-steps", default="8,3",
+                        help="Heun steps of the teacher rows (default 8,3 = 15, 5 NFE)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--json", default=None, metavar="PATH", help="also write every block and the summary")

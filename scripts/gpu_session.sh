@@ -19,7 +19,8 @@
 #    into results.tar.gz as soon as it ends, so a later stage that overruns loses nothing ($OUT starts
 #    empty on each call: a stopped stage does not resume in the next);
 #    each run scores itself with its own classifier, whose feature scale differs from run to run, so
-#    the new run and the shipped default are also scored on each other's classifier (COMPARE_WITH);
+#    the new run and the shipped default are also scored on each other's classifier (COMPARE_WITH),
+#    and both are ranked against their teachers over 6 blocks of 1000 unseen seeds (bench_quality);
 #    ABLATIONS=a,b,... then runs scripts/ablations.sh on the new run (those variants of its HKD stage,
 #    scored on the COMPARE_WITH classifier) into ablations.txt / ablations.tar.gz;
 # 2. the GPU tests (pytest -m gpu), in the TESTS_SECONDS (default 75) kept after training;
@@ -114,11 +115,13 @@ fi
 if [ "$DRY_RUN" = 1 ]; then
     BENCH_ARGS=(--batch 16 --hkd-batch 8 --repeats 2 --trajectory-count 16)
     PLAN_ARGS=(--preset smoke --fixed 5)
+    QUALITY_ARGS=(--blocks 2 --num-samples 16 --teacher-steps 3)
 else
     # The preset's batches: the rates depend on them (the tiny network is launch-bound). 4,096
     # trajectories (~8 s): at bench_train's default 512, start-up dominates (1.54x of bare on an H200).
     BENCH_ARGS=(--batch 256 --hkd-batch 128 --repeats 5 --trajectory-count 4096)
     PLAN_ARGS=(--preset default "${OVERRIDES[@]}" --fixed 60 --maximum 8)
+    QUALITY_ARGS=(--blocks 6 --num-samples 1000 --teacher-steps 8,3)
 fi
 # Fail fast: the whole pipeline at smoke size first (~50 s on an H200), so that a CUDA-only bug ends the call
 # before the long run spends the device time (the session can then fix it and call again).
@@ -161,6 +164,13 @@ if [ -n "$COMPARE_WITH" ] && [ -d "$OUT/run/export/hkd" ]; then
         --classifier "$COMPARE_WITH" --device "$DEVICE" --json "$OUT/compare_new_on_shipped_classifier.json"
     run 60 "$PYTHON" -m hkdviz eval "$COMPARE_WITH" --classifier "$OUT/run/export/classifier" \
         --device "$DEVICE" --json "$OUT/compare_shipped_on_new_classifier.json"
+    # One 1000-seed eval cannot rank HKD against the 5-NFE teacher (their KIDs differ by less than its
+    # spread): score both checkpoints over disjoint blocks of unseen seeds, with paired differences. The
+    # tables go to summary.txt only ($OUT returns at most 8 files).
+    say "1b. HKD against its teacher over seed blocks (bench_quality), new run then $COMPARE_WITH, on $COMPARE_WITH's classifier"
+    run 120 "$PYTHON" benchmarks/bench_quality.py --checkpoint "$OUT/run/export/hkd" --teacher "$OUT/run/export/teacher" \
+        --classifier "$COMPARE_WITH" --device "$DEVICE" "${QUALITY_ARGS[@]}"
+    run 120 "$PYTHON" benchmarks/bench_quality.py --checkpoint "$COMPARE_WITH" --device "$DEVICE" "${QUALITY_ARGS[@]}"
 fi
 if [ -n "$ABLATIONS" ] && [ -d "$OUT/run/hkd/checkpoint" ]; then
     yardstick="${COMPARE_WITH:-the new run}"

@@ -522,9 +522,9 @@ def _run(args) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_TEACHER_STEPS", "EVALUATION_FIRST_SEED", "EvaluationError", "REFERENCE_SEED", "companion_checkpoint",
-           "evaluate", "format_table", "held_out_reference", "heun_nfe", "main", "parse_dataset_spec",
-           "training_seed_overlap"]
+__all__ = ["DEFAULT_TEACHER_STEPS", "EVALUATION_FIRST_SEED", "EvaluationError", "REFERENCE_SEED",
+           "companion_checkpoint", "evaluate", "format_table", "held_out_reference", "heun_nfe", "main",
+           "parse_dataset_spec", "training_seed_overlap"]
 
 
 if __name__ == "__main__":  # pragma: no cover

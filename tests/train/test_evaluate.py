@@ -235,7 +235,8 @@ def test_bench_quality_pairs_blocks_by_seed():
         return {"method": method, "nfe": nfe, "kid_x1e3": kid, "local_fd": kid / 10, "swd": float("nan")}
 
     # The teacher is 10 worse than HKD in two blocks and 20 better in one: a shared block offset cancels.
-    blocks = [{"rows": [row("HKD (one step)", 1, hkd), row("teacher (Heun)", 5, teacher), row("held-out data", None, 0)]}
+    blocks = [{"rows": [row("HKD (one step)", 1, hkd), row("teacher (Heun)", 5, teacher),
+                        row("held-out data", None, 0)]}
               for hkd, teacher in ((1000, 1010), (1100, 1110), (900, 880))]
     summary = bench.summarise(blocks)
     assert list(summary["methods"]) == ["HKD 1 NFE", "teacher 5 NFE", "held-out data"]

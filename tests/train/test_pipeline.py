@@ -45,6 +45,11 @@ def test_train_all_end_to_end_gives_loadable_checkpoints(tmp_path, single_thread
     assert model.meta["step"] == 3 and model.meta["kind"] == "hkd"
     rows = model.meta["metrics"]["evaluation"]["rows"]
     assert rows[0]["nfe"] == 1 and (out / "evaluation" / "evaluation.json").exists()
+    # Scored on seeds it was not trained on (trajectory seeds 0..11), and the meta says which.
+    from hkdviz.train.evaluate import EVALUATION_FIRST_SEED
+    assert model.meta["trajectories"]["first_seed"] == 0 and model.meta["trajectories"]["count"] == 12
+    seeds = model.meta["metrics"]["evaluation"]["seeds"]
+    assert seeds == list(range(EVALUATION_FIRST_SEED, EVALUATION_FIRST_SEED + 16))
     images = model.sample([0, 1, 2])
     assert images.shape == (3, 3, 16, 16) and torch.isfinite(images).all()
     teacher = load_teacher(out / "export", device="cpu")
