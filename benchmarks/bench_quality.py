@@ -34,8 +34,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 import hkdviz  # noqa: E402
-from hkdviz.checkpoint import resolve_device  # noqa: E402
-from hkdviz.train.classifier import load_classifier  # noqa: E402
+from hkdviz.checkpoint import CheckpointError, resolve_device  # noqa: E402
+from hkdviz.train.classifier import ClassifierError, load_classifier  # noqa: E402
 from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, companion_checkpoint, evaluate,  # noqa: E402
                                    format_table, held_out_reference)
 
@@ -124,14 +124,17 @@ def main(argv=None) -> int:
     if not teacher_steps or min(teacher_steps) < 1:
         parser.error(f"--teacher-steps {args.teacher_steps!r}: give positive integers such as 8,3")
 
-    device = resolve_device(args.device)
-    model = hkdviz.load(args.checkpoint, device=device)
-    teacher_path = args.teacher or companion_checkpoint(args.checkpoint, "teacher")
-    classifier_path = args.classifier or companion_checkpoint(args.checkpoint, "classifier")
-    if teacher_path is None or classifier_path is None:
-        parser.error("no teacher or classifier beside the checkpoint: pass --teacher and --classifier")
-    teacher = hkdviz.load_teacher(teacher_path, device=device)
-    classifier = load_classifier(classifier_path, device=device)
+    try:  # a wrong name or device is a usage error: one line, no traceback
+        device = resolve_device(args.device)
+        model = hkdviz.load(args.checkpoint, device=device)
+        teacher_path = args.teacher or companion_checkpoint(args.checkpoint, "teacher")
+        classifier_path = args.classifier or companion_checkpoint(args.checkpoint, "classifier")
+        if teacher_path is None or classifier_path is None:
+            parser.error("no teacher or classifier beside the checkpoint: pass --teacher and --classifier")
+        teacher = hkdviz.load_teacher(teacher_path, device=device)
+        classifier = load_classifier(classifier_path, device=device)
+    except (CheckpointError, ClassifierError, RuntimeError, ValueError) as error:
+        parser.error(str(error))
     spec = (model.meta or {}).get("dataset") or "shapes"
     images, description = held_out_reference(spec, 2 * args.num_samples, resolution=model.image_shape[-1],
                                              progress=False)
