@@ -115,9 +115,10 @@ def _run(args) -> int:
         if hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
             print("hkdviz train: note: the machine is busy (load above the core count); --threads 1 is often "
                   "much faster for small models then", file=sys.stderr)
-    if context.device.type == "cpu" and context.is_main and config.get("preset") == "default" and args.stage != "classifier":
-        print("hkdviz train: note: the default preset is sized for a GPU (5 minutes on one H200, about 2.7 hours "
-              "on 2 CPU cores); --preset default-cpu is sized for ~90 minutes on 2 CPU cores", file=sys.stderr)
+    if context.device.type == "cpu" and context.is_main and args.stage != "classifier":
+        note = cpu_duration_note(config)
+        if note:
+            print(f"hkdviz train: note: {note}", file=sys.stderr)
     try:
         if args.stage == "teacher":
             stage_teacher(config, out, context, progress)
@@ -216,6 +217,29 @@ def _check_evaluate_options(config: dict) -> None:
     unknown = sorted(set(config["evaluate"].get("options") or {}) - accepted)
     if unknown:
         raise UsageError(f"evaluate.options has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(accepted))}")
+
+
+def cpu_duration_note(config: dict, native_bfloat16: bool | None = None) -> str | None:
+    """What the default presets cost on 2 CPU cores of this kind (presets.estimated_cpu_minutes), when
+    that is worth a warning: `default` always (it is sized for a GPU), `default-cpu` where the CPU has
+    no native bfloat16 (it is sized for one that has). None otherwise."""
+    from .common import cpu_has_native_bfloat16
+    from .presets import estimated_cpu_minutes, resolve_training_config
+
+    preset = config.get("preset")
+    if preset not in ("default", "default-cpu"):
+        return None
+    native = cpu_has_native_bfloat16() if native_bfloat16 is None else native_bfloat16
+    kind = "with native bfloat16" if native else "in float32 (no native bfloat16 on this CPU)"
+    minutes = estimated_cpu_minutes(config, native)
+    if preset == "default":
+        alternative = estimated_cpu_minutes(resolve_training_config("default-cpu"), native)
+        return (f"the default preset is sized for a GPU (5 minutes on one H200); on 2 CPU cores {kind} the whole "
+                f"pipeline takes about {minutes / 60:.1f} hours; --preset default-cpu about {alternative:.0f} minutes")
+    if not native:
+        return (f"default-cpu is sized for ~90 minutes on 2 CPU cores with native bfloat16; {kind} the whole "
+                f"pipeline takes about {minutes:.0f} minutes on 2 cores")
+    return None
 
 
 def _record_metrics(checkpoint: Path, result: dict) -> None:

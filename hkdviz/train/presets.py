@@ -11,8 +11,9 @@ Presets:
 - smoke:    the whole pipeline end to end in about a minute on 2 CPU cores (a plumbing check,
             not a useful model).
 - default:  the shipped checkpoint: "tiny" model (~0.57M parameters, 32x32 RGB) on the shapes
-            data set, sized for one GPU (5.1 minutes on one H200, measured); about 2.7 hours on 2 CPU
-            cores (estimated from default-cpu's measured rates), where default-cpu is the better choice.
+            data set, sized for one GPU (5.1 minutes on one H200, measured); about 2.6 hours on 2 CPU
+            cores with native bfloat16, 4.1 in float32 (estimated_cpu_minutes, from default-cpu's measured
+            rates), where default-cpu is the better choice.
 - default-cpu: the same model and data at half the images and a quarter of the batch, sized for ~90
             minutes on 2 CPU cores with native bfloat16; trained the earlier shipped default (see
             DEFAULT_CPU_BUDGET below and the README).
@@ -285,6 +286,24 @@ def scaled(config: dict) -> dict:
     return result
 
 
+def estimated_cpu_minutes(config: dict, native_bfloat16: bool) -> float:
+    """Wall minutes `config` (steps_scale applied) takes on 2 CPU cores, from DEFAULT_CPU_BUDGET's
+    measured rates: bf16 ones where the CPU has native bfloat16, float32 ones elsewhere; classifier
+    and evaluation as measured for default-cpu. An estimate for the `tiny` model only."""
+    rates = DEFAULT_CPU_BUDGET["throughput_2_cpu_cores_bf16" if native_bfloat16 else "throughput_2_cpu_cores_float32"]
+    fixed = 60.0 * DEFAULT_CPU_BUDGET["measured_minutes_2_cpu_cores_bf16"]["classifier_and_evaluation"]
+    return (sum(_stage_seconds(scaled(config), rates).values()) + fixed) / 60.0
+
+
+def _stage_seconds(config: dict, rates: dict) -> dict:
+    """Seconds per stage of `config` as given (no steps_scale applied) at measured rates."""
+    return {
+        "teacher": config["teacher"]["steps"] * config["teacher"]["batch_size"] / rates["teacher_images_per_second"],
+        "trajectories": config["trajectories"]["count"] / rates["trajectories_per_second"],
+        "hkd": config["hkd"]["steps"] * config["hkd"]["batch_size"] / rates["hkd_samples_per_second"],
+    }
+
+
 def steps_scale_for_budget(config: dict, rates: dict, seconds: float, fixed_seconds: float = 60.0,
                            step: float = 0.25, maximum: float = 16.0) -> tuple[float, dict]:
     """The largest steps_scale (a multiple of `step`, at most `maximum`) whose estimated training time
@@ -293,11 +312,7 @@ def steps_scale_for_budget(config: dict, rates: dict, seconds: float, fixed_seco
     `fixed_seconds` covers what does not scale (data rendering, start-up, classifier, evaluation).
     Returns (scale, estimate) with the estimated seconds per stage at that scale. Raises PresetError
     when even scale `step` does not fit: the budget is too small for this config on this machine."""
-    unit = {  # seconds per stage at steps_scale 1
-        "teacher": config["teacher"]["steps"] * config["teacher"]["batch_size"] / rates["teacher_images_per_second"],
-        "trajectories": config["trajectories"]["count"] / rates["trajectories_per_second"],
-        "hkd": config["hkd"]["steps"] * config["hkd"]["batch_size"] / rates["hkd_samples_per_second"],
-    }
+    unit = _stage_seconds(config, rates)  # seconds per stage at steps_scale 1
     per_scale = sum(unit.values())
     scale = min(maximum, math.floor((seconds - fixed_seconds) / per_scale / step) * step)
     if scale < step:
@@ -310,4 +325,4 @@ def steps_scale_for_budget(config: dict, rates: dict, seconds: float, fixed_seco
 
 
 __all__ = ["PRESETS", "BASE", "PresetError", "resolve_training_config", "apply_override", "parse_value",
-           "load_config_file", "scaled", "steps_scale_for_budget"]
+           "load_config_file", "scaled", "steps_scale_for_budget", "estimated_cpu_minutes"]

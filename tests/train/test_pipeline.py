@@ -188,3 +188,21 @@ def test_presets_are_plain_data_and_parser_lists_them():
     paper = resolve_training_config("cifar10")
     assert paper["hkd"]["batch_size"] == 256 and paper["hkd"]["lr"] == 1e-3 and paper["hkd"]["epochs"] == 53
     assert resolve_training_config("ffhq64")["hkd"]["batch_size"] == 64
+
+
+def test_cpu_duration_note_estimates_from_measured_rates():
+    from hkdviz.train.cli import cpu_duration_note
+    from hkdviz.train.presets import DEFAULT_CPU_BUDGET, estimated_cpu_minutes
+    # Known answer: default-cpu with bf16 reproduces the run it was measured on (81.4 minutes).
+    measured = DEFAULT_CPU_BUDGET["measured_minutes_2_cpu_cores_bf16"]["total"]
+    assert estimated_cpu_minutes(resolve_training_config("default-cpu"), True) == pytest.approx(measured, abs=0.5)
+    # The default preset is twice the work; float32 is slower; steps_scale counts.
+    default_bf16 = estimated_cpu_minutes(resolve_training_config("default"), True)
+    assert 150 < default_bf16 < 170 and estimated_cpu_minutes(resolve_training_config("default"), False) > default_bf16
+    half = resolve_training_config("default", overrides=["steps_scale=0.5"])
+    assert estimated_cpu_minutes(half, True) < 0.6 * default_bf16
+    assert "about 2.6 hours" in cpu_duration_note(resolve_training_config("default"), native_bfloat16=True)
+    assert "about 4.1 hours" in cpu_duration_note(resolve_training_config("default"), native_bfloat16=False)
+    assert cpu_duration_note(resolve_training_config("default-cpu"), native_bfloat16=True) is None
+    assert "float32" in cpu_duration_note(resolve_training_config("default-cpu"), native_bfloat16=False)
+    assert cpu_duration_note(resolve_training_config("smoke"), native_bfloat16=False) is None
