@@ -82,7 +82,7 @@ def _standard_error(values: np.ndarray) -> float:
 
 
 def format_summary(summary: dict, num_blocks: int, num_samples: int) -> str:
-    lines = [f"{num_blocks} blocks x {num_samples} unseen seeds; mean +- standard error over blocks"]
+    lines = [f"{num_blocks} blocks x {num_samples} seeds; mean +- standard error over blocks"]
     width = max(len(name) for name in summary["methods"]) + 2
     lines.append("method".ljust(width) + "".join(title.rjust(22) for _, title, _ in MEASURES))
     for name, entry in summary["methods"].items():
