@@ -220,9 +220,10 @@ def _check_evaluate_options(config: dict) -> None:
 
 
 def cpu_duration_note(config: dict, native_bfloat16: bool | None = None) -> str | None:
-    """What the default presets cost on 2 CPU cores of this kind (presets.estimated_cpu_minutes), when
-    that is worth a warning: `default` always (it is sized for a GPU), `default-cpu` where the CPU has
-    no native bfloat16 (it is sized for one that has). None otherwise."""
+    """What the default presets cost on 2 CPU cores of this kind (presets.estimated_cpu_minutes; `config`
+    as run, steps_scale already applied), when that is worth a warning: `default` always (it is sized
+    for a GPU), `default-cpu` where the CPU has no native bfloat16 (it is sized for one that has).
+    None otherwise."""
     from .common import cpu_has_native_bfloat16
     from .presets import estimated_cpu_minutes, resolve_training_config
 

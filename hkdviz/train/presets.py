@@ -287,16 +287,17 @@ def scaled(config: dict) -> dict:
 
 
 def estimated_cpu_minutes(config: dict, native_bfloat16: bool) -> float:
-    """Wall minutes `config` (steps_scale applied) takes on 2 CPU cores, from DEFAULT_CPU_BUDGET's
-    measured rates: bf16 ones where the CPU has native bfloat16, float32 ones elsewhere; classifier
-    and evaluation as measured for default-cpu. An estimate for the `tiny` model only."""
+    """Wall minutes `config` takes on 2 CPU cores, from DEFAULT_CPU_BUDGET's measured rates: bf16 ones
+    where the CPU has native bfloat16, float32 ones elsewhere; classifier and evaluation as measured
+    for default-cpu. `config` as run: pass scaled(config) when steps_scale is not 1 (the CLI's config
+    already is; scaling twice would square the scale). An estimate for the `tiny` model only."""
     rates = DEFAULT_CPU_BUDGET["throughput_2_cpu_cores_bf16" if native_bfloat16 else "throughput_2_cpu_cores_float32"]
     fixed = 60.0 * DEFAULT_CPU_BUDGET["measured_minutes_2_cpu_cores_bf16"]["classifier_and_evaluation"]
-    return (sum(_stage_seconds(scaled(config), rates).values()) + fixed) / 60.0
+    return (sum(_stage_seconds(config, rates).values()) + fixed) / 60.0
 
 
 def _stage_seconds(config: dict, rates: dict) -> dict:
-    """Seconds per stage of `config` as given (no steps_scale applied) at measured rates."""
+    """Seconds per stage of `config` as given (its steps_scale is not applied here) at measured rates."""
     return {
         "teacher": config["teacher"]["steps"] * config["teacher"]["batch_size"] / rates["teacher_images_per_second"],
         "trajectories": config["trajectories"]["count"] / rates["trajectories_per_second"],

@@ -199,8 +199,9 @@ def test_cpu_duration_note_estimates_from_measured_rates():
     # The default preset is twice the work; float32 is slower; steps_scale counts.
     default_bf16 = estimated_cpu_minutes(resolve_training_config("default"), True)
     assert 150 < default_bf16 < 170 and estimated_cpu_minutes(resolve_training_config("default"), False) > default_bf16
-    half = resolve_training_config("default", overrides=["steps_scale=0.5"])
+    half = scaled(resolve_training_config("default", overrides=["steps_scale=0.5"]))  # as the CLI runs it
     assert estimated_cpu_minutes(half, True) < 0.6 * default_bf16
+    assert estimated_cpu_minutes(half, True) > 0.5 * default_bf16  # scaled once, not twice
     assert "about 2.6 hours" in cpu_duration_note(resolve_training_config("default"), native_bfloat16=True)
     assert "about 4.1 hours" in cpu_duration_note(resolve_training_config("default"), native_bfloat16=False)
     assert cpu_duration_note(resolve_training_config("default-cpu"), native_bfloat16=True) is None
