@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import hkdviz  # noqa: E402
 from hkdviz.checkpoint import CheckpointError, resolve_device  # noqa: E402
 from hkdviz.train.classifier import ClassifierError, load_classifier  # noqa: E402
-from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, companion_checkpoint, evaluate,  # noqa: E402
-                                   format_table, held_out_reference)
+from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, EvaluationError, companion_checkpoint,  # noqa: E402
+                                   evaluate, format_table, held_out_reference, parse_teacher_steps)
 
 MEASURES = (("kid_x1e3", "local KID x1e3", "{:.1f}"), ("local_fd", "local FD", "{:.2f}"), ("swd", "SWD", "{:.4f}"))
 
@@ -49,10 +49,10 @@ def label(row: dict) -> str:
 
 def summarise(blocks: list[dict]) -> dict:
     """Per method: mean and standard error over blocks; per teacher row: the paired difference to HKD."""
-    methods = [(row["method"], row["nfe"]) for row in blocks[0]["rows"]]
-    labels = [label(row) for row in blocks[0]["rows"]]
+    first_rows = blocks[0]["rows"]
+    labels = [label(row) for row in first_rows]
     summary = {"methods": {}, "hkd_minus": {}}
-    for index in range(len(methods)):
+    for index in range(len(first_rows)):
         entry = {}
         for key, _, _ in MEASURES:
             values = np.array([block["rows"][index][key] for block in blocks], dtype=np.float64)
@@ -62,8 +62,8 @@ def summarise(blocks: list[dict]) -> dict:
                           "per_block": values.tolist()}
         summary["methods"][labels[index]] = entry
     hkd = 0  # evaluate() scores HKD first
-    for index in range(1, len(methods)):
-        if methods[index][1] is None:  # the held-out data row is a floor, not a competitor
+    for index in range(1, len(first_rows)):
+        if first_rows[index]["nfe"] is None:  # the held-out data row is a floor, not a competitor
             continue
         entry = {}
         for key, _, _ in MEASURES:
@@ -118,11 +118,9 @@ def main(argv=None) -> int:
     if args.num_samples < 8:
         parser.error(f"--num-samples must be >= 8, got {args.num_samples}")
     try:
-        teacher_steps = [int(value) for value in args.teacher_steps.split(",") if value.strip()]
-    except ValueError:
-        teacher_steps = []
-    if not teacher_steps or min(teacher_steps) < 1:
-        parser.error(f"--teacher-steps {args.teacher_steps!r}: give positive integers such as 8,3")
+        teacher_steps = parse_teacher_steps(args.teacher_steps)
+    except EvaluationError as error:
+        parser.error(str(error))
 
     try:  # a wrong name or device is a usage error: one line, no traceback
         device = resolve_device(args.device)

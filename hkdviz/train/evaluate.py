@@ -431,7 +431,7 @@ def companion_checkpoint(checkpoint: str, kind: str) -> str | None:
     return None
 
 
-def _parse_steps(text: str) -> list[int]:
+def parse_teacher_steps(text: str) -> list[int]:
     try:
         steps = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
@@ -478,7 +478,7 @@ def _run(args) -> int:
         raise EvaluationError(f"--first-seed must be >= 0, got {args.first_seed}")
     if args.json is not None and not Path(args.json).expanduser().resolve().parent.is_dir():
         raise EvaluationError(f"--json {args.json}: the folder {Path(args.json).parent} does not exist")
-    steps = _parse_steps(args.teacher_steps)
+    steps = parse_teacher_steps(args.teacher_steps)
     try:
         device = resolve_device(args.device)
     except RuntimeError as error:
@@ -524,7 +524,7 @@ def _run(args) -> int:
 
 __all__ = ["DEFAULT_TEACHER_STEPS", "EVALUATION_FIRST_SEED", "EvaluationError", "REFERENCE_SEED",
            "companion_checkpoint", "evaluate", "format_table", "held_out_reference", "heun_nfe", "main",
-           "parse_dataset_spec", "training_seed_overlap"]
+           "parse_dataset_spec", "parse_teacher_steps", "training_seed_overlap"]
 
 
 if __name__ == "__main__":  # pragma: no cover
