@@ -166,13 +166,21 @@ class ImageClassifier(nn.Module):
     def features_and_probabilities(self, images: torch.Tensor, head: str | None = None,
                                    batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
         """(features as `features`, softmax of one head as `probabilities`) from one pass of the network."""
-        layer, scale = self.heads[self._head(head)], float(self.config["feature_scale"])
+        features, probabilities = self.features_and_all_probabilities(images, batch_size)
+        return features, probabilities[self._head(head)]
 
-        def both(batch):
+    @torch.no_grad()
+    def features_and_all_probabilities(self, images: torch.Tensor,
+                                       batch_size: int = 500) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(features as `features`, {head: softmax [N, K]} for every head) from one pass of the network."""
+        scale = float(self.config["feature_scale"])
+        sizes = [layer.out_features for layer in self.heads.values()]
+
+        def every(batch):
             raw = self._features(batch)
-            return torch.cat([raw / scale, layer(raw).softmax(dim=1)], dim=1)
-        combined = self._batched(images, batch_size, both)
-        return combined[:, :self.feature_dim], combined[:, self.feature_dim:]
+            return torch.cat([raw / scale] + [layer(raw).softmax(dim=1) for layer in self.heads.values()], dim=1)
+        features, *probabilities = self._batched(images, batch_size, every).split([self.feature_dim, *sizes], dim=1)
+        return features, dict(zip(self.heads.keys(), probabilities))
 
     def probabilities(self, images: torch.Tensor, head: str | None = None, batch_size: int = 500) -> torch.Tensor:
         """Softmax [N, K] of one head (the main head by default)."""

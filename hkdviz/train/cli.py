@@ -248,7 +248,8 @@ def _record_metrics(checkpoint: Path, result: dict) -> None:
     path = checkpoint / "meta.json"
     meta = json.loads(path.read_text())
     meta.setdefault("metrics", {})["evaluation"] = {"num_samples": result.get("num_samples"),
-                                                    "seeds": result.get("seeds"), "rows": result.get("rows", [])}
+                                                    "seeds": result.get("seeds"), "target": result.get("target"),
+                                                    "rows": result.get("rows", [])}
     from .common import atomic_write_text, json_default
     atomic_write_text(path, json.dumps(meta, indent=2, sort_keys=True, default=json_default) + "\n")
 

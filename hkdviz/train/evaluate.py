@@ -5,7 +5,9 @@ set is scored against held-out data with the weights-free measures of quality.py
 local FD (classifier features: not FID), pixel SWD, recognisability (mean max-softmax confidence,
 class-histogram entropy and KL to the reference), pixel statistics (high-frequency share, contrast,
 mean neighbour difference: read against the held-out row, they tell blur from noise) and wall time
-per image. A "held-out data" row scores a second held-out set the same way: the floor that finite
+per image. The classifier's other heads get their own class KL (shapes: background as well as shape).
+Each sampled row is also compared seed by seed with the teacher at the most steps (35 NFE), the
+distillation target: mean per-image pixel RMSE and the fraction of seeds predicted the same class. A "held-out data" row scores a second held-out set the same way: the floor that finite
 sample sizes allow.
 
 Held-out reference: for procedural sets (shapes) the images come from the training spec with its
@@ -184,8 +186,11 @@ def evaluate(hkd_model=None, teacher=None, classifier=None, reference_images=Non
     evaluation.json and table.txt there.
 
     Returns {"rows": [{method, num_steps, nfe, kid_x1e3, kid_std_x1e3, local_fd, swd, confidence,
-    class_entropy, class_kl, high_frequency_share, contrast, gradient, seconds_per_image[, fid]}],
-    "num_samples", "seeds", "reference", ...}.
+    class_entropy, class_kl, class_kl_by_head, high_frequency_share, contrast, gradient, seconds_per_image,
+    rmse_to_target, target_agreement, target_agreement_by_head[, fid]}], "num_samples", "seeds",
+    "reference", "target", "classifier_main_head", ...}. The target is the teacher at max(teacher_steps):
+    the other sampled rows get their seed-by-seed pixel RMSE to it and the fraction of seeds whose
+    predicted class (main head; every head in target_agreement_by_head) matches its sample's.
     """
     from ..checkpoint import resolve_device
     from .quality import QualityReference
@@ -242,22 +247,55 @@ def evaluate(hkd_model=None, teacher=None, classifier=None, reference_images=Non
                               f"samples, got {got}")
 
     quality = QualityReference(reference_images, classifier, inception=inception, seed=seed)
-    rows = []
+    # The teacher at its most steps is the distillation target: every other sample set is also compared
+    # with it seed by seed (pixel RMSE, class agreement), which the distribution measures cannot see.
+    target = None  # {"num_steps", "images", "predictions"} once the target has been sampled
 
-    def score(method: str, num_steps, nfe, images, seconds):
-        measures = quality.measure(images)
+    def score(method: str, num_steps, nfe, images, seconds) -> dict:
+        measures, predictions = quality.measure(images, return_predictions=True)
         row = {"method": method, "num_steps": num_steps, "nfe": nfe,
                "kid_x1e3": None if measures["kid"] is None else 1e3 * measures["kid"],
                "kid_std_x1e3": None if measures["kid_std"] is None else 1e3 * measures["kid_std"],
                "local_fd": measures["local_fd"], "swd": measures["swd"], "confidence": measures["confidence"],
                "class_entropy": measures["class_entropy"], "class_kl": measures["class_kl"],
+               "class_kl_by_head": measures["class_kl_by_head"],
                "high_frequency_share": measures["high_frequency_share"], "contrast": measures["contrast"],
-               "gradient": measures["gradient"], "seconds_per_image": None if seconds is None else seconds / len(images)}
+               "gradient": measures["gradient"], "seconds_per_image": None if seconds is None else seconds / len(images),
+               "rmse_to_target": None, "target_agreement": None, "target_agreement_by_head": None}
         if "fid" in measures:
             row["fid"] = measures["fid"]
-        rows.append(row)
+        if target is not None and nfe is not None:  # sampled from the same seeds as the target
+            row["rmse_to_target"] = float((images - target["images"]).square().flatten(1).mean(1).sqrt().mean())
+            if predictions:
+                agreement = {head: float((predicted == target["predictions"][head]).double().mean())
+                             for head, predicted in predictions.items()}
+                row["target_agreement_by_head"] = agreement
+                row["target_agreement"] = agreement[classifier.main_head]
+        return row, predictions
 
     from tqdm.auto import tqdm
+
+    def sample_teacher_timed(steps: int) -> tuple[torch.Tensor, float]:
+        _synchronize()
+        started = time.perf_counter()
+        chunks = tqdm(_chunks(seeds, batch_size), desc=f"teacher {steps} steps", disable=not progress, leave=False)
+        samples = torch.cat([sample_teacher(chunk, steps).cpu() for chunk in chunks])
+        _synchronize()
+        return _checked_images(samples, len(seeds), image_shape, "teacher.sample"), time.perf_counter() - started
+
+    def teacher_method(steps: int) -> str:
+        return "teacher (Heun)" if steps > 1 else "teacher (Euler)"
+
+    teacher_rows = {}  # position in teacher_steps -> row
+    if teacher is not None and teacher_steps:
+        sample_teacher = _teacher_sampler(teacher, batch_size)
+        sample_teacher(seeds[:1], 1)
+        # The target is sampled first so that HKD and the shorter runs can be compared with it as they come.
+        position = teacher_steps.index(max(teacher_steps))
+        steps = teacher_steps[position]
+        images, seconds = sample_teacher_timed(steps)
+        teacher_rows[position], predictions = score(teacher_method(steps), steps, heun_nfe(steps), images, seconds)
+        target = {"num_steps": steps, "nfe": heun_nfe(steps), "images": images, "predictions": predictions}
 
     # HKD: one step. A one-seed warm-up first, so the timing excludes one-off kernel set-up.
     hkd_model.sample(seeds[:1])
@@ -267,35 +305,33 @@ def evaluate(hkd_model=None, teacher=None, classifier=None, reference_images=Non
                          for chunk in tqdm(_chunks(seeds, batch_size), desc="HKD 1 step", disable=not progress,
                                            leave=False)])
     _synchronize()
-    score("HKD (one step)", 1, 1, _checked_images(samples, len(seeds), image_shape, "hkd_model.sample"),
-          time.perf_counter() - started)
+    rows = [score("HKD (one step)", 1, 1, _checked_images(samples, len(seeds), image_shape, "hkd_model.sample"),
+                  time.perf_counter() - started)[0]]
 
     if teacher is not None:
-        sample_teacher = _teacher_sampler(teacher, batch_size)
-        sample_teacher(seeds[:1], 1)
-        for steps in teacher_steps:
-            _synchronize()
-            started = time.perf_counter()
-            chunks = tqdm(_chunks(seeds, batch_size), desc=f"teacher {steps} steps", disable=not progress, leave=False)
-            samples = torch.cat([sample_teacher(chunk, steps).cpu() for chunk in chunks])
-            _synchronize()
-            score("teacher (Heun)" if steps > 1 else "teacher (Euler)", steps, heun_nfe(steps),
-                  _checked_images(samples, len(seeds), image_shape, "teacher.sample"), time.perf_counter() - started)
+        for position, steps in enumerate(teacher_steps):
+            if position not in teacher_rows:
+                images, seconds = sample_teacher_timed(steps)
+                teacher_rows[position] = score(teacher_method(steps), steps, heun_nfe(steps), images, seconds)[0]
+        rows += [teacher_rows[position] for position in range(len(teacher_steps))]
     else:
         notes.append("no teacher: only HKD is scored")
     if classifier is None:
         notes.append("no classifier: local KID, local FD and recognisability are not measured")
     if data_images is not None and len(data_images) >= 4:
-        score("held-out data", None, None, data_images, None)
+        rows.append(score("held-out data", None, None, data_images, None)[0])
 
     result = {
         "rows": rows,
         "num_samples": len(seeds),
         "seeds": seeds if len(seeds) <= 16 else {"first": seeds[0], "last": seeds[-1], "count": len(seeds)},
         "reference": reference,
+        "target": None if target is None else {"method": "teacher", "num_steps": target["num_steps"],
+                                               "nfe": target["nfe"]},
         "hkd": getattr(hkd_model, "checkpoint_path", None),
         "teacher": getattr(teacher, "checkpoint_path", None) if teacher is not None else None,
         "classifier": getattr(classifier, "checkpoint_path", None) if classifier is not None else None,
+        "classifier_main_head": classifier.main_head if classifier is not None else None,
         "classifier_held_out_accuracy": ((getattr(classifier, "meta", None) or {}).get("metrics") or {}).get(
             "held_out_accuracy") if classifier is not None else None,
         "inception": getattr(inception, "path", None),
@@ -331,12 +367,15 @@ COLUMNS = (  # (header, key, format)
 )
 
 
-def _cell(row: Mapping, key: str, pattern: str | None) -> str:
+def _cell(row: Mapping, key, pattern: str | None) -> str:
     if key == "kid_x1e3":
         if row.get("kid_x1e3") is None:
             return "-"
         return f"{row['kid_x1e3']:.2f} ± {row['kid_std_x1e3']:.2f}"
-    value = row.get(key)
+    if isinstance(key, tuple):  # (dict key, entry): a per-head value
+        value = (row.get(key[0]) or {}).get(key[1])
+    else:
+        value = row.get(key)
     return "-" if value is None else pattern.format(value)
 
 
@@ -345,6 +384,16 @@ def format_table(result: Mapping) -> str:
     columns = list(COLUMNS)
     if any("fid" in row for row in result["rows"]):
         columns.insert(4, ("FID (Inception)", "fid", "{:.3f}"))
+    # The other heads' class KL after the main head's (shapes: the background head), then the
+    # seed-by-seed comparison with the target (the teacher at its most steps).
+    heads = list(next((row["class_kl_by_head"] for row in result["rows"] if row.get("class_kl_by_head")), {}))
+    position = [key for _, key, _ in columns].index("class_kl") + 1
+    other_heads = [head for head in heads if head != result.get("classifier_main_head")]
+    columns[position:position] = [(f"KL {head}", ("class_kl_by_head", head), "{:.4f}") for head in other_heads]
+    target = result.get("target")
+    if target:
+        columns[-1:-1] = [(f"class = {target['nfe']} NFE", "target_agreement", "{:.3f}"),
+                          (f"RMSE to {target['nfe']} NFE", "rmse_to_target", "{:.4f}")]
     cells = [[header for header, _, _ in columns]]
     cells += [[_cell(row, key, pattern) for _, key, pattern in columns] for row in result["rows"]]
     widths = [max(len(line[column]) for line in cells) for column in range(len(columns))]
@@ -364,6 +413,14 @@ def format_table(result: Mapping) -> str:
               "HF share (of the power above 0.125 cycles/px), contrast (per-image std) and |grad| (mean "
               "neighbour difference) describe the images themselves: below the held-out row means blurrier, "
               "above means noisier or harsher."]
+    if other_heads:
+        footer.append(f"class KL is the classifier's main head ({result.get('classifier_main_head')}); "
+                      + ", ".join(f"KL {head}" for head in other_heads) + " the same for its other heads.")
+    if target:
+        footer.append(f"class = {target['nfe']} NFE and RMSE to {target['nfe']} NFE compare each sample with the "
+                      f"teacher's {target['nfe']}-NFE sample of the same seed (the distillation target): the "
+                      f"fraction whose predicted {result.get('classifier_main_head') or 'main-head'} class is the "
+                      "same, and the mean per-image pixel RMS difference (images in [-1, 1]).")
     footer += [f"note: {note}" for note in result.get("notes", [])]
     lines.extend(textwrap.fill(text, width=100, subsequent_indent="  ") for text in footer)
     return "\n".join(lines)

@@ -418,30 +418,39 @@ class QualityReference:
         self.batch_size = batch_size
         if classifier is not None:
             classifier.check_images(self.images)
-            self.features, self.probabilities = classifier.features_and_probabilities(self.images,
-                                                                                      batch_size=batch_size)
+            self.features, probabilities = classifier.features_and_all_probabilities(self.images,
+                                                                                     batch_size=batch_size)
             self.statistics = feature_statistics(self.features)
-            self.histogram = class_histogram(self.probabilities)
+            # Every head's histogram: the main head (shape) alone can hide a collapse in another (background).
+            self.histograms = {head: class_histogram(values) for head, values in probabilities.items()}
+            self.histogram = self.histograms[classifier.main_head]
         if inception is not None:
             self.inception_statistics = feature_statistics(inception.features(self.images))
 
-    def measure(self, images) -> dict[str, float | None]:
-        """{kid, kid_std, local_fd, swd, confidence, class_entropy, class_kl[, fid]} of `images`
-        against the reference (None where the classifier is missing), plus the images' own
-        pixel_statistics (high_frequency_share, contrast, gradient)."""
+    def measure(self, images, return_predictions: bool = False):
+        """{kid, kid_std, local_fd, swd, confidence, class_entropy, class_kl, class_kl_by_head[, fid]} of
+        `images` against the reference (None where the classifier is missing), plus the images' own
+        pixel_statistics (high_frequency_share, contrast, gradient). confidence, class_entropy and
+        class_kl are the main head's; class_kl_by_head is {head: class_kl} for every head.
+        return_predictions: return (measures, {head: predicted class [N]}) ({} without a classifier)."""
         images = _as_images(images, "images")
         if images.shape[1:] != self.images.shape[1:]:
             raise QualityError(f"images have shape {tuple(images.shape[1:])}, the reference "
                                f"{tuple(self.images.shape[1:])}")
-        result: dict[str, float | None] = dict.fromkeys(
-            ("kid", "kid_std", "local_fd", "confidence", "class_entropy", "class_kl"))
+        result: dict = dict.fromkeys(
+            ("kid", "kid_std", "local_fd", "confidence", "class_entropy", "class_kl", "class_kl_by_head"))
+        predictions = {}
         if self.classifier is not None:
-            features, probabilities = self.classifier.features_and_probabilities(images, batch_size=self.batch_size)
+            features, probabilities = self.classifier.features_and_all_probabilities(images,
+                                                                                     batch_size=self.batch_size)
             distance = kid(self.features, features, num_subsets=self.kid_subsets,
                            subset_size=self.kid_subset_size, seed=self.seed)
             result.update(kid=distance["kid"], kid_std=distance["kid_std"])
             result["local_fd"] = frechet_distance(*self.statistics, *feature_statistics(features))
-            result.update(class_statistics(probabilities, self.histogram))
+            result.update(class_statistics(probabilities[self.classifier.main_head], self.histogram))
+            result["class_kl_by_head"] = {head: class_statistics(values, self.histograms[head])["class_kl"]
+                                          for head, values in probabilities.items()}
+            predictions = {head: values.argmax(dim=1) for head, values in probabilities.items()}
         options = self.swd_options
         levels = _swd_pyramids(self.pyramid, laplacian_pyramid(images, options["levels"]), options["num_projections"],
                                options["num_patches"], options["patch_size"], self.seed)
@@ -450,7 +459,7 @@ class QualityReference:
         if self.inception is not None:
             result["fid"] = frechet_distance(*self.inception_statistics,
                                              *feature_statistics(self.inception.features(images)))
-        return result
+        return (result, predictions) if return_predictions else result
 
 
 __all__ = ["QualityError", "QualityReference", "InceptionFeatures", "load_inception", "kid", "polynomial_kernel",

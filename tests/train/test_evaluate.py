@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hkdviz.train.classifier import ImageClassifier
-from hkdviz.train.data import SHAPE_NAMES, ShapesDataset
+from hkdviz.train.data import BACKGROUND_NAMES, SHAPE_NAMES, ShapesDataset
 from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, REFERENCE_SEED, EvaluationError, evaluate, format_table,
                                    held_out_reference, heun_nfe, main, parse_dataset_spec, training_seed_overlap)
 
@@ -86,6 +86,38 @@ def test_evaluate_scores_every_method_on_the_same_seeds(tiny_model, classifier, 
     assert (tmp_path / "table.txt").read_text().startswith("method")
 
 
+def test_every_row_is_compared_seed_by_seed_with_the_target(tiny_model, classifier):
+    """The target is the teacher at its most steps (sampled first, listed in the given order). The stub's
+    samples are the seed's data image plus noise of std 0.8 / steps drawn from generator seed `steps`,
+    so the same step count reproduces the target exactly, and fewer steps move further from it."""
+    two_heads = ImageClassifier(heads={"shape": list(SHAPE_NAMES), "background": list(BACKGROUND_NAMES)}).eval()
+    seeds = list(range(200, 232))
+    result = evaluate(tiny_model, StubTeacher(), two_heads, seeds=seeds, teacher_steps=(8, 18, 18, 2),
+                      batch_size=16, progress=False)
+    assert result["target"] == {"method": "teacher", "num_steps": 18, "nfe": 35}
+    hkd, eight, target, again, two, data = result["rows"]
+    assert [row["num_steps"] for row in (eight, target, again, two)] == [8, 18, 18, 2]
+    assert target["rmse_to_target"] is None and target["target_agreement"] is None
+    assert data["rmse_to_target"] is None and data["target_agreement"] is None
+    # The same step count reproduces the target: distance 0, every class the same, on every head.
+    assert again["rmse_to_target"] == 0.0 and again["target_agreement_by_head"] == {"shape": 1.0, "background": 1.0}
+    # Independent noise of std 0.8/8 and 0.8/18 (clamping can only shrink it): RMSE close to their quadrature sum.
+    assert eight["rmse_to_target"] == pytest.approx((0.1 ** 2 + (0.8 / 18) ** 2) ** 0.5, rel=0.15)
+    assert eight["rmse_to_target"] < two["rmse_to_target"] and hkd["rmse_to_target"] > 0
+    for row in (hkd, eight, two):
+        assert set(row["target_agreement_by_head"]) == {"shape", "background"}
+        assert row["target_agreement"] == row["target_agreement_by_head"]["shape"]
+        assert 0.0 <= row["target_agreement"] <= 1.0
+    # Every head gets its class KL; class_kl stays the main head's.
+    for row in result["rows"]:
+        assert set(row["class_kl_by_head"]) == {"shape", "background"} and row["class_kl_by_head"]["shape"] == row["class_kl"]
+    assert result["classifier_main_head"] == "shape"
+    header = format_table(result).splitlines()[0]
+    assert "KL background" in header and "KL shape" not in header
+    assert "class = 35 NFE" in header and "RMSE to 35 NFE" in header
+    assert "(the distillation target)" in format_table(result)
+
+
 def test_evaluate_by_checkpoint_paths_as_the_training_pipeline_calls_it(tiny_checkpoint, classifier_checkpoint,
                                                                        tmp_path):
     result = evaluate(checkpoint=str(tiny_checkpoint), classifier=str(classifier_checkpoint), num_samples=8,
@@ -126,6 +158,8 @@ def test_evaluate_without_teacher_or_classifier(tiny_model):
     assert row["kid_x1e3"] is None and row["swd"] > 0
     assert any("no teacher" in note for note in result["notes"])
     assert "-" in format_table(result).splitlines()[2]
+    assert result["target"] is None and row["rmse_to_target"] is None and row["class_kl_by_head"] is None
+    assert "RMSE to" not in format_table(result) and format_table(result).splitlines()[0].count("KL") == 1
     with pytest.raises(EvaluationError, match="reference images must be"):
         evaluate(tiny_model, None, None, reference_images=images[:, :, :16], seeds=range(16), progress=False)
     with pytest.raises(EvaluationError, match="at least 4 seeds"):

@@ -50,6 +50,8 @@ def test_train_all_end_to_end_gives_loadable_checkpoints(tmp_path, single_thread
     assert model.meta["trajectories"]["first_seed"] == 0 and model.meta["trajectories"]["count"] == 12
     seeds = model.meta["metrics"]["evaluation"]["seeds"]
     assert seeds == list(range(EVALUATION_FIRST_SEED, EVALUATION_FIRST_SEED + 16))
+    target = model.meta["metrics"]["evaluation"]["target"]  # what the RMSE / class agreement columns compare with
+    assert target["nfe"] == max(row["nfe"] for row in rows if row["nfe"]) and rows[0]["rmse_to_target"] > 0
     images = model.sample([0, 1, 2])
     assert images.shape == (3, 3, 16, 16) and torch.isfinite(images).all()
     teacher = load_teacher(out / "export", device="cpu")
