@@ -7,8 +7,9 @@ class-histogram entropy and KL to the reference), pixel statistics (high-frequen
 mean neighbour difference: read against the held-out row, they tell blur from noise) and wall time
 per image. The classifier's other heads get their own class KL (shapes: background as well as shape).
 Each sampled row is also compared seed by seed with the teacher at the most steps (35 NFE), the
-distillation target: mean per-image pixel RMSE and the fraction of seeds predicted the same class. A "held-out data" row scores a second held-out set the same way: the floor that finite
-sample sizes allow.
+distillation target: mean per-image pixel RMSE and the fraction of seeds predicted the same class.
+A "held-out data" row scores a second held-out set the same way: the floor that finite sample sizes
+allow.
 
 Held-out reference: for procedural sets (shapes) the images come from the training spec with its
 seed replaced by REFERENCE_SEED = 2,000,000; image i of a shapes set depends only on (seed, i), so

@@ -118,6 +118,35 @@ class Teacher:
         states = heun_trajectory(self.denoiser, x_T.to(self.device), fine, class_labels, output_dtype=torch.float32)
         return states[:, ::substeps] if substeps > 1 else states
 
+    @torch.no_grad()
+    def regenerate(self, images: torch.Tensor, sigma: float, seeds: Sequence[int] | None = None, num_steps: int = 12,
+                   rho: float = 7.0, batch_size: int = 64, progress: bool = True) -> torch.Tensor:
+        """Noise `images` [N, C, H, W] (in [-1, 1], or uint8) to `sigma` and solve the PF-ODE back to eps
+        (Heun on the Karras grid sigma -> eps, num_steps steps): [N, C, H, W] float32 clamped to [-1, 1].
+
+        What survives tells which scales the teacher can re-create: the structure coarser than sigma is
+        kept by the noise, everything finer must be generated again (SDEdit's round trip). seeds: one
+        noise seed per image (default 0..N-1), drawn as `noise` draws x_T, so a call is reproducible.
+        """
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(f"images must be [N, {', '.join(map(str, self.image_shape))}], got "
+                             f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+        if not self.sigma_min < float(sigma) <= self.sigma_max:
+            raise ValueError(f"sigma must lie in ({self.sigma_min}, {self.sigma_max}], got {sigma}")
+        images = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
+        seeds = check_seeds(range(len(images)) if seeds is None else seeds)
+        if len(seeds) != len(images):
+            raise ValueError(f"need one seed per image: {len(seeds)} seeds for {len(images)} images")
+        sigmas = karras_grid(num_steps, self.sigma_min, float(sigma), rho)
+        outputs = []
+        for start in tqdm(range(0, len(seeds), batch_size), desc=f"regenerate from sigma {sigma:g}",
+                          disable=not progress, leave=False):
+            chunk = seeds[start:start + batch_size]
+            noisy = (images[start:start + batch_size].to(self.device)
+                     + float(sigma) * seed_noise(chunk, self.image_shape, device=self.device))
+            outputs.append(heun_trajectory(self.denoiser, noisy, sigmas, return_all=False, output_dtype=torch.float32))
+        return torch.cat(outputs).clamp(-1, 1)
+
     def _batched(self, seeds: list[int], sigmas: torch.Tensor, batch_size: int, class_labels, return_all: bool,
                  progress: bool, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
         if batch_size < 1:

@@ -282,3 +282,33 @@ def test_bench_quality_pairs_blocks_by_seed():
     assert "swd" not in summary["hkd_minus"]["teacher 5 NFE"]  # a measure missing in a block is left out
     text = bench.format_summary(summary, 3, 1000)
     assert "vs teacher 5 NFE" in text and "[2/3]" in text
+
+
+def test_probe_regeneration_of_a_memorising_teacher(capsys):
+    """benchmarks/probe_regeneration.py: the ideal denoiser of the probed images themselves returns each image
+    from a small sigma (up to eps/sigma of the noise), so every class keeps its clean accuracy there."""
+    import importlib.util
+    from pathlib import Path
+    from hkdviz.train.ideal import IdealDenoiser
+    from hkdviz.train.teacher import Teacher
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "probe_regeneration.py"
+    spec = importlib.util.spec_from_file_location("probe_regeneration", script)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+
+    images, labels = ShapesDataset(24, seed=11).materialize(progress=False)
+    teacher = Teacher(IdealDenoiser(images.double() / 127.5 - 1.0))
+    torch.manual_seed(0)
+    two_heads = ImageClassifier(heads={"shape": list(SHAPE_NAMES), "background": list(BACKGROUND_NAMES)}).eval()
+    result = probe.probe(teacher, two_heads, images, labels["background"], (0.05, 80.0), "background",
+                         num_steps=6, progress=False)
+    assert result["classes"] == list(BACKGROUND_NAMES) and sum(result["count"]) == 24
+    assert result["sigmas"]["0.05"] == result["clean"]
+    assert all(value is None for value, count in zip(result["clean"], result["count"]) if count == 0)
+    text = probe.format_probe(result)
+    assert "sigma 0.05" in text and "sigma 80.0" in text and text.count("\n") == len(BACKGROUND_NAMES) + 1
+    for arguments, message in ((["--sigmas", "0.5,x"], "comma-separated"), (["--sigmas", "100"], "must lie in"),
+                               (["--head", "colour"], "has heads"), (["--teacher", "/no/such/teacher"], "not found")):
+        with pytest.raises(SystemExit) as stopped:
+            probe.main(arguments + ["--device", "cpu"])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err, arguments
