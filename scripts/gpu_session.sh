@@ -4,7 +4,7 @@
 # shipped default, run the GPU tests, and pack everything into $OUT for the session to copy into the repo.
 #
 #   on the device:  bash scripts/gpu_session.sh [STEPS_SCALE|auto]   (carry: .whl)
-#   here (CPU):     OUT=/tmp/gpu-out bash scripts/gpu_session.sh --dry-run
+#   here (CPU):     OUT=/tmp/gpu-out PYTHON=.venv/bin/python bash scripts/gpu_session.sh --dry-run
 #
 # --dry-run runs the same steps on the CPU with the smoke preset, to check the script itself.
 # Steps, in one deadline (GPU_SESSION_SECONDS, default 570, under the device's 600 s per call: run it
