@@ -116,7 +116,7 @@ def _run(args) -> int:
             print("hkdviz train: note: the machine is busy (load above the core count); --threads 1 is often "
                   "much faster for small models then", file=sys.stderr)
     if context.device.type == "cpu" and context.is_main and args.stage != "classifier":
-        note = cpu_duration_note(config)
+        note = cpu_duration_note(config, stage=args.stage)
         if note:
             print(f"hkdviz train: note: {note}", file=sys.stderr)
     try:
@@ -219,11 +219,12 @@ def _check_evaluate_options(config: dict) -> None:
         raise UsageError(f"evaluate.options has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(accepted))}")
 
 
-def cpu_duration_note(config: dict, native_bfloat16: bool | None = None) -> str | None:
+def cpu_duration_note(config: dict, native_bfloat16: bool | None = None, stage: str = "all") -> str | None:
     """What the default presets cost on 2 CPU cores of this kind (presets.estimated_cpu_minutes; `config`
     as run, steps_scale already applied), when that is worth a warning: `default` always (it is sized
     for a GPU), `default-cpu` where the CPU has no native bfloat16 (it is sized for one that has).
-    None otherwise."""
+    None otherwise. stage: "all" (the whole pipeline) or the one stage the command runs (teacher,
+    trajectories, hkd), which is then what the note estimates."""
     from .common import cpu_has_native_bfloat16
     from .presets import estimated_cpu_minutes, resolve_training_config
 
@@ -232,6 +233,13 @@ def cpu_duration_note(config: dict, native_bfloat16: bool | None = None) -> str 
         return None
     native = cpu_has_native_bfloat16() if native_bfloat16 is None else native_bfloat16
     kind = "with native bfloat16" if native else "in float32 (no native bfloat16 on this CPU)"
+    if stage != "all":
+        minutes = estimated_cpu_minutes(config, native, stages=(stage,))
+        if preset == "default-cpu" and native:
+            return None
+        duration = "under a minute" if minutes < 1 else f"about {minutes:.0f} minutes"
+        return (f"the {preset} preset's {stage} stage takes {duration} on 2 CPU cores {kind}"
+                + (" (the preset is sized for a GPU)" if preset == "default" else ""))
     minutes = estimated_cpu_minutes(config, native)
     if preset == "default":
         alternative = estimated_cpu_minutes(resolve_training_config("default-cpu"), native)

@@ -286,14 +286,21 @@ def scaled(config: dict) -> dict:
     return result
 
 
-def estimated_cpu_minutes(config: dict, native_bfloat16: bool) -> float:
+def estimated_cpu_minutes(config: dict, native_bfloat16: bool, stages=None) -> float:
     """Wall minutes `config` takes on 2 CPU cores, from DEFAULT_CPU_BUDGET's measured rates: bf16 ones
     where the CPU has native bfloat16, float32 ones elsewhere; classifier and evaluation as measured
     for default-cpu. `config` as run: pass scaled(config) when steps_scale is not 1 (the CLI's config
-    already is; scaling twice would square the scale). An estimate for the `tiny` model only."""
+    already is; scaling twice would square the scale). stages: None for the whole pipeline, else some
+    of ("teacher", "trajectories", "hkd") alone. An estimate for the `tiny` model only."""
     rates = DEFAULT_CPU_BUDGET["throughput_2_cpu_cores_bf16" if native_bfloat16 else "throughput_2_cpu_cores_float32"]
+    seconds = _stage_seconds(config, rates)
+    if stages is not None:
+        unknown = sorted(set(stages) - set(seconds))
+        if unknown:
+            raise PresetError(f"no CPU estimate for stage(s) {unknown}; known: {sorted(seconds)}")
+        return sum(seconds[stage] for stage in stages) / 60.0
     fixed = 60.0 * DEFAULT_CPU_BUDGET["measured_minutes_2_cpu_cores_bf16"]["classifier_and_evaluation"]
-    return (sum(_stage_seconds(config, rates).values()) + fixed) / 60.0
+    return (sum(seconds.values()) + fixed) / 60.0
 
 
 def _stage_seconds(config: dict, rates: dict) -> dict:

@@ -209,3 +209,13 @@ def test_cpu_duration_note_estimates_from_measured_rates():
     assert cpu_duration_note(resolve_training_config("default-cpu"), native_bfloat16=True) is None
     assert "float32" in cpu_duration_note(resolve_training_config("default-cpu"), native_bfloat16=False)
     assert cpu_duration_note(resolve_training_config("smoke"), native_bfloat16=False) is None
+    # One stage: its own estimate, not the pipeline's (default-cpu's teacher: 7,500 x 64 at 124 images/s).
+    teacher_only = cpu_duration_note(resolve_training_config("default-cpu"), native_bfloat16=False, stage="teacher")
+    assert "teacher stage takes about 65 minutes" in teacher_only and "pipeline" not in teacher_only
+    assert estimated_cpu_minutes(resolve_training_config("default-cpu"), True, stages=("hkd",)) == pytest.approx(
+        1_800 * 32 / 37.0 / 60)
+    assert cpu_duration_note(resolve_training_config("default-cpu"), native_bfloat16=True, stage="hkd") is None
+    assert "sized for a GPU" in cpu_duration_note(resolve_training_config("default"), native_bfloat16=True,
+                                                  stage="trajectories")
+    with pytest.raises(PresetError, match="no CPU estimate"):
+        estimated_cpu_minutes(resolve_training_config("default"), True, stages=("classifier",))
