@@ -19,6 +19,7 @@ from ..checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, file_sha25
                           read_checkpoint, resolve_checkpoint, resolve_device)
 from ..model.config import ConfigError, resolve_config
 from ..model.hkd import check_seeds, seed_noise
+from .classifier import to_unit_range
 from .edm import EDMPrecond
 from .sampler import check_grid, heun_trajectory, karras_grid
 
@@ -133,7 +134,6 @@ class Teacher:
                              f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
         if not self.sigma_min < float(sigma) <= self.sigma_max:
             raise ValueError(f"sigma must lie in ({self.sigma_min}, {self.sigma_max}], got {sigma}")
-        images = images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images.float()
         seeds = check_seeds(range(len(images)) if seeds is None else seeds)
         if len(seeds) != len(images):
             raise ValueError(f"need one seed per image: {len(seeds)} seeds for {len(images)} images")
@@ -142,7 +142,7 @@ class Teacher:
         for start in tqdm(range(0, len(seeds), batch_size), desc=f"regenerate from sigma {sigma:g}",
                           disable=not progress, leave=False):
             chunk = seeds[start:start + batch_size]
-            noisy = (images[start:start + batch_size].to(self.device)
+            noisy = (to_unit_range(images[start:start + batch_size], self.device)
                      + float(sigma) * seed_noise(chunk, self.image_shape, device=self.device))
             outputs.append(heun_trajectory(self.denoiser, noisy, sigmas, return_all=False, output_dtype=torch.float32))
         return torch.cat(outputs).clamp(-1, 1)
