@@ -234,9 +234,9 @@ def cpu_duration_note(config: dict, native_bfloat16: bool | None = None, stage: 
     native = cpu_has_native_bfloat16() if native_bfloat16 is None else native_bfloat16
     kind = "with native bfloat16" if native else "in float32 (no native bfloat16 on this CPU)"
     if stage != "all":
-        minutes = estimated_cpu_minutes(config, native, stages=(stage,))
         if preset == "default-cpu" and native:
             return None
+        minutes = estimated_cpu_minutes(config, native, stages=(stage,))
         duration = "under a minute" if minutes < 1 else f"about {minutes:.0f} minutes"
         return (f"the {preset} preset's {stage} stage takes {duration} on 2 CPU cores {kind}"
                 + (" (the preset is sized for a GPU)" if preset == "default" else ""))
