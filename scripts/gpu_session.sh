@@ -33,6 +33,7 @@
 # Out ($OUT, at most 8 files come back): summary.txt (everything printed), results.tar.gz (the run's
 # exported checkpoints, evaluation table, logs and stats), bench_train.json (auto scale only),
 # compare_*.json (the new run and the shipped default, each scored on the other's classifier),
+# quality_{new,shipped}.json (bench_quality, every block),
 # ablations.txt and ablations.tar.gz (with ABLATIONS).
 #
 # TEACHER=DIR skips the teacher stage and distils that teacher instead (with a STEPS_SCALE number):
@@ -166,15 +167,21 @@ if [ -n "$COMPARE_WITH" ] && [ -d "$OUT/run/export/hkd" ]; then
     say "1b. the new run on $COMPARE_WITH's classifier, and $COMPARE_WITH on the new run's classifier"
     run 60 "$PYTHON" -m hkdviz eval "$OUT/run/export/hkd" --teacher "$OUT/run/export/teacher" \
         --classifier "$COMPARE_WITH" --device "$DEVICE" --json "$OUT/compare_new_on_shipped_classifier.json"
-    run 60 "$PYTHON" -m hkdviz eval "$COMPARE_WITH" --classifier "$OUT/run/export/classifier" \
-        --device "$DEVICE" --json "$OUT/compare_shipped_on_new_classifier.json"
+    if [ -d "$OUT/run/export/classifier" ]; then  # none with GPU_OVERRIDES classifier.enabled=false
+        run 60 "$PYTHON" -m hkdviz eval "$COMPARE_WITH" --classifier "$OUT/run/export/classifier" \
+            --device "$DEVICE" --json "$OUT/compare_shipped_on_new_classifier.json"
+    fi
     # One 1000-seed eval cannot rank HKD against the 5-NFE teacher (their KIDs differ by less than its
     # spread): score both checkpoints over disjoint blocks of unseen seeds, with paired differences. The
-    # tables go to summary.txt only ($OUT returns at most 8 files).
+    # tables go to summary.txt, every block to quality_{new,shipped}.json: the two runs share seeds and
+    # reference block by block, so new HKD - shipped HKD can be paired afterwards.
     say "1b. HKD against its teacher over seed blocks (bench_quality), new run then $COMPARE_WITH, on $COMPARE_WITH's classifier"
     run 120 "$PYTHON" benchmarks/bench_quality.py --checkpoint "$OUT/run/export/hkd" --teacher "$OUT/run/export/teacher" \
-        --classifier "$COMPARE_WITH" --device "$DEVICE" "${QUALITY_ARGS[@]}"
-    run 120 "$PYTHON" benchmarks/bench_quality.py --checkpoint "$COMPARE_WITH" --device "$DEVICE" "${QUALITY_ARGS[@]}"
+        --classifier "$COMPARE_WITH" --device "$DEVICE" "${QUALITY_ARGS[@]}" --json "$OUT/quality_new.json"
+    run 120 "$PYTHON" benchmarks/bench_quality.py --checkpoint "$COMPARE_WITH" --classifier "$COMPARE_WITH" \
+        --device "$DEVICE" "${QUALITY_ARGS[@]}" --json "$OUT/quality_shipped.json"
+    [ -f "$OUT/quality_new.json" ] && [ -f "$OUT/quality_shipped.json" ] \
+        && run 20 "$PYTHON" benchmarks/pair_quality.py "$OUT/quality_new.json" "$OUT/quality_shipped.json"
 fi
 if [ -n "$ABLATIONS" ] && [ -d "$OUT/run/hkd/checkpoint" ]; then
     yardstick="${COMPARE_WITH:-the new run}"

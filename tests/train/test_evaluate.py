@@ -284,6 +284,48 @@ def test_bench_quality_pairs_blocks_by_seed():
     assert "vs teacher 5 NFE" in text and "[2/3]" in text
 
 
+def test_pair_quality_pairs_two_records_block_by_block(tmp_path, capsys):
+    """benchmarks/pair_quality.py: A - B per method over the blocks both records hold (by first seed)."""
+    import importlib.util
+    import math
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "pair_quality.py"
+    spec = importlib.util.spec_from_file_location("pair_quality", script)
+    pair = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pair)
+
+    def record(kids, first_seeds, num_samples=1000):
+        return {"checkpoint": "x", "classifier": "default", "num_samples": num_samples,
+                "blocks": [{"first_seed": seed, "rows": [
+                    {"method": "HKD (one step)", "nfe": 1, "kid_x1e3": kid, "local_fd": 1.0, "swd": 0.1},
+                    {"method": "teacher (Heun)", "nfe": 5, "kid_x1e3": 900.0, "local_fd": 2.0, "swd": None}]}
+                    for kid, seed in zip(kids, first_seeds)]}
+
+    # B holds a fourth block A lacks, in another order: only the shared seeds pair, each with its own.
+    first = record([1000.0, 1100.0, 900.0], [0, 1000, 2000])
+    second = record([1030.0, 5000.0, 1110.0, 920.0], [3000, 0, 1000, 2000])
+    second["blocks"][1]["rows"][0]["kid_x1e3"] = 1020.0  # seed 0: A - B = -20
+    differences = pair.paired_differences(first, second)
+    kid = differences["HKD 1 NFE"]["kid_x1e3"]  # -20, -10, -20
+    assert kid["mean"] == pytest.approx(-50 / 3) and kid["first_lower_in"] == 3 and kid["blocks"] == 3
+    assert kid["standard_error"] == pytest.approx(math.sqrt((100 / 3) / 3))
+    assert differences["teacher 5 NFE"]["local_fd"]["mean"] == 0.0
+    assert "swd" not in differences["teacher 5 NFE"]  # missing in the records: left out, not zero
+    with pytest.raises(ValueError, match="block sizes"):
+        pair.paired_differences(first, record([1.0, 2.0], [0, 1000], num_samples=500))
+    with pytest.raises(ValueError, match="share 1 block"):
+        pair.paired_differences(first, record([1.0, 2.0], [0, 7]))
+
+    (tmp_path / "a.json").write_text(json.dumps(first))
+    (tmp_path / "b.json").write_text(json.dumps({**second, "classifier": "elsewhere/classifier"}))
+    assert pair.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    captured = capsys.readouterr()
+    assert "HKD 1 NFE" in captured.out and "[3/3]" in captured.out and "different classifiers" in captured.err
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit, match="not a bench_quality"):
+        pair.main([str(tmp_path / "a.json"), str(tmp_path / "bad.json")])
+
+
 def test_probe_regeneration_of_a_memorising_teacher(capsys):
     """benchmarks/probe_regeneration.py: the ideal denoiser of the probed images themselves returns each image
     from a small sigma (up to eps/sigma of the noise), so every class keeps its clean accuracy there."""
