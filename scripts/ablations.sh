@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The paper's Table-3 ablations on one teacher and one trajectory set: train the HKD stage once per
-# variant with the same preset budget, score each with `hkdviz eval --teacher none` on the same seeds,
-# and print one table (also written to RUN_DIR/ablations/table.txt).
+# variant with the same preset budget, score each with `hkdviz eval --teacher none` on the same seeds
+# as soon as it is trained (RUN_DIR/ablations/eval-<variant>.json), and print one table (also written
+# to RUN_DIR/ablations/table.txt).
 #
 #   bash scripts/ablations.sh RUN_DIR [--preset NAME] [--threads 2] [--variants a,b,...]
 #                             [--teacher DIR] [--classifier NAME_OR_DIR] [-- extra train arguments]
@@ -21,8 +22,8 @@
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
-    exit 2
+    sed -n '2,/^set /{/^#/p}' "$0" | sed 's/^# \{0,1\}//'  # this header
+    if [ $# -lt 1 ]; then exit 2; else exit 0; fi  # no RUN_DIR: a usage error; --help: not one
 fi
 RUN="$1"
 shift
@@ -81,18 +82,17 @@ checkpoint_of() {
 for variant in "${VARIANTS[@]}"; do
     if [ -e "$(checkpoint_of "$variant")/model.safetensors" ]; then
         echo "== $variant: trained already"
-        continue
+    else
+        echo "== $(date +%T) train $variant"
+        sets=()
+        [ -n "${SETTINGS[$variant]}" ] && sets=(--set "${SETTINGS[$variant]}")
+        "$PYTHON" -m hkdviz.train hkd --preset "$PRESET" "${sets[@]}" --out "$OUT/$variant" \
+            --teacher "$TEACHER" --trajectories "$RUN/trajectories" --threads "$THREADS" \
+            --no-progress "${EXTRA[@]}" > "$OUT/$variant.log" 2>&1 \
+            || { echo "training $variant failed; see $OUT/$variant.log" >&2; exit 1; }
     fi
-    echo "== $(date +%T) train $variant"
-    sets=()
-    [ -n "${SETTINGS[$variant]}" ] && sets=(--set "${SETTINGS[$variant]}")
-    "$PYTHON" -m hkdviz.train hkd --preset "$PRESET" "${sets[@]}" --out "$OUT/$variant" \
-        --teacher "$TEACHER" --trajectories "$RUN/trajectories" --threads "$THREADS" \
-        --no-progress "${EXTRA[@]}" > "$OUT/$variant.log" 2>&1 \
-        || { echo "training $variant failed; see $OUT/$variant.log" >&2; exit 1; }
-done
-
-for variant in "${VARIANTS[@]}"; do
+    # Scored as soon as it is trained: a run stopped part-way keeps the variants it finished.
+    [ -e "$OUT/eval-$variant.json" ] && continue
     echo "== $(date +%T) eval $variant"
     "$PYTHON" -m hkdviz.cli eval "$(checkpoint_of "$variant")" --teacher none --classifier "$CLASSIFIER" \
         --json "$OUT/eval-$variant.json" --quiet > "$OUT/eval-$variant.txt" 2>&1 \

@@ -20,9 +20,11 @@
 #    empty on each call: a stopped stage does not resume in the next);
 #    each run scores itself with its own classifier, whose feature scale differs from run to run, so
 #    the new run and the shipped default are also scored on each other's classifier (COMPARE_WITH),
-#    and both are ranked against their teachers over 6 blocks of 1000 unseen seeds (bench_quality);
+#    and both are ranked against their teachers over 6 blocks of 1000 unseen seeds (bench_quality),
+#    then paired with each other block by block (benchmarks/pair_quality.py); RANK=0 skips 1b;
 #    ABLATIONS=a,b,... then runs scripts/ablations.sh on the new run (those variants of its HKD stage,
-#    scored on the COMPARE_WITH classifier) into ablations.txt / ablations.tar.gz;
+#    scored on the COMPARE_WITH classifier, each as soon as it is trained) into ablations.txt /
+#    ablations.tar.gz (with the variants' weights, to rescore them later);
 # 2. the GPU tests (pytest -m gpu), in the TESTS_SECONDS (default 75) kept after training;
 # 3. widget latency, when ipywidgets and plotly are importable.
 #
@@ -34,15 +36,20 @@
 # exported checkpoints, evaluation table, logs and stats), bench_train.json (auto scale only),
 # compare_*.json (the new run and the shipped default, each scored on the other's classifier),
 # quality_{new,shipped}.json (bench_quality, every block),
-# ablations.txt and ablations.tar.gz (with ABLATIONS).
+# ablations.txt and ablations.tar.gz (with ABLATIONS; a stage stopped by the deadline leaves no table,
+# but the variants it scored are in the tarball's ablations/eval-*.json).
 #
 # TEACHER=DIR skips the teacher stage and distils that teacher instead (with a STEPS_SCALE number):
-#   TEACHER=checkpoints/default/teacher ABLATIONS=full,full_seed1,bottleneck,no_tcons,none bash scripts/gpu_session.sh 1
-# retrains the shipped default's HKD stage and its Table-3 ablations (~7 minutes on an H200, estimated).
-#   TEACHER=checkpoints/default/teacher bash scripts/gpu_session.sh 3
-# distils the shipped teacher at 3x the trajectories and HKD steps (36,864 x 35 NFE; 2,700 x 128): the
-# shipped HKD fits its own 12,288 trajectories better than new seeds (README, "Seeds"), so more data is
-# the first lever on its KID.
+#   PREFLIGHT=0 RANK=0 TEACHER=checkpoints/default/teacher ABLATIONS=full,no_tcons,none,bottleneck,full_seed1 \
+#       GPU_OVERRIDES='hkd.data_memory_limit_mb=16384 classifier.enabled=false' bash scripts/gpu_session.sh 1
+# retrains the shipped default's HKD stage and its Table-3 ablations: on an H200 the run took 115 s and
+# each variant 60-90 s to train plus 9 s to score, so five variants need ~8.5 minutes in all (one
+# call of 415 s finished four).
+#   TEACHER=checkpoints/default/teacher GPU_OVERRIDES='hkd.data_memory_limit_mb=16384 classifier.enabled=false' \
+#       bash scripts/gpu_session.sh 3
+# distils the shipped teacher at 3x the trajectories and HKD steps (36,864 x 35 NFE; 2,700 x 128; 242 s
+# of training on an H200, 360 s for the whole call). Measured: closer to its teacher seed by seed but
+# worse on local KID than the shipped HKD (README, "A longer distillation").
 set -uo pipefail
 
 DRY_RUN=0
@@ -163,7 +170,7 @@ ls -la "$OUT/results.tar.gz" | tee -a "$SUMMARY"
 # Each run scores itself with its own classifier, whose feature scale differs from run to run: compare
 # with the shipped checkpoint on both yardsticks (COMPARE_WITH="" skips this).
 COMPARE_WITH="${COMPARE_WITH-default}"
-if [ -n "$COMPARE_WITH" ] && [ -d "$OUT/run/export/hkd" ]; then
+if [ -n "$COMPARE_WITH" ] && [ "${RANK:-1}" = 1 ] && [ -d "$OUT/run/export/hkd" ]; then  # RANK=0 skips it
     say "1b. the new run on $COMPARE_WITH's classifier, and $COMPARE_WITH on the new run's classifier"
     run 60 "$PYTHON" -m hkdviz eval "$OUT/run/export/hkd" --teacher "$OUT/run/export/teacher" \
         --classifier "$COMPARE_WITH" --device "$DEVICE" --json "$OUT/compare_new_on_shipped_classifier.json"
@@ -190,7 +197,7 @@ if [ -n "$ABLATIONS" ] && [ -d "$OUT/run/hkd/checkpoint" ]; then
     [ -n "$COMPARE_WITH" ] && ablation_args+=(--classifier "$COMPARE_WITH")
     PYTHON="$PYTHON" run $((DEADLINE - SECONDS - RESERVE)) bash scripts/ablations.sh "$OUT/run" "${ablation_args[@]}" \
         -- --device "$DEVICE" --set "steps_scale=$SCALE" "${OVERRIDES[@]}"
-    tar czf "$OUT/ablations.tar.gz" -C "$OUT/run" --exclude='*/resume.pt' --exclude='*/model.safetensors' \
+    tar czf "$OUT/ablations.tar.gz" -C "$OUT/run" --exclude='*/resume.pt' \
         ablations 2> /dev/null
     cp "$OUT/run/ablations/table.txt" "$OUT/ablations.txt" 2> /dev/null
 fi
