@@ -47,6 +47,24 @@ def label(row: dict) -> str:
     return f"{row['method'].split(' (')[0]} {row['nfe']} NFE" if row["nfe"] else row["method"]
 
 
+def load_models(parser: argparse.ArgumentParser, checkpoints: list[str], teacher: str | None = None,
+                classifier: str | None = None, device: str = "auto"):
+    """(device, {checkpoint: HKD model}, teacher, teacher path, classifier, classifier path) for a benchmark's
+    command line; the teacher and classifier default to those beside the first checkpoint. A wrong name or
+    device is a usage error through `parser`: one line, no traceback."""
+    try:
+        device = resolve_device(device)
+        models = {name: hkdviz.load(name, device=device) for name in checkpoints}
+        teacher_path = teacher or companion_checkpoint(checkpoints[0], "teacher")
+        classifier_path = classifier or companion_checkpoint(checkpoints[0], "classifier")
+        if teacher_path is None or classifier_path is None:
+            parser.error("no teacher or classifier beside the checkpoint: pass --teacher and --classifier")
+        return (device, models, hkdviz.load_teacher(teacher_path, device=device), teacher_path,
+                load_classifier(classifier_path, device=device), classifier_path)
+    except (CheckpointError, ClassifierError, RuntimeError, ValueError) as error:
+        parser.error(str(error))
+
+
 def summarise(blocks: list[dict]) -> dict:
     """Per method: mean and standard error over blocks; per teacher row: the paired difference to HKD."""
     first_rows = blocks[0]["rows"]
@@ -122,17 +140,9 @@ def main(argv=None) -> int:
     except EvaluationError as error:
         parser.error(str(error))
 
-    try:  # a wrong name or device is a usage error: one line, no traceback
-        device = resolve_device(args.device)
-        model = hkdviz.load(args.checkpoint, device=device)
-        teacher_path = args.teacher or companion_checkpoint(args.checkpoint, "teacher")
-        classifier_path = args.classifier or companion_checkpoint(args.checkpoint, "classifier")
-        if teacher_path is None or classifier_path is None:
-            parser.error("no teacher or classifier beside the checkpoint: pass --teacher and --classifier")
-        teacher = hkdviz.load_teacher(teacher_path, device=device)
-        classifier = load_classifier(classifier_path, device=device)
-    except (CheckpointError, ClassifierError, RuntimeError, ValueError) as error:
-        parser.error(str(error))
+    device, models, teacher, teacher_path, classifier, classifier_path = load_models(
+        parser, [args.checkpoint], args.teacher, args.classifier, args.device)
+    model = models[args.checkpoint]
     spec = (model.meta or {}).get("dataset") or "shapes"
     images, description = held_out_reference(spec, 2 * args.num_samples, resolution=model.image_shape[-1],
                                              progress=False)

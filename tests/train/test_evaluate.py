@@ -326,6 +326,51 @@ def test_pair_quality_pairs_two_records_block_by_block(tmp_path, capsys):
         pair.main([str(tmp_path / "a.json"), str(tmp_path / "bad.json")])
 
 
+def test_probe_fidelity_of_an_exact_and_a_shifted_student(capsys):
+    """benchmarks/probe_fidelity.py: a student that returns the teacher's own sample of each seed has RMSE 0,
+    keeps every class and matches the teacher's class mix; one that answers with the next seed's sample
+    does not."""
+    import importlib.util
+    from pathlib import Path
+    from hkdviz.train.ideal import IdealDenoiser
+    from hkdviz.train.teacher import Teacher
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "probe_fidelity.py"
+    spec = importlib.util.spec_from_file_location("probe_fidelity", script)
+    fidelity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fidelity)
+
+    images, _ = ShapesDataset(16, seed=11).materialize(progress=False)
+    teacher = Teacher(IdealDenoiser(images.double() / 127.5 - 1.0))
+
+    class Student:
+        def __init__(self, shift):
+            self.shift = shift
+
+        def sample(self, seeds, batch_size=250):
+            return teacher.sample([seed + self.shift for seed in seeds], 4, progress=False)
+
+    torch.manual_seed(0)
+    two_heads = ImageClassifier(heads={"shape": list(SHAPE_NAMES), "background": list(BACKGROUND_NAMES)}).eval()
+    result = fidelity.probe({"exact": Student(0), "shifted": Student(1)}, teacher, two_heads, range(100, 124),
+                            {"exact": range(8), "shifted": None}, num_steps=4, data_images=images, batch_size=10)
+    exact, shifted = result["rmse"]["exact"], result["rmse"]["shifted"]
+    assert exact["unseen"]["mean"] == pytest.approx(0.0, abs=1e-6) and exact["unseen"]["count"] == 24
+    assert exact["training"]["mean"] == pytest.approx(0.0, abs=1e-6) and exact["training"]["count"] == 8
+    assert shifted["unseen"]["mean"] > 0.05 and "training" not in shifted
+    for head, entry in result["heads"].items():
+        assert sum(entry["target"]) == pytest.approx(1.0) and sum(entry["data"]) == pytest.approx(1.0)
+        assert entry["models"]["exact"]["mix"] == entry["target"], head
+        assert all((value == 1.0) if share > 0 else value is None
+                   for value, share in zip(entry["models"]["exact"]["kept"], entry["target"])), head
+    text = fidelity.format_probe(result)
+    assert "exact kept" in text and "shifted mix" in text and "background:" in text and "training seeds (8)" in text
+    for arguments, message in ((["--checkpoint", "/no/such/hkd"], "not found"), (["--num-samples", "1"], ">= 2"),
+                               (["--checkpoint", "default", "--checkpoint", "default"], "given twice")):
+        with pytest.raises(SystemExit) as stopped:
+            fidelity.main(arguments + ["--device", "cpu"])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err, arguments
+
+
 def test_probe_regeneration_of_a_memorising_teacher(capsys):
     """benchmarks/probe_regeneration.py: the ideal denoiser of the probed images themselves returns each image
     from a small sigma (up to eps/sigma of the noise), so every class keeps its clean accuracy there."""
