@@ -255,15 +255,21 @@ def test_cli_cuda_without_cuda_exits_2(tiny_checkpoint, capsys):
     assert "CUDA is not available" in capsys.readouterr().err
 
 
+def _benchmark(name: str):
+    """A script of benchmarks/ imported as a module (they are scripts, not a package)."""
+    import importlib.util
+    from pathlib import Path
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_bench_quality_pairs_blocks_by_seed():
     """benchmarks/bench_quality.py: per-block differences HKD - teacher, their mean and standard error."""
-    import importlib.util
     import math
-    from pathlib import Path
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_quality.py"
-    spec = importlib.util.spec_from_file_location("bench_quality", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark("bench_quality")
 
     def row(method, nfe, kid):
         return {"method": method, "nfe": nfe, "kid_x1e3": kid, "local_fd": kid / 10, "swd": float("nan")}
@@ -286,13 +292,8 @@ def test_bench_quality_pairs_blocks_by_seed():
 
 def test_pair_quality_pairs_two_records_block_by_block(tmp_path, capsys):
     """benchmarks/pair_quality.py: A - B per method over the blocks both records hold (by first seed)."""
-    import importlib.util
     import math
-    from pathlib import Path
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "pair_quality.py"
-    spec = importlib.util.spec_from_file_location("pair_quality", script)
-    pair = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pair)
+    pair = _benchmark("pair_quality")
 
     def record(kids, first_seeds, num_samples=1000):
         return {"checkpoint": "x", "classifier": "default", "num_samples": num_samples,
@@ -330,14 +331,9 @@ def test_probe_fidelity_of_an_exact_and_a_shifted_student(capsys):
     """benchmarks/probe_fidelity.py: a student that returns the teacher's own sample of each seed has RMSE 0,
     keeps every class and matches the teacher's class mix; one that answers with the next seed's sample
     does not."""
-    import importlib.util
-    from pathlib import Path
     from hkdviz.train.ideal import IdealDenoiser
     from hkdviz.train.teacher import Teacher
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "probe_fidelity.py"
-    spec = importlib.util.spec_from_file_location("probe_fidelity", script)
-    fidelity = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fidelity)
+    fidelity = _benchmark("probe_fidelity")
 
     images, _ = ShapesDataset(16, seed=11).materialize(progress=False)
     teacher = Teacher(IdealDenoiser(images.double() / 127.5 - 1.0))
@@ -374,14 +370,9 @@ def test_probe_fidelity_of_an_exact_and_a_shifted_student(capsys):
 def test_probe_regeneration_of_a_memorising_teacher(capsys):
     """benchmarks/probe_regeneration.py: the ideal denoiser of the probed images themselves returns each image
     from a small sigma (up to eps/sigma of the noise), so every class keeps its clean accuracy there."""
-    import importlib.util
-    from pathlib import Path
     from hkdviz.train.ideal import IdealDenoiser
     from hkdviz.train.teacher import Teacher
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "probe_regeneration.py"
-    spec = importlib.util.spec_from_file_location("probe_regeneration", script)
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = _benchmark("probe_regeneration")
 
     images, labels = ShapesDataset(24, seed=11).materialize(progress=False)
     teacher = Teacher(IdealDenoiser(images.double() / 127.5 - 1.0))
