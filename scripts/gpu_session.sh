@@ -21,7 +21,9 @@
 #    each run scores itself with its own classifier, whose feature scale differs from run to run, so
 #    the new run and the shipped default are also scored on each other's classifier (COMPARE_WITH),
 #    and both are ranked against their teachers over 6 blocks of 1000 unseen seeds (bench_quality),
-#    then paired with each other block by block (benchmarks/pair_quality.py); RANK=0 skips 1b;
+#    then paired with each other block by block (benchmarks/pair_quality.py), and the new HKD's fidelity
+#    to its teacher is probed (benchmarks/probe_fidelity.py, beside the shipped HKD's when TEACHER is
+#    given); RANK=0 skips 1b;
 #    ABLATIONS=a,b,... then runs scripts/ablations.sh on the new run (those variants of its HKD stage,
 #    scored on the COMPARE_WITH classifier, each as soon as it is trained) into ablations.txt /
 #    ablations.tar.gz (with the variants' weights, to rescore them later);
@@ -128,12 +130,14 @@ if [ "$DRY_RUN" = 1 ]; then
     BENCH_ARGS=(--batch 16 --hkd-batch 8 --repeats 2 --trajectory-count 16)
     PLAN_ARGS=(--preset smoke --fixed 5)
     QUALITY_ARGS=(--blocks 2 --num-samples 16 --teacher-steps 3)
+    FIDELITY_ARGS=(--num-samples 16 --train-seeds 8 --num-steps 3)
 else
     # The preset's batches: the rates depend on them (the tiny network is launch-bound). 4,096
     # trajectories (~8 s): at bench_train's default 512, start-up dominates (1.54x of bare on an H200).
     BENCH_ARGS=(--batch 256 --hkd-batch 128 --repeats 5 --trajectory-count 4096)
     PLAN_ARGS=(--preset default "${OVERRIDES[@]}" --fixed 60 --maximum 8)
     QUALITY_ARGS=(--blocks 6 --num-samples 1000 --teacher-steps 8,3)
+    FIDELITY_ARGS=()
 fi
 # Fail fast: the whole pipeline at smoke size first (~50 s on an H200), so that a CUDA-only bug ends the call
 # before the long run spends the device time (the session can then fix it and call again).
@@ -189,6 +193,11 @@ if [ -n "$COMPARE_WITH" ] && [ "${RANK:-1}" = 1 ] && [ -d "$OUT/run/export/hkd" 
         --device "$DEVICE" "${QUALITY_ARGS[@]}" --json "$OUT/quality_shipped.json"
     [ -f "$OUT/quality_new.json" ] && [ -f "$OUT/quality_shipped.json" ] \
         && run 20 "$PYTHON" benchmarks/pair_quality.py "$OUT/quality_new.json" "$OUT/quality_shipped.json"
+    # How closely the new HKD follows its teacher (seed by seed, class by class; into summary.txt). With
+    # TEACHER given, the shipped HKD was distilled from the same teacher: probe it beside the new one.
+    fidelity_args=(--checkpoint "$OUT/run/export/hkd" --teacher "$OUT/run/export/teacher" --classifier "$COMPARE_WITH")
+    [ -n "$TEACHER" ] && fidelity_args+=(--checkpoint "$COMPARE_WITH")
+    run 60 "$PYTHON" benchmarks/probe_fidelity.py "${fidelity_args[@]}" --device "$DEVICE" "${FIDELITY_ARGS[@]}"
 fi
 if [ -n "$ABLATIONS" ] && [ -d "$OUT/run/hkd/checkpoint" ]; then
     yardstick="${COMPARE_WITH:-the new run}"
