@@ -31,8 +31,9 @@
 # 3. widget latency, when ipywidgets and plotly are importable.
 #
 # Python packages the device image lacks travel as wheels in .whl/ (git-ignored; see
-# ../.library/device/README.md): h5netcdf is needed; plotly and ipywidgets only for the widget
-# benchmark, which is skipped without them.
+# ../.library/device/README.md): `bash scripts/gpu_wheels.sh` downloads them at this .venv's versions
+# (20 MB). h5netcdf is needed; plotly, ipywidgets, anywidget and IPython only for the widget benchmark,
+# which is skipped without them.
 #
 # Out ($OUT, at most 8 files come back): summary.txt (everything printed), results.tar.gz (the run's
 # exported checkpoints, evaluation table, logs and stats), bench_train.json (auto scale only),
