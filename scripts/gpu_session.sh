@@ -135,7 +135,8 @@ if [ "$DRY_RUN" = 1 ]; then
 else
     # The preset's batches: the rates depend on them (the tiny network is launch-bound). 4,096
     # trajectories (~8 s): at bench_train's default 512, start-up dominates (1.54x of bare on an H200).
-    BENCH_ARGS=(--batch 256 --hkd-batch 128 --repeats 5 --trajectory-count 4096)
+    # The GPU overrides too: a model override (a wider U-Net) changes the rates the scale is planned from.
+    BENCH_ARGS=(--batch 256 --hkd-batch 128 --repeats 5 --trajectory-count 4096 "${OVERRIDES[@]}")
     PLAN_ARGS=(--preset default "${OVERRIDES[@]}" --fixed 60 --maximum 8)
     QUALITY_ARGS=(--blocks 6 --num-samples 1000 --teacher-steps 8,3)
     FIDELITY_ARGS=()
