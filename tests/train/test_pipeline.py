@@ -147,6 +147,24 @@ def test_steps_scale_for_budget_fits_the_measured_rates():
         steps_scale_for_budget(config, rates, seconds=80, fixed_seconds=60)
 
 
+def test_ablations_and_gpu_session_scripts_refuse_bad_input_before_any_work(tmp_path):
+    """scripts/ablations.sh --help shows every variant and exits 0, no RUN_DIR is a usage error (2);
+    scripts/gpu_session.sh parses, and refuses a TEACHER that is no checkpoint (2) before it trains."""
+    import os
+    import subprocess
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    shown = subprocess.run(["bash", str(scripts / "ablations.sh"), "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    for variant in ("full", "full_seed1", "bottleneck", "no_tcons", "none"):
+        assert f"\n  {variant} " in shown.stdout, variant
+    assert subprocess.run(["bash", str(scripts / "ablations.sh")], capture_output=True).returncode == 2
+    assert subprocess.run(["bash", "-n", str(scripts / "gpu_session.sh")]).returncode == 0
+    refused = subprocess.run(["bash", str(scripts / "gpu_session.sh"), "1"], capture_output=True, text=True,
+                             env={**os.environ, "TEACHER": str(tmp_path / "nothing"), "OUT": str(tmp_path / "out")})
+    assert refused.returncode == 2 and "is not a checkpoint directory" in refused.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_plan_scale_script_reads_bench_json(tmp_path, capsys):
     import importlib.util
     script = Path(__file__).resolve().parents[2] / "scripts" / "plan_scale.py"
