@@ -31,11 +31,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_quality beside this file
 
 from bench_quality import load_models  # noqa: E402  (it puts the checkout on the path too)
-from hkdviz.train.evaluate import EVALUATION_FIRST_SEED, held_out_reference  # noqa: E402
+from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, held_out_reference, per_image_rmse,  # noqa: E402
+                                   training_seeds)
 
 
 def _rmse(images: torch.Tensor, targets: torch.Tensor) -> dict:
-    per_image = (images.double() - targets.double()).square().flatten(1).mean(1).sqrt()
+    per_image = per_image_rmse(images, targets)
     error = float(per_image.std() / math.sqrt(len(per_image))) if len(per_image) > 1 else float("nan")
     return {"mean": float(per_image.mean()), "standard_error": error, "count": len(per_image)}
 
@@ -51,8 +52,13 @@ def probe(models: dict, teacher, classifier, unseen_seeds, training_seeds: dict,
     "models": {name: {"mix", "kept"}}}}, "rmse": {name: {"unseen", "training"?}}, "num_unseen"}."""
     unseen_seeds = list(unseen_seeds)
 
+    samples = {}  # seeds -> teacher samples: checkpoints of one run share their training seeds
+
     def teacher_sample(seeds):
-        return teacher.sample(seeds, num_steps, batch_size=batch_size, progress=False).cpu()
+        key = tuple(seeds)
+        if key not in samples:
+            samples[key] = teacher.sample(list(key), num_steps, batch_size=batch_size, progress=False).cpu()
+        return samples[key]
 
     def predictions(images):
         return {head: probabilities.argmax(dim=1).cpu() for head, probabilities
@@ -106,15 +112,6 @@ def format_probe(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _training_seeds(model, count: int) -> list[int] | None:
-    """The first `count` trajectory seeds the checkpoint was distilled from (its meta), None if unknown."""
-    record = (getattr(model, "meta", None) or {}).get("trajectories") or {}
-    if "count" not in record:
-        return None
-    first = int(record.get("first_seed", 0))
-    return list(range(first, first + min(count, int(record["count"]))))
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", action="append", default=None,
@@ -139,10 +136,12 @@ def main(argv=None) -> int:
     first_model = next(iter(models.values()))
     spec = (first_model.meta or {}).get("dataset") or "shapes"
     data_images, _ = held_out_reference(spec, args.num_samples, resolution=first_model.image_shape[-1], progress=False)
-    training = {name: _training_seeds(model, args.train_seeds) if args.train_seeds else None
-                for name, model in models.items()}
-    for name, seeds in training.items():
-        if args.train_seeds and seeds is None:
+    training = dict.fromkeys(models)  # name -> the first --train-seeds of its trajectory seeds, or None
+    for name, model in models.items():
+        trained = training_seeds(model) if args.train_seeds else None
+        if trained is not None:
+            training[name] = list(trained[:args.train_seeds])
+        elif args.train_seeds:
             print(f"note: {name} records no trajectory seeds; only unseen seeds for it", file=sys.stderr)
     print(f"teacher {teacher_path}, classifier {classifier_path}, device {device}", flush=True)
     seeds = range(args.first_seed, args.first_seed + args.num_samples)

@@ -108,14 +108,25 @@ def held_out_reference(dataset_spec="shapes", num_images: int = DEFAULT_NUM_SAMP
 
 
 # -- loading by name -------------------------------------------------------------------------------------
-def training_seed_overlap(hkd_model, seeds: Sequence[int]) -> int:
-    """How many of `seeds` the HKD was trained on, from its meta's trajectory record (seeds first_seed ..
-    first_seed + count - 1; first_seed 0 when an older meta does not record it); 0 when unknown."""
+def training_seeds(hkd_model) -> range | None:
+    """The trajectory seeds the HKD was trained on, from its meta's trajectory record (first_seed ..
+    first_seed + count - 1; first_seed 0 when an older meta does not record it); None when unknown."""
     record = (getattr(hkd_model, "meta", None) or {}).get("trajectories") or {}
     if "count" not in record:
-        return 0
-    first, count = int(record.get("first_seed", 0)), int(record["count"])
-    return sum(1 for seed in seeds if first <= int(seed) < first + count)
+        return None
+    first = int(record.get("first_seed", 0))
+    return range(first, first + int(record["count"]))
+
+
+def training_seed_overlap(hkd_model, seeds: Sequence[int]) -> int:
+    """How many of `seeds` the HKD was trained on (training_seeds); 0 when unknown."""
+    trained = training_seeds(hkd_model)
+    return 0 if trained is None else sum(1 for seed in seeds if int(seed) in trained)
+
+
+def per_image_rmse(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """[N] pixel RMS difference of each image from its target (float64)."""
+    return (images.double() - targets.double()).square().flatten(1).mean(1).sqrt()
 
 
 def _load_hkd(value, device):
@@ -266,7 +277,7 @@ def evaluate(hkd_model=None, teacher=None, classifier=None, reference_images=Non
         if "fid" in measures:
             row["fid"] = measures["fid"]
         if target is not None and nfe is not None:  # sampled from the same seeds as the target
-            row["rmse_to_target"] = float((images - target["images"]).square().flatten(1).mean(1).sqrt().mean())
+            row["rmse_to_target"] = float(per_image_rmse(images, target["images"]).mean())
             if predictions:
                 agreement = {head: float((predicted == target["predictions"][head]).double().mean())
                              for head, predicted in predictions.items()}
@@ -582,7 +593,8 @@ def _run(args) -> int:
 
 __all__ = ["DEFAULT_TEACHER_STEPS", "EVALUATION_FIRST_SEED", "EvaluationError", "REFERENCE_SEED",
            "companion_checkpoint", "evaluate", "format_table", "held_out_reference", "heun_nfe", "main",
-           "parse_dataset_spec", "parse_teacher_steps", "training_seed_overlap"]
+           "parse_dataset_spec", "parse_teacher_steps", "per_image_rmse", "training_seed_overlap",
+           "training_seeds"]
 
 
 if __name__ == "__main__":  # pragma: no cover
