@@ -120,6 +120,18 @@ def test_presets_levels_and_parameter_counts():
     assert [level.operator for level in override.levels].count("block") == 1
 
 
+@pytest.mark.parametrize("channels", [20, 40, 48])
+def test_any_even_width_runs(channels):
+    # EDM's group count min(32, C // 4) does not divide every width (48 channels: a 144-channel skip
+    # concatenation); the largest dividing count below it is used there, EDM's own count elsewhere.
+    from hkdviz.model.unet import GroupNorm
+    model = hkdviz.build({"preset": "tiny", "unet": {"model_channels": channels}})
+    with torch.no_grad():
+        image = model.sample([0, 1])
+    assert image.shape == (2, 3, 32, 32) and torch.isfinite(image).all()
+    assert [GroupNorm(width).num_groups for width in (128, 256, 384, 144, 20)] == [32, 32, 32, 24, 5]
+
+
 def test_bad_configs_are_named():
     with pytest.raises(ConfigError, match="unknown preset 'huge'"):
         hkdviz.build("huge")

@@ -85,7 +85,12 @@ class Conv2d(nn.Module):
 class GroupNorm(nn.Module):
     def __init__(self, num_channels: int, num_groups: int = 32, min_channels_per_group: int = 4, eps: float = 1e-5):
         super().__init__()
-        self.num_groups = min(num_groups, num_channels // min_channels_per_group)
+        # EDM's rule, min(32, C // 4) groups, assumes C divisible by it (EDM's widths are multiples of
+        # 128). For other widths (e.g. 48 channels, whose 144-channel skip concatenation fails that rule)
+        # take the largest group count below it that divides C: the same as EDM wherever EDM runs.
+        self.num_groups = max(1, min(num_groups, num_channels // min_channels_per_group))
+        while num_channels % self.num_groups:
+            self.num_groups -= 1
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
