@@ -5,7 +5,7 @@
     python benchmarks/bench_quality.py --json runs/quality.json
 
 One `hkdviz eval` on 1000 seeds cannot rank two methods whose local KID differs by less than its
-spread (the shipped default on seeds 0..999: HKD 1071 vs teacher 5 NFE 1036, std over subsets ~70;
+spread (the 24-channel default on seeds 0..999: HKD 1071 vs teacher 5 NFE 1036, std over subsets ~70;
 another 1000 seeds moved HKD by 67 and the 35-NFE teacher by 88). This script scores every method
 on B disjoint blocks of unseen seeds (from EVALUATION_FIRST_SEED on, block b = seeds first + b * N ...),
 each block against the same held-out reference, and reports per measure (local KID x1e3, local FD, SWD):

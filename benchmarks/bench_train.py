@@ -1,6 +1,6 @@
 """Training pipeline throughput, measured side by side in one run (CPU, or CUDA when present).
 
-    python benchmarks/bench_train.py [--device auto] [--model tiny] [--batch 128] [--json out.json]
+    python benchmarks/bench_train.py [--device auto] [--model tiny|cifar10] [--batch 128] [--json out.json]
     python benchmarks/bench_train.py --device cpu --compare-cpu-bf16     # float32 vs bf16, side by side
 
 Prints, for the same network and settings as the loops (bf16 autocast + channels_last on CUDA; bf16 on
@@ -189,7 +189,8 @@ def print_precision_table(results: dict) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--model", default="tiny", help="model preset")
+    parser.add_argument("--model", default=None,
+                        help="model preset (default: the default training preset's model, tiny at 48 channels)")
     parser.add_argument("--batch", type=int, default=128, help="teacher and HKD global batch")
     parser.add_argument("--hkd-batch", type=int, default=None, help="HKD global batch (default: --batch)")
     parser.add_argument("--trajectory-count", type=int, default=None, help="trajectories to generate (default: 2x batch)")
@@ -212,11 +213,13 @@ def main(argv=None) -> int:
     CLOCK["cpu_time"] = args.clock == "cpu" or (args.clock == "auto" and device.type == "cpu")
     context = DistributedContext(device=device)
     hkd_batch = args.hkd_batch or args.batch
-    overrides = [f"model.preset={args.model}", f"teacher.batch_size={args.batch}", f"hkd.batch_size={hkd_batch}",
-                 "dataset.num_images=2048", *args.overrides]
+    overrides = [*([f"model.preset={args.model}"] if args.model else []), f"teacher.batch_size={args.batch}",
+                 f"hkd.batch_size={hkd_batch}", "dataset.num_images=2048", *args.overrides]
     config = resolve_training_config("default", overrides=overrides)
-    print(f"device: {device_name(device)}; torch {torch.__version__}; model {args.model} "
-          f"({sum(p.numel() for p in EDMPrecond(resolve_config(config['model'])).parameters()):,} teacher parameters); "
+    model_config = resolve_config(config["model"])
+    model_name = f"{model_config.get('preset')}, {model_config['unet']['model_channels']} channels"
+    print(f"device: {device_name(device)}; torch {torch.__version__}; model {model_name} "
+          f"({sum(p.numel() for p in EDMPrecond(model_config).parameters()):,} teacher parameters); "
           f"batch {args.batch} (HKD {hkd_batch}); clock {'process CPU time / threads' if CLOCK['cpu_time'] else 'wall'}",
           flush=True)
     if args.compare_cpu_bf16:
@@ -230,7 +233,7 @@ def main(argv=None) -> int:
         print_table(results)
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device_name(device), "batch": args.batch,
-                                               "hkd_batch": hkd_batch, "model": args.model,
+                                               "hkd_batch": hkd_batch, "model": model_name,
                                                **results}, indent=2))
     return 0
 

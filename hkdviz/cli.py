@@ -84,16 +84,34 @@ def command_info(args) -> int:
         return 0
     print(f"checkpoint  {summary['checkpoint']}")
     print(f"sha256      {summary['sha256']}")
-    print(f"preset      {summary['preset']}   parameters {summary['parameters']:,}   image {tuple(model.image_shape)}")
+    print(f"preset      {summary['preset']} ({model.config['unet']['model_channels']} channels)   "
+          f"parameters {summary['parameters']:,}   image {tuple(model.image_shape)}")
     print(f"koopman     {summary['koopman']}")
     print(f"trained     step {model.meta.get('step')} on {model.meta.get('dataset')}")
     print(f"{'level':>5}  {'name':<16} {'channels':>8} {'size':>7}  operator")
     for level in model.levels:
         print(f"{level.index:>5}  {level.name:<16} {level.channels:>8} {level.height:>3}x{level.width:<3}  {level.operator}")
-    metrics = model.meta.get("metrics") or {}
+    metrics = dict(model.meta.get("metrics") or {})
+    evaluation = metrics.pop("evaluation", None)
+    if evaluation and evaluation.get("rows"):
+        print_evaluation_summary(evaluation)
     if metrics:
         print("metrics     " + json.dumps(metrics))
     return 0
+
+
+def print_evaluation_summary(evaluation: dict) -> None:
+    """The evaluation recorded in a checkpoint's meta (`hkdviz eval` / `train all`), main columns only."""
+    seeds = evaluation.get("seeds") or {}
+    where = f", seeds {seeds['first']}..{seeds['last']}" if "first" in seeds and "last" in seeds else ""
+    print(f"evaluation  {evaluation.get('num_samples')} samples per method{where} (--json: every measure)")
+    print(f"{'method':>20}  {'NFE':>3}  {'local KID x1e3':>14}  {'local FD':>8}  {'SWD':>6}")
+    for row in evaluation["rows"]:
+        nfe = "-" if row.get("nfe") is None else row["nfe"]
+        kid = "-" if row.get("kid_x1e3") is None else f"{row['kid_x1e3']:.0f} +- {row.get('kid_std_x1e3') or 0:.0f}"
+        fd = "-" if row.get("local_fd") is None else f"{row['local_fd']:.2f}"
+        swd = "-" if row.get("swd") is None else f"{row['swd']:.3f}"
+        print(f"{row.get('method', '?'):>20}  {nfe:>3}  {kid:>14}  {fd:>8}  {swd:>6}")
 
 
 def command_spectrum(args) -> int:

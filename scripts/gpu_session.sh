@@ -15,7 +15,7 @@
 #    scripts/plan_scale.py picks the largest scale (at most 8) whose estimated run fits 75% of the time
 #    left for training (bench_train's rates read low: teacher 3,800 images/s against the ~4,800 the
 #    first H200 run averaged, HKD 1,900 samples/s against ~2,060; a safe side);
-# 1. `train all --preset default --set steps_scale=S` (5.1 minutes at S = 1 on an H200, measured), packed
+# 1. `train all --preset default --set steps_scale=S` (4.5 minutes at S = 1 on an H200, measured), packed
 #    into results.tar.gz as soon as it ends, so a later stage that overruns loses nothing ($OUT starts
 #    empty on each call: a stopped stage does not resume in the next);
 #    each run scores itself with its own classifier, whose feature scale differs from run to run, so
@@ -45,12 +45,12 @@
 # TEACHER=DIR skips the teacher stage and distils that teacher instead (with a STEPS_SCALE number):
 #   PREFLIGHT=0 RANK=0 TEACHER=checkpoints/default/teacher ABLATIONS=full,no_tcons,none,bottleneck,full_seed1 \
 #       GPU_OVERRIDES='hkd.data_memory_limit_mb=16384 classifier.enabled=false' bash scripts/gpu_session.sh 1
-# retrains the shipped default's HKD stage and its Table-3 ablations: on an H200 the run took 115 s and
+# retrains the shipped default's HKD stage and its Table-3 ablations: on an H200 (24-channel default) the run took 115 s and
 # each variant 60-90 s to train plus 9 s to score, so five variants need ~8.5 minutes in all (one
 # call of 415 s finished four).
 #   TEACHER=checkpoints/default/teacher GPU_OVERRIDES='hkd.data_memory_limit_mb=16384 classifier.enabled=false' \
 #       bash scripts/gpu_session.sh 3
-# distils the shipped teacher at 3x the trajectories and HKD steps (36,864 x 35 NFE; 2,700 x 128; 242 s
+# distils the shipped teacher (then the 24-channel one) at 3x the trajectories and HKD steps (36,864 x 35 NFE; 2,700 x 128; 242 s
 # of training on an H200, 360 s for the whole call). Measured: closer to its teacher seed by seed but
 # worse on local KID than the shipped HKD (README, "A longer distillation").
 set -uo pipefail

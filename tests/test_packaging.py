@@ -51,6 +51,26 @@ def test_cli_wrong_arguments_are_clear(tmp_path):
     assert result.returncode == 2 and "demo" in result.stdout
 
 
+def test_cli_info_prints_the_recorded_evaluation(tiny_checkpoint, tmp_path):
+    import json
+    import shutil
+    checkpoint = tmp_path / "evaluated"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    meta["metrics"] = {"evaluation": {"num_samples": 10, "seeds": {"first": 5, "last": 14, "count": 10}, "rows": [
+        {"method": "HKD (one step)", "nfe": 1, "kid_x1e3": 123.4, "kid_std_x1e3": 5.6, "local_fd": 7.891, "swd": 0.0456},
+        {"method": "held-out data", "nfe": None, "kid_x1e3": -3.0, "kid_std_x1e3": 8.0, "local_fd": 0.35, "swd": None}]},
+        "other": 1}
+    (checkpoint / "meta.json").write_text(json.dumps(meta))
+    result = run_cli("info", str(checkpoint))
+    assert result.returncode == 0, result.stderr
+    lines = [" ".join(line.split()) for line in result.stdout.splitlines()]
+    assert "evaluation 10 samples per method, seeds 5..14 (--json: every measure)" in lines
+    assert "HKD (one step) 1 123 +- 6 7.89 0.046" in lines
+    assert "held-out data - -3 +- 8 0.35 -" in lines
+    assert 'metrics     {"other": 1}' in result.stdout
+
+
 def test_cli_info_spectrum_trajectory(tiny_checkpoint, tmp_path):
     import xarray as xr
     result = run_cli("info", str(tiny_checkpoint))

@@ -226,12 +226,17 @@ def cpu_duration_note(config: dict, native_bfloat16: bool | None = None, stage: 
     None otherwise. stage: "all" (the whole pipeline) or the one stage the command runs (teacher,
     trajectories, hkd), which is then what the note estimates."""
     from .common import cpu_has_native_bfloat16
-    from .presets import estimated_cpu_minutes, resolve_training_config
+    from .presets import PresetError, estimated_cpu_minutes, resolve_training_config
 
     preset = config.get("preset")
     if preset not in ("default", "default-cpu"):
         return None
     native = cpu_has_native_bfloat16() if native_bfloat16 is None else native_bfloat16
+    try:
+        estimated_cpu_minutes(config, native)
+    except PresetError:  # a model override that was never measured on a CPU
+        return ("the default preset is sized for a GPU; no CPU estimate for this model"
+                if preset == "default" else None)
     kind = "with native bfloat16" if native else "in float32 (no native bfloat16 on this CPU)"
     if stage != "all":
         if preset == "default-cpu" and native:

@@ -10,13 +10,12 @@ validate.
 Presets:
 - smoke:    the whole pipeline end to end in about a minute on 2 CPU cores (a plumbing check,
             not a useful model).
-- default:  the shipped checkpoint: "tiny" model (~0.57M parameters, 32x32 RGB) on the shapes
-            data set, sized for one GPU (5.1 minutes on one H200, measured); about 2.6 hours on 2 CPU
-            cores with native bfloat16, 4.1 in float32 (estimated_cpu_minutes, from default-cpu's measured
-            rates), where default-cpu is the better choice.
-- default-cpu: the same model and data at half the images and a quarter of the batch, sized for ~90
-            minutes on 2 CPU cores with native bfloat16; trained the earlier shipped default (see
-            DEFAULT_CPU_BUDGET below and the README).
+- default:  the shipped checkpoint: the "tiny" U-Net at 48 channels (~2.1M parameters, 32x32 RGB) on
+            the shapes data set, sized for one GPU (4.5 minutes of training on one H200, measured);
+            many hours on 2 CPU cores (estimated_cpu_minutes), where default-cpu is the choice.
+- default-cpu: the 24-channel "tiny" model (~0.57M parameters) on the same data at half the images and
+            a quarter of the batch, sized for ~90 minutes on 2 CPU cores with native bfloat16; trained
+            an earlier shipped default (see DEFAULT_CPU_BUDGET below and the README).
 - cifar10:  paper settings: EDM DDPM++ CIFAR-10 teacher (EDM's training recipe), HKD batch 256,
             Adam lr 1e-3, ~53 epochs over the trajectory set; needs `--set dataset=cifar10:/path`.
 - ffhq64:   EDM's FFHQ 64x64 teacher recipe, 40-step (79 NFE) trajectories, HKD batch 64;
@@ -93,14 +92,18 @@ DEFAULT_CPU_PRESET = {
 }
 
 # The shipped default: what `hkdviz train all --preset default` trains; the checkpoints in
-# checkpoints/default/ (teacher, HKD) came from this recipe on one H200 in 5.1 minutes
-# (scripts/gpu_session.sh; the classifier is the default-cpu run's, trained with the same
-# classifier settings). Against default-cpu: 2x the teacher images (960k) at 4x the batch (the tiny
-# network is launch-bound on a GPU at batch 64; lr 2e-3 for the larger batch), 2x the trajectories
-# and 2x the HKD samples at 4x the batch. Measured with the shipped classifier (README): 35-NFE
-# teacher KID 995 vs 1059, HKD 1071 vs 1125 (both on seeds 0..999, the evaluation seeds of the time).
+# checkpoints/default/ (teacher, HKD) came from this recipe on one H200 in 4.5 minutes of training
+# (scripts/gpu_session.sh; the classifier is the default-cpu run's, trained with the same classifier
+# settings). Against default-cpu: the tiny U-Net at twice the width (48 channels, 2.1M parameters: the
+# GPU is launch-bound at this size, so it trains as fast as the 24-channel one there), 2x the teacher
+# images (960k) at 4x the batch (lr 2e-3 for the larger batch), 2x the trajectories and 2x the HKD
+# samples at 4x the batch. Measured on the shipped classifier and unseen seeds (README): 35-NFE teacher
+# KID 87 against 907 for the same recipe at 24 channels, HKD 859 against 1004; HKD beats the 5-NFE
+# teacher by 17 +- 7 KID over 6 blocks of 1,000 seeds, where the 24-channel one tied.
+DEFAULT_MODEL = {"preset": "tiny", "unet": {"model_channels": 48}}
 DEFAULT_PRESET = {
     **DEFAULT_CPU_PRESET,
+    "model": DEFAULT_MODEL,
     "teacher": {**DEFAULT_CPU_PRESET["teacher"], "steps": 3_750, "batch_size": 256, "lr": 2e-3,
                 "lr_cooldown_steps": 750},
     "trajectories": {**DEFAULT_CPU_PRESET["trajectories"], "count": 12_288},
@@ -159,6 +162,11 @@ PRESETS: dict = {
 # run that trained the shipped default: teacher 197 s (3,750 steps x 256, ~5,300 images/s late in the
 # run, data rendering included), trajectories 26 s (12,288 at 516/s), HKD 62 s (900 x 128), classifier
 # (500 steps in that run; the preset's 1,000 add a few seconds) and evaluation 19 s: 5.1 minutes.
+# The 48-channel default on the same card trained as fast (teacher 174 s, trajectories 26 s, HKD 65 s).
+# On 2 CPU cores the width costs: `cost_by_model_channels` holds each stage's time per image against
+# the 24-channel tiny model, measured side by side with benchmarks/bench_train.py (float32, batch 64,
+# HKD batch 32, a 2-core AMD EPYC: teacher 67.6 vs 27.4 images/s, trajectories 5.5 vs 2.5, HKD 14.7
+# vs 4.6 samples/s); the bf16 ratio is taken to be the same (not measured: that CPU had no bf16).
 DEFAULT_CPU_BUDGET = {
     "measured_minutes_2_cpu_cores_bf16": {"teacher": 44.9, "trajectories": 6.3, "hkd": 25.8,
                                           "classifier_and_evaluation": 4.3, "total": 81.4},
@@ -166,6 +174,8 @@ DEFAULT_CPU_BUDGET = {
                                     "hkd_samples_per_second": 37.0},
     "throughput_2_cpu_cores_float32": {"teacher_images_per_second": 124.0, "trajectories_per_second": 6.6,
                                        "hkd_samples_per_second": 24.0},
+    "cost_by_model_channels": {24: {"teacher": 1.0, "trajectories": 1.0, "hkd": 1.0},
+                               48: {"teacher": 2.47, "trajectories": 2.22, "hkd": 3.18}},
 }
 
 
@@ -179,7 +189,7 @@ def _merge(base: dict, override: dict, path: tuple = ()) -> dict:
         if key not in result:
             raise PresetError(f"unknown config key {'.'.join(where)!r}; known here: {', '.join(sorted(result))}")
         if where in FREE_FORM:
-            result[key] = _merge_free(result[key], value)
+            result[key] = _merge_free(result[key], value, where)
         elif isinstance(result[key], dict):
             result[key] = _merge(result[key], value, where)
         else:
@@ -187,10 +197,12 @@ def _merge(base: dict, override: dict, path: tuple = ()) -> dict:
     return result
 
 
-def _merge_free(base, value):
-    """Deep merge without a schema; a dict naming another "name" (data set, distance) replaces the old one."""
+def _merge_free(base, value, where: tuple = ()):
+    """Deep merge without a schema; a dict naming another "name" (data set, distance) replaces the old one,
+    and a model dict naming a "preset" replaces the whole model section: `--set model.preset=tiny` on
+    the default preset (tiny at 48 channels) means the 24-channel tiny, not tiny at 48 channels."""
     if isinstance(base, dict) and isinstance(value, dict):
-        if "name" in value and value["name"] != base.get("name"):
+        if ("name" in value and value["name"] != base.get("name")) or (where == ("model",) and "preset" in value):
             return copy.deepcopy(value)
         result = copy.deepcopy(base)
         for key, item in value.items():
@@ -291,9 +303,22 @@ def estimated_cpu_minutes(config: dict, native_bfloat16: bool, stages=None) -> f
     where the CPU has native bfloat16, float32 ones elsewhere; classifier and evaluation as measured
     for default-cpu. `config` as run: pass scaled(config) when steps_scale is not 1 (the CLI's config
     already is; scaling twice would square the scale). stages: None for the whole pipeline, else some
-    of ("teacher", "trajectories", "hkd") alone. An estimate for the `tiny` model only."""
+    of ("teacher", "trajectories", "hkd") alone. An estimate for the `tiny` model at a measured width
+    only (cost_by_model_channels: 24 or 48 channels); other models raise PresetError."""
+    from ..model.config import ConfigError, resolve_config
+    try:
+        model = resolve_config(config["model"])
+    except ConfigError as error:
+        raise PresetError(f"no CPU estimate: {error}") from None
+    channels = model["unet"]["model_channels"]
+    costs = DEFAULT_CPU_BUDGET["cost_by_model_channels"].get(channels)
+    tiny_shape = {key: model["unet"][key] for key in ("img_resolution", "channel_mult", "num_blocks")}
+    if model.get("preset") != "tiny" or costs is None or tiny_shape != {
+            "img_resolution": 32, "channel_mult": [1, 1, 2], "num_blocks": 1}:
+        raise PresetError(f"no CPU estimate for this model (measured: the tiny U-Net at "
+                          f"{sorted(DEFAULT_CPU_BUDGET['cost_by_model_channels'])} channels)")
     rates = DEFAULT_CPU_BUDGET["throughput_2_cpu_cores_bf16" if native_bfloat16 else "throughput_2_cpu_cores_float32"]
-    seconds = _stage_seconds(config, rates)
+    seconds = {stage: value * costs[stage] for stage, value in _stage_seconds(config, rates).items()}
     if stages is not None:
         unknown = sorted(set(stages) - set(seconds))
         if unknown:

@@ -199,6 +199,9 @@ def test_shipped_default_was_trained_by_the_default_preset():
         assert {key: recorded[key] for key in expected} == json.loads(json.dumps(expected)), section
     assert hkd_meta["trajectories"]["count"] == preset["trajectories"]["count"]
     assert hkd_meta["trajectories"]["num_steps"] == preset["trajectories"]["num_steps"]
+    from hkdviz.model.config import resolve_config
+    for kind in ("teacher", "hkd"):  # the network too (the 48-channel tiny U-Net)
+        assert json.loads((root / kind / "config.json").read_text()) == resolve_config(preset["model"]), kind
 
 
 def test_presets_are_plain_data_and_parser_lists_them():
@@ -210,20 +213,42 @@ def test_presets_are_plain_data_and_parser_lists_them():
     assert resolve_training_config("ffhq64")["hkd"]["batch_size"] == 64
 
 
+def test_model_override_naming_a_preset_replaces_the_model_section():
+    # The default preset is tiny at 48 channels: naming a preset starts from that preset alone, while
+    # a nested key merges into the preset's model.
+    assert resolve_training_config("default")["model"] == {"preset": "tiny", "unet": {"model_channels": 48}}
+    assert resolve_training_config("default", overrides=["model.preset=tiny"])["model"] == {"preset": "tiny"}
+    assert resolve_training_config("default", overrides=['model={"preset": "cifar10"}'])["model"] == {
+        "preset": "cifar10"}
+    merged = resolve_training_config("default", overrides=["model.unet.num_blocks=2"])["model"]
+    assert merged == {"preset": "tiny", "unet": {"model_channels": 48, "num_blocks": 2}}
+    assert resolve_training_config("default-cpu")["model"] == {"preset": "tiny"}
+
+
 def test_cpu_duration_note_estimates_from_measured_rates():
     from hkdviz.train.cli import cpu_duration_note
     from hkdviz.train.presets import DEFAULT_CPU_BUDGET, estimated_cpu_minutes
     # Known answer: default-cpu with bf16 reproduces the run it was measured on (81.4 minutes).
     measured = DEFAULT_CPU_BUDGET["measured_minutes_2_cpu_cores_bf16"]["total"]
     assert estimated_cpu_minutes(resolve_training_config("default-cpu"), True) == pytest.approx(measured, abs=0.5)
-    # The default preset is twice the work; float32 is slower; steps_scale counts.
+    # The default preset is twice the work at twice the width (each stage's measured cost at 48 channels
+    # against 24); float32 is slower; steps_scale counts.
     default_bf16 = estimated_cpu_minutes(resolve_training_config("default"), True)
-    assert 150 < default_bf16 < 170 and estimated_cpu_minutes(resolve_training_config("default"), False) > default_bf16
+    narrow = resolve_training_config("default", overrides=["model.preset=tiny"])
+    costs = DEFAULT_CPU_BUDGET["cost_by_model_channels"][48]
+    assert default_bf16 - 4.3 == pytest.approx(sum(
+        costs[stage] * estimated_cpu_minutes(narrow, True, stages=(stage,)) for stage in costs))
+    assert 150 < estimated_cpu_minutes(narrow, True) < 170
+    assert estimated_cpu_minutes(resolve_training_config("default"), False) > default_bf16
     half = scaled(resolve_training_config("default", overrides=["steps_scale=0.5"]))  # as the CLI runs it
     assert estimated_cpu_minutes(half, True) < 0.6 * default_bf16
     assert estimated_cpu_minutes(half, True) > 0.5 * default_bf16  # scaled once, not twice
-    assert "about 2.6 hours" in cpu_duration_note(resolve_training_config("default"), native_bfloat16=True)
-    assert "about 4.1 hours" in cpu_duration_note(resolve_training_config("default"), native_bfloat16=False)
+    assert "about 7.0 hours" in cpu_duration_note(resolve_training_config("default"), native_bfloat16=True)
+    assert "about 10.8 hours" in cpu_duration_note(resolve_training_config("default"), native_bfloat16=False)
+    unmeasured = resolve_training_config("default", overrides=["model.unet.model_channels=32"])
+    assert "no CPU estimate" in cpu_duration_note(unmeasured, native_bfloat16=True)
+    with pytest.raises(PresetError, match="no CPU estimate for this model"):
+        estimated_cpu_minutes(unmeasured, True)
     assert cpu_duration_note(resolve_training_config("default-cpu"), native_bfloat16=True) is None
     assert "float32" in cpu_duration_note(resolve_training_config("default-cpu"), native_bfloat16=False)
     assert cpu_duration_note(resolve_training_config("smoke"), native_bfloat16=False) is None
