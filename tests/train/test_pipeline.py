@@ -111,7 +111,7 @@ def test_config_file_and_overrides(tmp_path):
                                                        "hkd.distance={\"name\": \"mse\"}"])
     assert config["hkd"]["lr"] == 2e-4 and config["hkd"]["koopman"] == {"operator": "block", "levels": "bottleneck"}
     assert config["hkd"]["t_consistency"] is False
-    assert config["model"] == {"preset": "tiny", "unet": {"dropout": 0.1}}
+    assert config["model"] == {"preset": "tiny", "unet": {"model_channels": 48, "dropout": 0.1}}  # merged into the preset's
     assert config["dataset"] == {"name": "shapes", "num_images": 1000, "seed": 0}
     assert config["hkd"]["distance"] == {"name": "mse"}
     # A data set of another kind replaces the old spec instead of merging with it.
