@@ -47,7 +47,8 @@
 #       GPU_OVERRIDES='hkd.data_memory_limit_mb=16384 classifier.enabled=false' bash scripts/gpu_session.sh 1
 # retrains the shipped default's HKD stage and its Table-3 ablations: on an H200 (24-channel default) the run took 115 s and
 # each variant 60-90 s to train plus 9 s to score, so five variants need ~8.5 minutes in all (one
-# call of 415 s finished four).
+# call of 415 s finished four). On the 48-channel default's teacher, `ABLATIONS=full,none` with
+# `TESTS_SECONDS=0 GPU_SESSION_SECONDS=222` took 202 s (trajectories 26 s, HKD 75 s, `none` 65 s + 10 s).
 #   TEACHER=checkpoints/default/teacher GPU_OVERRIDES='hkd.data_memory_limit_mb=16384 classifier.enabled=false' \
 #       bash scripts/gpu_session.sh 3
 # distils the shipped teacher (then the 24-channel one) at 3x the trajectories and HKD steps (36,864 x 35 NFE; 2,700 x 128; 242 s
