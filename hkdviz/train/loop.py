@@ -34,6 +34,9 @@ class TrainingLoop:
 
     kind = "abstract"     # checkpoint kind
     section = "abstract"  # config section
+    # What one batch entry is, for the log: an image for the teacher, a sample of 5 decodes (4 trajectory
+    # times + x_T) for HKD. stats.jsonl keeps the key "images_per_second" for both (entries per second).
+    unit = "images"
     # Whether a resumed run may change "steps": only when no schedule depends on the total step
     # count (then a run extended from N to M steps equals an uninterrupted M-step run).
     steps_extendable = False
@@ -288,10 +291,10 @@ class TrainingLoop:
                 record = self.log_interval(time.perf_counter() - interval_start, interval_steps)
                 interval_start, interval_steps = time.perf_counter(), 0
                 self.run.append_stats(record)
-                bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4g}",
-                                img_s=f"{record['images_per_second'] or 0:.0f}")
+                bar.set_postfix({"loss": f"{record.get('loss', float('nan')):.4g}",
+                                 f"{self.unit}/s": f"{record['images_per_second'] or 0:.0f}"})
                 self.run.log(f"{self.section} step {record['step']}: loss {record.get('loss', float('nan')):.5g}, "
-                             f"{record['images_per_second'] or 0:.1f} images/s")
+                             f"{record['images_per_second'] or 0:.1f} {self.unit}/s")
             if self.step % resume_every == 0 or self.step == self.total_steps:
                 self.save_resume_files()
             if checkpoint_every and self.step % int(checkpoint_every) == 0 and self.step < self.total_steps:
@@ -408,6 +411,7 @@ class TeacherLoop(TrainingLoop):
 class HKDLoop(TrainingLoop):
     kind = "hkd"
     section = "hkd"
+    unit = "samples"
 
     def __init__(self, config: dict, out_dir, teacher=None, trajectories=None, **kwargs):
         super().__init__(config, out_dir, **kwargs)

@@ -75,7 +75,7 @@ def test_teacher_resume_after_kill_continues_exactly(tmp_path):
     assert [record["step"] for record in read_stats(tmp_path / "killed")] == [1, 2, 3, 4, 5, 6]
     assert_same_weights(straight, resumed)
     log = (tmp_path / "killed" / "log.txt").read_text()
-    assert "resumed at step 4/6" in log
+    assert "resumed at step 4/6" in log and "images/s" in log
 
 
 def test_teacher_run_extended_to_more_steps_equals_the_longer_run(tmp_path):
@@ -194,6 +194,8 @@ def test_hkd_resume_after_kill_continues_exactly(tmp_path, teacher_checkpoint, t
     assert [record["lr"] for record in read_stats(tmp_path / "straight")] == pytest.approx([1e-3, 1e-3, 1e-3, 2e-3 / 3, 1e-3 / 3])
     assert len(read_stats(tmp_path / "killed")) == 5
     assert_same_weights(straight, resumed)
+    log = (tmp_path / "straight" / "log.txt").read_text()  # an HKD batch entry is a sample of 5 decodes
+    assert "samples/s" in log and "images/s" not in log
     # The result is an HKD checkpoint that hkdviz.load reads.
     import hkdviz
     model = hkdviz.load(resumed, device="cpu")
