@@ -1,8 +1,9 @@
 """Which model and teacher a report is made from, and the loud fallback to an untrained model.
 
-Where a checkout lacks the shipped `default` checkpoint (checkpoints/default/hkd), `hkdviz.load("default")`
-raises CheckpointError; reports then build an untrained `tiny` model (with small random Koopman generators, so its spectrum and
-trajectories are not degenerate) and say so in a banner in the terminal, the HTML and the manifest.
+Where a checkout lacks the shipped `default` checkpoint (checkpoints/default/hkd),
+`hkdviz.load("default")` raises CheckpointError; reports then build an untrained `tiny` model (with
+small random Koopman generators, so its spectrum and trajectories are not degenerate) and say so in a
+banner in the terminal, the HTML and the manifest.
 """
 from __future__ import annotations
 
