@@ -102,16 +102,12 @@ def command_info(args) -> int:
 
 def print_evaluation_summary(evaluation: dict) -> None:
     """The evaluation recorded in a checkpoint's meta (`hkdviz eval` / `train all`), main columns only."""
+    from hkdviz.train.evaluate import COLUMNS, format_rows
     seeds = evaluation.get("seeds") or {}
     where = f", seeds {seeds['first']}..{seeds['last']}" if "first" in seeds and "last" in seeds else ""
     print(f"evaluation  {evaluation.get('num_samples')} samples per method{where} (--json: every measure)")
-    print(f"{'method':>20}  {'NFE':>3}  {'local KID x1e3':>14}  {'local FD':>8}  {'SWD':>6}")
-    for row in evaluation["rows"]:
-        nfe = "-" if row.get("nfe") is None else row["nfe"]
-        kid = "-" if row.get("kid_x1e3") is None else f"{row['kid_x1e3']:.0f} +- {row.get('kid_std_x1e3') or 0:.0f}"
-        fd = "-" if row.get("local_fd") is None else f"{row['local_fd']:.2f}"
-        swd = "-" if row.get("swd") is None else f"{row['swd']:.3f}"
-        print(f"{row.get('method', '?'):>20}  {nfe:>3}  {kid:>14}  {fd:>8}  {swd:>6}")
+    columns = [column for column in COLUMNS if column[1] in ("method", "nfe", "kid_x1e3", "local_fd", "swd")]
+    print(format_rows(evaluation["rows"], columns))
 
 
 def command_spectrum(args) -> int:

@@ -66,8 +66,8 @@ def test_cli_info_prints_the_recorded_evaluation(tiny_checkpoint, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = [" ".join(line.split()) for line in result.stdout.splitlines()]
     assert "evaluation 10 samples per method, seeds 5..14 (--json: every measure)" in lines
-    assert "HKD (one step) 1 123 +- 6 7.89 0.046" in lines
-    assert "held-out data - -3 +- 8 0.35 -" in lines
+    assert "HKD (one step) 1 123.40 ± 5.60 7.891 0.0456" in lines  # as `hkdviz eval` prints them
+    assert "held-out data - -3.00 ± 8.00 0.350 -" in lines
     assert 'metrics     {"other": 1}' in result.stdout
 
 

@@ -391,6 +391,21 @@ def _cell(row: Mapping, key, pattern: str | None) -> str:
     return "-" if value is None else pattern.format(value)
 
 
+def format_rows(rows: Sequence[Mapping], columns=COLUMNS) -> str:
+    """Evaluation rows as an aligned text table of `columns` ((header, key, format) as in COLUMNS)."""
+    cells = [[header for header, _, _ in columns]]
+    cells += [[_cell(row, key, pattern) for _, key, pattern in columns] for row in rows]
+    widths = [max(len(line[column]) for line in cells) for column in range(len(columns))]
+    lines = []
+    for number, line in enumerate(cells):
+        parts = [text.ljust(width) if column == 0 else text.rjust(width)
+                 for column, (text, width) in enumerate(zip(line, widths))]
+        lines.append("  ".join(parts).rstrip())
+        if number == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
 def format_table(result: Mapping) -> str:
     """The rows as an aligned text table, then what the measures are and what the reference was."""
     columns = list(COLUMNS)
@@ -406,16 +421,7 @@ def format_table(result: Mapping) -> str:
     if target:
         columns[-1:-1] = [(f"class = {target['nfe']} NFE", "target_agreement", "{:.3f}"),
                           (f"RMSE to {target['nfe']} NFE", "rmse_to_target", "{:.4f}")]
-    cells = [[header for header, _, _ in columns]]
-    cells += [[_cell(row, key, pattern) for _, key, pattern in columns] for row in result["rows"]]
-    widths = [max(len(line[column]) for line in cells) for column in range(len(columns))]
-    lines = []
-    for number, line in enumerate(cells):
-        parts = [text.ljust(width) if column == 0 else text.rjust(width)
-                 for column, (text, width) in enumerate(zip(line, widths))]
-        lines.append("  ".join(parts).rstrip())
-        if number == 0:
-            lines.append("  ".join("-" * width for width in widths))
+    lines = format_rows(result["rows"], columns).split("\n")
     lines.append("")
     footer = [f"{result['num_samples']} samples per method on the same seeds; reference: "
               f"{_describe_reference(result.get('reference') or {})}.",
@@ -592,7 +598,7 @@ def _run(args) -> int:
 
 
 __all__ = ["DEFAULT_TEACHER_STEPS", "EVALUATION_FIRST_SEED", "EvaluationError", "REFERENCE_SEED",
-           "companion_checkpoint", "evaluate", "format_table", "held_out_reference", "heun_nfe", "main",
+           "companion_checkpoint", "evaluate", "format_rows", "format_table", "held_out_reference", "heun_nfe", "main",
            "parse_dataset_spec", "parse_teacher_steps", "per_image_rmse", "training_seed_overlap",
            "training_seeds"]
 
