@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -30,15 +29,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_quality beside this file
 
-from bench_quality import load_models  # noqa: E402  (it puts the checkout on the path too)
+from bench_quality import _standard_error, load_models  # noqa: E402  (it puts the checkout on the path too)
 from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, held_out_reference, per_image_rmse,  # noqa: E402
                                    training_seeds)
 
 
 def _rmse(images: torch.Tensor, targets: torch.Tensor) -> dict:
     per_image = per_image_rmse(images, targets)
-    error = float(per_image.std() / math.sqrt(len(per_image))) if len(per_image) > 1 else float("nan")
-    return {"mean": float(per_image.mean()), "standard_error": error, "count": len(per_image)}
+    return {"mean": float(per_image.mean()), "standard_error": _standard_error(per_image.numpy()),
+            "count": len(per_image)}
 
 
 def _class_mix(predicted: torch.Tensor, num_classes: int) -> list[float]:

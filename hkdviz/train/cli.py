@@ -233,7 +233,7 @@ def cpu_duration_note(config: dict, native_bfloat16: bool | None = None, stage: 
         return None
     native = cpu_has_native_bfloat16() if native_bfloat16 is None else native_bfloat16
     try:
-        estimated_cpu_minutes(config, native)
+        minutes = estimated_cpu_minutes(config, native)  # the whole pipeline
     except PresetError:  # a model override that was never measured on a CPU
         return ("the default preset is sized for a GPU; no CPU estimate for this model"
                 if preset == "default" else None)
@@ -245,7 +245,6 @@ def cpu_duration_note(config: dict, native_bfloat16: bool | None = None, stage: 
         duration = "under a minute" if minutes < 1 else f"about {minutes:.0f} minutes"
         return (f"the {preset} preset's {stage} stage takes {duration} on 2 CPU cores {kind}"
                 + (" (the preset is sized for a GPU)" if preset == "default" else ""))
-    minutes = estimated_cpu_minutes(config, native)
     if preset == "default":
         alternative = estimated_cpu_minutes(resolve_training_config("default-cpu"), native)
         return (f"the default preset is sized for a GPU (5 minutes on one H200); on 2 CPU cores {kind} the whole "

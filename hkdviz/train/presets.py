@@ -313,9 +313,9 @@ def estimated_cpu_minutes(config: dict, native_bfloat16: bool, stages=None) -> f
         raise PresetError(f"no CPU estimate: {error}") from None
     channels = model["unet"]["model_channels"]
     costs = DEFAULT_CPU_BUDGET["cost_by_model_channels"].get(channels)
-    tiny_shape = {key: model["unet"][key] for key in ("img_resolution", "channel_mult", "num_blocks")}
-    if model.get("preset") != "tiny" or costs is None or tiny_shape != {
-            "img_resolution": 32, "channel_mult": [1, 1, 2], "num_blocks": 1}:
+    tiny = resolve_config({"preset": "tiny", "unet": {"model_channels": channels}})["unet"]
+    shape = ("img_resolution", "channel_mult", "num_blocks", "attn_resolutions")  # what sets the cost
+    if costs is None or any(model["unet"][key] != tiny[key] for key in shape):
         raise PresetError(f"no CPU estimate for this model (measured: the tiny U-Net at "
                           f"{sorted(DEFAULT_CPU_BUDGET['cost_by_model_channels'])} channels)")
     rates = DEFAULT_CPU_BUDGET["throughput_2_cpu_cores_bf16" if native_bfloat16 else "throughput_2_cpu_cores_float32"]
