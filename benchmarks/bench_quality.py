@@ -17,7 +17,7 @@ each block against the same held-out reference, and reports per measure (local K
 The reference is fixed across blocks, so a block's spread is the samples' noise only: enough to rank
 methods on this reference, not a confidence interval for the population value. Nothing here is
 timed; run it on any device (2 CPU cores, per block of 1000 with the 48-channel default: ~6.5
-minutes for --teacher-steps 8,3, 100 s for 3; 2-3 minutes for 8,3 with the 24-channel one).
+minutes for --teacher-steps 8,3, ~110 s for 3; 2-3 minutes for 8,3 with the 24-channel one).
 """
 from __future__ import annotations
 
