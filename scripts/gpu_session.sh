@@ -42,6 +42,11 @@
 # ablations.txt and ablations.tar.gz (with ABLATIONS; a stage stopped by the deadline leaves no table,
 # but the variants it scored are in the tarball's ablations/eval-*.json).
 #
+# QUALITY_OPTIONS='--blocks 200 --first-seed 1000036000 --teacher-steps 3' overrides bench_quality's 6 blocks
+# of `8,3` (later options win), with QUALITY_SECONDS (default 120) per checkpoint: ~2 s a block on an H200
+# with `8,3`, so 200 blocks need QUALITY_SECONDS of ~450. Seeds from 1,000,036,000 on were never scored
+# (README: the shipped default's KID was decided on blocks up to 1,000,035,999).
+#
 # TEACHER=DIR skips the teacher stage and distils that teacher instead (with a STEPS_SCALE number):
 #   PREFLIGHT=0 RANK=0 TEACHER=checkpoints/default/teacher ABLATIONS=full,no_tcons,none,bottleneck,full_seed1 \
 #       GPU_OVERRIDES='hkd.data_memory_limit_mb=16384 classifier.enabled=false' bash scripts/gpu_session.sh 1
@@ -65,6 +70,7 @@ SCALE="${1:-auto}"
 FALLBACK_SCALE=1
 TESTS_SECONDS="${TESTS_SECONDS:-75}"  # kept after training for the comparison and the GPU tests
 TEACHER="${TEACHER:-}"
+QUALITY_SECONDS="${QUALITY_SECONDS:-120}"
 ABLATIONS="${ABLATIONS:-}"
 TEACHER_ARGS=()
 if [ -n "$TEACHER" ]; then
@@ -142,6 +148,8 @@ else
     QUALITY_ARGS=(--blocks 6 --num-samples 1000 --teacher-steps 8,3)
     FIDELITY_ARGS=()
 fi
+read -r -a QUALITY_EXTRA <<< "${QUALITY_OPTIONS:-}"  # e.g. more blocks on fresh seeds (later options win)
+QUALITY_ARGS+=("${QUALITY_EXTRA[@]}")
 # Fail fast: the whole pipeline at smoke size first (~50 s on an H200), so that a CUDA-only bug ends the call
 # before the long run spends the device time (the session can then fix it and call again).
 # PREFLIGHT=0 skips it (a retry on a device where it already passed).
@@ -190,9 +198,9 @@ if [ -n "$COMPARE_WITH" ] && [ "${RANK:-1}" = 1 ] && [ -d "$OUT/run/export/hkd" 
     # tables go to summary.txt, every block to quality_{new,shipped}.json: the two runs share seeds and
     # reference block by block, so new HKD - shipped HKD can be paired afterwards.
     say "1b. HKD against its teacher over seed blocks (bench_quality), new run then $COMPARE_WITH, on $COMPARE_WITH's classifier"
-    run 120 "$PYTHON" benchmarks/bench_quality.py --checkpoint "$OUT/run/export/hkd" --teacher "$OUT/run/export/teacher" \
+    run "$QUALITY_SECONDS" "$PYTHON" benchmarks/bench_quality.py --checkpoint "$OUT/run/export/hkd" --teacher "$OUT/run/export/teacher" \
         --classifier "$COMPARE_WITH" --device "$DEVICE" "${QUALITY_ARGS[@]}" --json "$OUT/quality_new.json"
-    run 120 "$PYTHON" benchmarks/bench_quality.py --checkpoint "$COMPARE_WITH" --classifier "$COMPARE_WITH" \
+    run "$QUALITY_SECONDS" "$PYTHON" benchmarks/bench_quality.py --checkpoint "$COMPARE_WITH" --classifier "$COMPARE_WITH" \
         --device "$DEVICE" "${QUALITY_ARGS[@]}" --json "$OUT/quality_shipped.json"
     [ -f "$OUT/quality_new.json" ] && [ -f "$OUT/quality_shipped.json" ] \
         && run 20 "$PYTHON" benchmarks/pair_quality.py "$OUT/quality_new.json" "$OUT/quality_shipped.json"
