@@ -118,6 +118,16 @@ def format_summary(summary: dict, num_blocks: int, num_samples: int) -> str:
     return "\n".join(lines)
 
 
+def write_record(path: str, base: dict, blocks: list[dict], complete: bool) -> None:
+    """The --json record: `base`, every block so far, their summary (from 2 blocks on) and whether all the
+    requested blocks are in. Written through a temporary file, so a kill mid-write leaves the last record."""
+    record = {**base, "complete": complete, "blocks": blocks,
+              "summary": summarise(blocks) if len(blocks) > 1 else None}
+    temporary = Path(f"{path}.partial")
+    temporary.write_text(json.dumps(record, indent=2) + "\n")
+    temporary.replace(path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default="default", help="HKD checkpoint: shipped name or directory")
@@ -130,7 +140,7 @@ def main(argv=None) -> int:
                         help="Heun steps of the teacher rows (default 8,3 = 15, 5 NFE)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write every block and the summary")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write every block and the summary (after every block: a stopped run keeps what it finished)")
     args = parser.parse_args(argv)
     if args.blocks < 2:
         parser.error(f"--blocks must be >= 2 for a standard error, got {args.blocks}")
@@ -152,6 +162,9 @@ def main(argv=None) -> int:
           f"{platform.processor() or platform.machine()}; reference: {description.get('source', description)}",
           flush=True)
 
+    record_base = {"checkpoint": args.checkpoint, "teacher": str(teacher_path), "classifier": str(classifier_path),
+                   "device": str(device), "num_samples": args.num_samples, "teacher_steps": teacher_steps,
+                   "blocks_requested": args.blocks}
     blocks = []
     started = time.perf_counter()
     for block in range(args.blocks):
@@ -165,14 +178,12 @@ def main(argv=None) -> int:
               f"[{time.perf_counter() - started:.0f} s]", flush=True)
         if block == 0:
             print(format_table(result), flush=True)
+        if args.json:  # after every block: a run stopped by a time limit keeps the blocks it finished
+            write_record(args.json, record_base, blocks, complete=block + 1 == args.blocks)
     summary = summarise(blocks)
     print()
     print(format_summary(summary, args.blocks, args.num_samples))
     if args.json:
-        record = {"checkpoint": args.checkpoint, "teacher": str(teacher_path), "classifier": str(classifier_path),
-                  "device": str(device), "num_samples": args.num_samples, "teacher_steps": teacher_steps,
-                  "blocks": blocks, "summary": summary}
-        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 

@@ -290,6 +290,25 @@ def test_bench_quality_pairs_blocks_by_seed():
     assert "vs teacher 5 NFE" in text and "[2/3]" in text
 
 
+
+def test_bench_quality_record_after_every_block(tmp_path):
+    """bench_quality's --json record is rewritten after every block, so a run stopped by a time limit keeps
+    the blocks it finished (marked incomplete, with their summary from 2 blocks on)."""
+    bench = _benchmark("bench_quality")
+    path = tmp_path / "quality.json"
+    rows = [{"method": "HKD (one step)", "nfe": 1, "kid_x1e3": 1.0, "local_fd": 1.0, "swd": 0.1},
+            {"method": "teacher (Heun)", "nfe": 5, "kid_x1e3": 2.0, "local_fd": 2.0, "swd": 0.2}]
+    blocks = [{"first_seed": 0, "rows": rows}]
+    bench.write_record(str(path), {"num_samples": 1000}, blocks, complete=False)
+    first = json.loads(path.read_text())
+    assert first["complete"] is False and first["summary"] is None and len(first["blocks"]) == 1
+    blocks.append({"first_seed": 1000, "rows": rows})
+    bench.write_record(str(path), {"num_samples": 1000}, blocks, complete=True)
+    second = json.loads(path.read_text())
+    assert second["complete"] is True and len(second["blocks"]) == 2 and second["num_samples"] == 1000
+    assert second["summary"]["hkd_minus"]["teacher 5 NFE"]["kid_x1e3"]["mean"] == -1.0
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["quality.json"]  # no temporary left
+
 def test_pair_quality_pairs_two_records_block_by_block(tmp_path, capsys):
     """benchmarks/pair_quality.py: A - B per method over the blocks both records hold (by first seed)."""
     import math
