@@ -15,7 +15,9 @@
 #    scripts/plan_scale.py picks the largest scale (at most 8) whose estimated run fits 75% of the time
 #    left for training (bench_train's rates read low: teacher 3,800 images/s against the ~4,800 the
 #    first H200 run averaged, HKD 1,900 samples/s against ~2,060; a safe side);
-# 1. `train all --preset default --set steps_scale=S` (4.5 minutes at S = 1 on an H200, measured), packed
+# 1. `train all --preset default --set steps_scale=S` (~8.5 minutes at S = 1 on an H200: teacher 174 s,
+#    trajectories 108 s, HKD 216 s, measured; so `auto` plans below 1, and retraining the whole default
+#    in one call needs `PREFLIGHT=0 TESTS_SECONDS=0 ... gpu_session.sh 1`), packed
 #    into results.tar.gz as soon as it ends, so a later stage that overruns loses nothing ($OUT starts
 #    empty on each call: a stopped stage does not resume in the next);
 #    each run scores itself with its own classifier, whose feature scale differs from run to run, so
@@ -42,10 +44,11 @@
 # ablations.txt and ablations.tar.gz (with ABLATIONS; a stage stopped by the deadline leaves no table,
 # but the variants it scored are in the tarball's ablations/eval-*.json).
 #
-# QUALITY_OPTIONS='--blocks 200 --first-seed 1000036000 --teacher-steps 3' overrides bench_quality's 6 blocks
-# of `8,3` (later options win), with QUALITY_SECONDS (default 120) per checkpoint: ~2 s a block on an H200
-# with `8,3`, so 200 blocks need QUALITY_SECONDS of ~450. Seeds from 1,000,036,000 on were never scored
-# (README: the shipped default's KID was decided on blocks up to 1,000,035,999).
+# QUALITY_OPTIONS='--blocks 200 --first-seed 1000120000 --teacher-steps 3' overrides bench_quality's 6 blocks
+# of `8,3` (later options win), with QUALITY_SECONDS (default 120) per checkpoint: on an H200 ~2 s a block
+# with `8,3`, ~1.1 s with `3` (84 blocks in 100 s). bench_quality writes its record after every block, so
+# a run stopped by QUALITY_SECONDS keeps the blocks it finished. Seeds from 1,000,120,000 on were never
+# scored (README: the shipped default was decided on blocks up to 1,000,119,999).
 #
 # TEACHER=DIR skips the teacher stage and distils that teacher instead (with a STEPS_SCALE number):
 #   PREFLIGHT=0 RANK=0 TEACHER=checkpoints/default/teacher ABLATIONS=full,no_tcons,none,bottleneck,full_seed1 \
@@ -54,11 +57,15 @@
 # each variant 60-90 s to train plus 9 s to score, so five variants need ~8.5 minutes in all (one
 # call of 415 s finished four). On the 48-channel default's teacher, `ABLATIONS=full,none` with
 # `TESTS_SECONDS=0 GPU_SESSION_SECONDS=222` took 202 s (trajectories 26 s, HKD 75 s, `none` 65 s + 10 s).
-#   TEACHER=checkpoints/default/teacher GPU_OVERRIDES='hkd.data_memory_limit_mb=16384 classifier.enabled=false' \
+#   PREFLIGHT=0 TESTS_SECONDS=0 TEACHER=checkpoints/default/teacher \
+#       GPU_OVERRIDES='hkd.data_memory_limit_mb=16384 classifier.enabled=false trajectories.count=16384' \
+#       QUALITY_OPTIONS='--blocks 200 --first-seed 1000036000 --teacher-steps 3' QUALITY_SECONDS=100 \
 #       bash scripts/gpu_session.sh 3
-# distils the shipped teacher (then the 24-channel one) at 3x the trajectories and HKD steps (36,864 x 35 NFE; 2,700 x 128; 242 s
-# of training on an H200, 360 s for the whole call). Measured: closer to its teacher seed by seed but
-# worse on local KID than the shipped HKD (README, "A longer distillation").
+# made the shipped default's HKD (the preset's HKD stage as it is now; 49,152 trajectories in 108 s and
+# 2,700 steps of batch 128 in 216 s on an H200), then scored it and the previous HKD over 84 and 75 blocks
+# of 1,000 fresh seeds (100 s each): 557 s for the whole call (README, "The shipped default checkpoint").
+# At 24 channels, 3x the trajectories and steps fit that teacher better but lowered no KID (README, "A
+# longer distillation").
 set -uo pipefail
 
 DRY_RUN=0

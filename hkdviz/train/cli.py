@@ -247,7 +247,7 @@ def cpu_duration_note(config: dict, native_bfloat16: bool | None = None, stage: 
                 + (" (the preset is sized for a GPU)" if preset == "default" else ""))
     if preset == "default":
         alternative = estimated_cpu_minutes(resolve_training_config("default-cpu"), native)
-        return (f"the default preset is sized for a GPU (5 minutes on one H200); on 2 CPU cores {kind} the whole "
+        return (f"the default preset is sized for a GPU (9 minutes on one H200); on 2 CPU cores {kind} the whole "
                 f"pipeline takes about {minutes / 60:.1f} hours; --preset default-cpu about {alternative:.0f} minutes")
     if not native:
         return (f"default-cpu is sized for ~90 minutes on 2 CPU cores with native bfloat16; {kind} the whole "
