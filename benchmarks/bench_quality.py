@@ -140,7 +140,8 @@ def main(argv=None) -> int:
                         help="Heun steps of the teacher rows (default 8,3 = 15, 5 NFE)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=250)
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write every block and the summary (after every block: a stopped run keeps what it finished)")
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="also write every block and the summary (rewritten after every block)")
     args = parser.parse_args(argv)
     if args.blocks < 2:
         parser.error(f"--blocks must be >= 2 for a standard error, got {args.blocks}")

@@ -100,7 +100,7 @@ DEFAULT_CPU_PRESET = {
 # batch. Teacher 174 s, trajectories 108 s, HKD 216 s on the H200 (~9 minutes with the evaluation).
 # The HKD's budget is the lever that mattered (README, "The shipped default checkpoint"): the same teacher
 # distilled from 12,288 trajectories in 900 steps (the previous HKD) scored local KID 859 on the shipped
-# classifier and unseen seeds and tied the 5-NFE teacher; from 49,152 in 2,700 steps it scores 555 and
+# classifier and unseen seeds and tied the 5-NFE teacher; from 49,152 in 2,700 steps it scores 554 and
 # beats that teacher in every one of 84 fresh blocks of 1,000 seeds (-282 +- 4, the test fixed in advance).
 # The 49,152 trajectories take 5.4 GiB in float16: data_memory_limit_mb keeps them in memory, as trained
 # (over the limit the set is read item by item from disk, which is far slower).

@@ -290,7 +290,6 @@ def test_bench_quality_pairs_blocks_by_seed():
     assert "vs teacher 5 NFE" in text and "[2/3]" in text
 
 
-
 def test_bench_quality_record_after_every_block(tmp_path):
     """bench_quality's --json record is rewritten after every block, so a run stopped by a time limit keeps
     the blocks it finished (marked incomplete, with their summary from 2 blocks on)."""
@@ -308,6 +307,7 @@ def test_bench_quality_record_after_every_block(tmp_path):
     assert second["complete"] is True and len(second["blocks"]) == 2 and second["num_samples"] == 1000
     assert second["summary"]["hkd_minus"]["teacher 5 NFE"]["kid_x1e3"]["mean"] == -1.0
     assert sorted(item.name for item in tmp_path.iterdir()) == ["quality.json"]  # no temporary left
+
 
 def test_pair_quality_pairs_two_records_block_by_block(tmp_path, capsys):
     """benchmarks/pair_quality.py: A - B per method over the blocks both records hold (by first seed)."""
