@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import hkdviz  # noqa: E402
 from hkdviz.checkpoint import CheckpointError, resolve_device  # noqa: E402
 from hkdviz.train.classifier import ClassifierError, load_classifier  # noqa: E402
+from hkdviz.train.common import atomic_write_text  # noqa: E402
 from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, EvaluationError, companion_checkpoint,  # noqa: E402
                                    evaluate, format_table, held_out_reference, parse_teacher_steps)
 
@@ -120,12 +121,10 @@ def format_summary(summary: dict, num_blocks: int, num_samples: int) -> str:
 
 def write_record(path: str, base: dict, blocks: list[dict], complete: bool) -> None:
     """The --json record: `base`, every block so far, their summary (from 2 blocks on) and whether all the
-    requested blocks are in. Written through a temporary file, so a kill mid-write leaves the last record."""
+    requested blocks are in. Written atomically, so a kill mid-write leaves the last record."""
     record = {**base, "complete": complete, "blocks": blocks,
               "summary": summarise(blocks) if len(blocks) > 1 else None}
-    temporary = Path(f"{path}.partial")
-    temporary.write_text(json.dumps(record, indent=2) + "\n")
-    temporary.replace(path)
+    atomic_write_text(Path(path), json.dumps(record, indent=2) + "\n")
 
 
 def main(argv=None) -> int:
