@@ -19,6 +19,7 @@ def __getattr__(name):
         "spectrum": ("hkdviz.analysis.spectrum", "spectrum"),
         "trajectory": ("hkdviz.analysis.trajectory", "trajectory"),
         "frequency_edit": ("hkdviz.analysis.editing", "frequency_edit"),
+        "faithfulness": ("hkdviz.analysis.faithfulness", "faithfulness"),
         "load_teacher": ("hkdviz.train.teacher", "load_teacher"),
         "spectral_masking": ("hkdviz.analysis.interventions", "spectral_masking"),
         "intervene": ("hkdviz.analysis.interventions", "intervene"),

@@ -9,6 +9,7 @@ _EXPORTS = {
     "intervene": "interventions", "spectral_masking": "interventions", "cumulative_effect": "interventions",
     "EditSession": "editing", "frequency_edit": "editing", "editing_sweep": "editing",
     "inpaint": "editing", "colorize": "editing",
+    "faithfulness": "faithfulness", "summarize_faithfulness": "faithfulness",
     "editing_report": "edit_metrics", "band_spectra": "edit_metrics", "radial_power_spectrum": "edit_metrics",
 }
 

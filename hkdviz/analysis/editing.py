@@ -108,13 +108,14 @@ class EditSession:
         self.time = edit_time(model, time)
         self._masks = {}
         with torch.no_grad():
-            _, sigma, latents = noise_latents(model, self.seeds)
-            self.base = model.evolve(latents, model.sigma_min - sigma)            # = model.sample's latents
-            generation = model.evolve(latents, self.time - sigma)                  # z_A at t_mid
+            x_T, sigma, latents = noise_latents(model, self.seeds)
+            self.noise = x_T                                                       # the consistency head's skip input
+            self.base = model.evolve_between(latents, sigma, model.sigma_min)     # = model.sample's latents
+            generation = model.evolve_between(latents, sigma, self.time)          # z_A at t_mid
             noise = seed_noise([self.reference_seed], model.image_shape, device=model.device)
             reference_latents = model.encode(reference + self.time * noise, self.time)  # z_B
             difference = [b - a for a, b in zip(generation, reference_latents)]
-            self.difference = model.evolve(difference, model.sigma_min - self.time)
+            self.difference = model.evolve_between(difference, self.time, model.sigma_min)
         self.state = {"ratio": 0.0, "band": as_band(band), "region": "all"}
         self.set(ratio=ratio, band=band, region=region)
         self.image: torch.Tensor | None = None
@@ -153,7 +154,7 @@ class EditSession:
     def update(self, ratio=None, band=None, region=None) -> torch.Tensor:
         """Set the state and return the edited images [N, C, H, W] in [-1, 1]."""
         self.set(ratio=ratio, band=band, region=region)
-        self.image = self.model.decode(self.latents()).float().clamp(-1, 1)
+        self.image = self.model.decode(self.latents(), x_t=self.noise).float().clamp(-1, 1)
         return self.image
 
     def to_dict(self) -> dict:

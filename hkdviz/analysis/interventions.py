@@ -249,10 +249,10 @@ def noise_latents(model, seeds: Sequence[int]):
 
 
 def latents_at(model, seeds: Sequence[int], time: float | None) -> list[torch.Tensor]:
-    """z_t = exp((t - T) A) E(x_T, T) for the seeds; time None means eps computed exactly as model.sample."""
+    """z_t = exp((s(t) - s(T)) A) E(x_T, T) for the seeds; time None means eps computed exactly as model.sample."""
     _, sigma, latents = noise_latents(model, seeds)
     target = model.sigma_min if time is None else time
-    return model.evolve(latents, target - sigma)
+    return model.evolve_between(latents, sigma, target)
 
 
 def _chunks(items: list, size: int):
@@ -287,8 +287,9 @@ def spectral_masking(model, seeds, bands=("smallest", "intermediate", "largest")
     chunks = list(_chunks(seeds, batch_size))
     for chunk in tqdm(chunks, desc="spectral masking", disable=not progress):
         latents = latents_at(model, chunk, time)
+        noise = model.noise(chunk)  # the consistency head's skip input (unused by the raw head)
         for index, band_mask in enumerate(masks):
-            image = model.decode(apply(latents, [Mask(bands[index], masks=tuple(band_mask))]))
+            image = model.decode(apply(latents, [Mask(bands[index], masks=tuple(band_mask))]), x_t=noise)
             images[index].append((image.clamp(-1, 1) if clamp else image).float().cpu())
     image = torch.stack([torch.cat(parts) for parts in images]).numpy()
     edits = [Mask(band).to_dict() for band in bands]
@@ -308,7 +309,7 @@ def cumulative_effect(model, seeds, bands=("smallest", "intermediate", "largest"
                       progress: bool = True) -> xr.Dataset:
     """How much of the decoded image and of the latent energy each band carries along the trajectory.
 
-    For band g with mask M_g, time t (z_t = exp((t - T) A) E(x_T)) and sample n:
+    For band g with mask M_g, time t (z_t = exp((s(t) - s(T)) A) E(x_T), s the Koopman time) and sample n:
 
         effect_g(t)       = || D(M_g . z_t) - D(0) ||_2            (image L2 norm, unclamped decodes)
         effect_share_g(t) = effect_g(t) / sum_g' effect_g'(t)      (the cumulative effect CE; sums to 1)
@@ -327,12 +328,12 @@ def cumulative_effect(model, seeds, bands=("smallest", "intermediate", "largest"
     zero_image = model.decode([torch.zeros(1, info.channels, info.height, info.width, device=model.device)
                                for info in model.levels])
     effect, energy, level_energy = [], [], []  # per chunk: [G, K, n], [G, K, n], [G, K, n, L]
-    tau = torch.as_tensor(grid, dtype=torch.float64).reshape(-1, 1) - model.sigma_max
+    targets = torch.as_tensor(grid, dtype=torch.float64).reshape(-1, 1)
     chunks = list(_chunks(seeds, batch_size))
     with tqdm(total=len(chunks) * len(bands), desc="cumulative effect", disable=not progress) as bar:
         for chunk in chunks:
             _, _, latents = noise_latents(model, chunk)
-            trajectory = model.evolve(latents, tau.to(model.device))  # each [K, n, d, h, w]
+            trajectory = model.evolve_between(latents, model.sigma_max, targets)  # each [K, n, d, h, w]
             total = torch.stack([(latent.double() ** 2).sum(dim=(-3, -2, -1)) for latent in trajectory], dim=-1)
             chunk_effect, chunk_energy = [], []
             for band_mask in masks:

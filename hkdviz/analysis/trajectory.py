@@ -1,9 +1,9 @@
 """Koopman trajectories as xarray: the state of every level at many times, decoded to images.
 
 From the noise x_T the encoder gives z_T = E(x_T, T); the Koopman state at sigma t is
-z_t = exp((t - T) A) z_T, computed for all times in one broadcast (`model.evolve` with tau of shape
-[K, 1]). Decoding z_t gives what the model "sees" at t; at t = eps it is the one-step sample
-D(exp((eps - T) A) E(x_T, T)) (the semigroup law). A teacher, when given, supplies the PF-ODE
+z_t = exp((s(t) - s(T)) A) z_T (s = the model's Koopman time), computed for all times in one broadcast
+(`model.evolve_between` with target sigmas of shape [K, 1]). Decoding z_t (with x_T as the consistency
+head's skip input) gives what the model "sees" at t; at t = eps it is the one-step sample (the semigroup law). A teacher, when given, supplies the PF-ODE
 states x_t at the same sigmas; E(x_t, t) vs z_t then measures latent consistency.
 """
 from __future__ import annotations
@@ -100,7 +100,7 @@ def trajectory(model, seeds, times=16, teacher=None, latents: bool = False, batc
     # K <= batch_size: whole samples per chunk, so all times of a sample are one evolve broadcast.
     samples_per_chunk = max(1, batch_size // num_times)
     times_per_chunk = min(num_times, batch_size)
-    tau_all = torch.as_tensor(grid - T, dtype=torch.float64, device=device)
+    targets_all = torch.as_tensor(grid, dtype=torch.float64)
     sigma_all = torch.as_tensor(grid, dtype=torch.float32, device=device)
 
     bar = None
@@ -116,8 +116,8 @@ def trajectory(model, seeds, times=16, teacher=None, latents: bool = False, batc
             for time_start in range(0, num_times, times_per_chunk):
                 columns = slice(time_start, time_start + times_per_chunk)
                 k = min(times_per_chunk, num_times - time_start)
-                z_t = model.evolve(z_T, tau_all[columns].reshape(k, 1))  # every latent [k, n, d, h, w]
-                decoded = model.decode(z_t).float().clamp(-1, 1)        # [k, n, C, H, W]
+                z_t = model.evolve_between(z_T, T, targets_all[columns].reshape(k, 1))  # each [k, n, d, h, w]
+                decoded = model.decode(z_t, x_t=x_T).float().clamp(-1, 1)              # [k, n, C, H, W]
                 image[rows, columns] = decoded.transpose(0, 1).cpu().numpy()
                 for index, latent in enumerate(z_t):
                     latent = latent.float()

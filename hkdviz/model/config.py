@@ -1,14 +1,19 @@
 """Model configuration as plain data: presets, overrides, validation.
 
-A config is a JSON-able dict with three sections:
+A config is a JSON-able dict with three sections and one switch:
 - "unet": SongUNet constructor arguments (the teacher and HKD share them);
 - "diffusion": the EDM noise range and the decoder's fixed noise level;
-- "koopman": which operator each level gets.
+- "koopman": which operator each level gets, and the Koopman time it evolves in;
+- "output": how the one-step map reads the decoder's head ("raw" or "consistency", see hkd.py).
+Keys missing from a stored config take these defaults, which are the choices every checkpoint made
+before the key existed (raw head, Koopman time = sigma): old checkpoints load unchanged.
 """
 from __future__ import annotations
 
 import copy
 import json
+
+from .koopman import KOOPMAN_TIMES
 
 DIFFUSION_DEFAULTS = {
     "sigma_min": 0.002,     # eps: the clean end of the trajectory
@@ -21,7 +26,10 @@ KOOPMAN_DEFAULTS = {
     "operator": "block",    # "block" (paper) | "dense" (per position) | "dense_shared" (one per level)
     "levels": "all",        # "all" (hierarchical) | "bottleneck" (non-hierarchical ablation) | "none"
     "max_exponent": 60.0,   # clamp on |alpha * tau| for block operators (see koopman.py)
+    "time": "sigma",        # Koopman time s(sigma): "sigma" | "log_sigma" | "karras" (see koopman.py)
 }
+
+OUTPUTS = ("raw", "consistency")
 
 UNET_DEFAULTS = {
     "img_resolution": 32, "in_channels": 3, "out_channels": 3, "label_dim": 0, "augment_dim": 0,
@@ -42,7 +50,7 @@ PRESETS = {
                         "attn_resolutions": [16], "dropout": 0.05, "augment_dim": 9}},
 }
 
-SECTIONS = {"unet": UNET_DEFAULTS, "diffusion": DIFFUSION_DEFAULTS, "koopman": KOOPMAN_DEFAULTS}
+SECTIONS = {"unet": UNET_DEFAULTS, "diffusion": DIFFUSION_DEFAULTS, "koopman": KOOPMAN_DEFAULTS, "output": "raw"}
 
 
 class ConfigError(ValueError):
@@ -95,6 +103,10 @@ def validate_config(config: dict) -> None:
         raise ConfigError(f"koopman.operator must be 'block', 'dense' or 'dense_shared', got {koopman['operator']!r}")
     if koopman["levels"] not in ("all", "bottleneck", "none"):
         raise ConfigError(f"koopman.levels must be 'all', 'bottleneck' or 'none', got {koopman['levels']!r}")
+    if koopman["time"] not in KOOPMAN_TIMES:
+        raise ConfigError(f"koopman.time must be one of {KOOPMAN_TIMES}, got {koopman['time']!r}")
+    if config["output"] not in OUTPUTS:
+        raise ConfigError(f"output must be one of {OUTPUTS}, got {config['output']!r}")
     if not 0 < diffusion["sigma_min"] < diffusion["sigma_max"]:
         raise ConfigError(f"need 0 < sigma_min < sigma_max, got {diffusion['sigma_min']} and {diffusion['sigma_max']}")
     if unet["img_resolution"] % (2 ** (len(unet["channel_mult"]) - 1)):

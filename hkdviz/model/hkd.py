@@ -1,7 +1,17 @@
-"""The HKD one-step generator:  x_hat_eps = D( { exp((eps - t) A_l) E_l(x_t, sigma(t)) }_l ).
+"""The HKD one-step generator:  x_hat_eps = head( D( { exp((s(eps) - s(t)) A_l) E_l(x_t, sigma(t)) }_l ) ).
 
 Data flow: noise x_T (or a teacher state x_t) -> encode -> per-level latents -> evolve(tau) ->
-(optional intervention) -> decode -> image. sigma(t) = t (EDM convention).
+(optional intervention) -> decode -> image. sigma(t) = t (EDM convention); s is the Koopman time
+(config koopman.time, see koopman.py), so tau = s(sigma_to) - s(sigma_from) (`evolve_between`).
+
+Output head (config "output"):
+- "raw": the decoder's 3-channel head F is the image (the first choice; with teacher initialisation F
+  starts as EDM's network output, a noise-like prediction, far from the teacher's denoised image).
+- "consistency": x_hat = c_skip(sigma) x_t + c_out(sigma) F, the consistency-model form with its
+  boundary condition at eps (c_skip(eps) = 1, c_out(eps) = 0). hkdviz uses EDM's preconditioning for the
+  noise *beyond* eps, s^2 = sigma^2 - eps^2: c_skip = sd^2 / (s^2 + sd^2), c_out = s sd / sqrt(s^2 + sd^2).
+  At sigma = T these equal EDM's own c_skip, c_out to ~1e-10, so an HKD initialised from its teacher with
+  decoder_sigma = T and zero generators computes exactly the teacher's D(x_T, T) at T.
 """
 from __future__ import annotations
 
@@ -13,7 +23,7 @@ import torch
 from torch import nn
 
 from .config import resolve_config, unet_kwargs
-from .koopman import make_level
+from .koopman import koopman_time, make_level
 from .unet import SongUNet
 
 
@@ -77,6 +87,8 @@ class HKDModel(DiffusionModule):
         super().__init__(config)
         diffusion = self.config["diffusion"]
         self.decoder_sigma = float(diffusion["decoder_sigma"])
+        self.output = self.config["output"]
+        self.koopman_time_kind = self.config["koopman"]["time"]
         self.unet = SongUNet(**unet_kwargs(self.config))
 
         koopman = self.config["koopman"]
@@ -118,28 +130,80 @@ class HKDModel(DiffusionModule):
         return self.unet.encode(x_t * c_in.to(x_t.dtype).reshape(-1, 1, 1, 1), emb)
 
     def evolve(self, latents: Sequence[torch.Tensor], tau) -> list[torch.Tensor]:
-        """exp(tau A_l) per level, in closed form. tau broadcasts against the latents' leading dims:
-        a number, [N] (one per sample) or [K, 1] (K times for every sample -> [K, N, ...])."""
+        """exp(tau A_l) per level, in closed form; tau is in units of Koopman time (see evolve_between).
+        tau broadcasts against the latents' leading dims: a number, [N] (one per sample) or [K, 1]
+        (K times for every sample -> [K, N, ...])."""
         self._check_latents(latents)
         return [level.evolve(latent, tau) for level, latent in zip(self.koopman, latents)]
 
-    def decode(self, latents: Sequence[torch.Tensor], class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Up path with the fixed decoder noise embedding. Latents may carry extra leading dims
-        ([K, N, ...]); they are decoded as one batch and the image keeps them ([K, N, C, H, W])."""
+    def koopman_time(self, sigma) -> torch.Tensor:
+        """s(sigma) in this model's Koopman time (float64 tensor shaped like sigma)."""
+        return koopman_time(sigma, self.koopman_time_kind)
+
+    def koopman_tau(self, sigma_from, sigma_to) -> torch.Tensor:
+        """tau = s(sigma_to) - s(sigma_from) (float64 on the model's device, broadcast of the two shapes)."""
+        start = self.koopman_time(_as_sigmas(sigma_from, "sigma_from", self.device))
+        end = self.koopman_time(_as_sigmas(sigma_to, "sigma_to", self.device))
+        return end - start
+
+    def evolve_between(self, latents: Sequence[torch.Tensor], sigma_from, sigma_to) -> list[torch.Tensor]:
+        """Carry latents encoded at noise level sigma_from to sigma_to: exp((s(sigma_to) - s(sigma_from)) A).
+
+        The one call analysis code uses to move latents in time (it never computes tau itself). Each of
+        sigma_from and sigma_to is a number, an [N] tensor (one per sample) or a [K, 1] tensor (K times for
+        every sample -> latents [K, N, ...]); they broadcast like evolve's tau. Semigroup law:
+        evolve_between(evolve_between(z, a, b), b, c) == evolve_between(z, a, c) up to float rounding.
+        """
+        return self.evolve(latents, self.koopman_tau(sigma_from, sigma_to))
+
+    def decode(self, latents: Sequence[torch.Tensor], class_labels: torch.Tensor | None = None,
+               x_t: torch.Tensor | None = None, sigma=None) -> torch.Tensor:
+        """Up path with the fixed decoder noise embedding, then the output head. Latents may carry extra
+        leading dims ([K, N, ...]); they are decoded as one batch and the image keeps them ([K, N, C, H, W]).
+
+        With output="consistency", (x_t, sigma) is the input the latents were encoded from: the image is
+        c_skip(sigma) x_t + c_out(sigma) F. sigma defaults to T (latents of the noise, as in every analysis);
+        x_t=None drops the skip term, which at T is c_skip(T) x_T (c_skip(T) = sd^2 / T^2 ~ 4e-5). With
+        output="raw" the image is F and x_t, sigma are ignored.
+        """
         self._check_latents(latents)
         lead = latents[0].shape[:-3]
         flat = [latent.reshape(-1, *latent.shape[-3:]) for latent in latents]
         batch = flat[0].shape[0]
-        sigma = torch.full((batch,), self.decoder_sigma, device=flat[0].device)
-        emb = self.unet.embed(sigma.log() / 4, class_labels).to(flat[0].dtype)
+        decoder_sigma = torch.full((batch,), self.decoder_sigma, device=flat[0].device)
+        emb = self.unet.embed(decoder_sigma.log() / 4, class_labels).to(flat[0].dtype)
         image = self.unet.decode(flat, emb)
-        return image.reshape(*lead, *image.shape[1:])
+        image = image.reshape(*lead, *image.shape[1:])
+        if self.output == "raw":
+            return image
+        return self.head(image, x_t, self.sigma_max if sigma is None else sigma)
+
+    def head_coefficients(self, sigma) -> tuple[torch.Tensor, torch.Tensor]:
+        """(c_skip, c_out) of the consistency head at sigma (float64 tensors shaped like sigma)."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        beyond = (sigma ** 2 - self.sigma_min ** 2).clamp_min(0)  # s^2: the noise variance beyond eps
+        variance = beyond + self.sigma_data ** 2
+        return self.sigma_data ** 2 / variance, beyond.sqrt() * self.sigma_data / variance.sqrt()
+
+    def head(self, network_output: torch.Tensor, x_t: torch.Tensor | None, sigma) -> torch.Tensor:
+        """c_skip(sigma) x_t + c_out(sigma) F for F [..., N, C, H, W] and sigma a number or [N] (consistency head)."""
+        sigma = torch.as_tensor(sigma.detach() if isinstance(sigma, torch.Tensor) else sigma,
+                                dtype=torch.float64, device=network_output.device)
+        c_skip, c_out = self.head_coefficients(sigma)
+        shape = (-1, 1, 1, 1) if c_skip.ndim else ()
+        c_skip = c_skip.reshape(shape).to(device=network_output.device, dtype=network_output.dtype)
+        c_out = c_out.reshape(shape).to(device=network_output.device, dtype=network_output.dtype)
+        image = c_out * network_output
+        if x_t is not None:
+            image = image + c_skip * x_t.to(network_output.dtype)
+        return image
 
     def forward(self, x_t: torch.Tensor, sigma, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The one-step map f(x_t, t) = D(exp((eps - t) A) E(x_t, t)) (unclamped)."""
+        """The one-step map f(x_t, t) = head(D(exp((s(eps) - s(t)) A) E(x_t, t))) (unclamped)."""
         sigma = sigma_tensor(sigma, x_t.shape[0], x_t.device)
         latents = self.encode(x_t, sigma, class_labels)
-        return self.decode(self.evolve(latents, self.sigma_min - sigma), class_labels)
+        evolved = self.evolve_between(latents, sigma, self.sigma_min)
+        return self.decode(evolved, class_labels, x_t=x_t, sigma=sigma)
 
     # -- sampling ----------------------------------------------------------------------------------
     def noise(self, seeds: Sequence[int], device=None) -> torch.Tensor:
@@ -183,6 +247,15 @@ class HKDModel(DiffusionModule):
 
     def extra_repr(self) -> str:
         return f"preset={self.config['preset']!r}, levels={len(self._levels)}, parameters={self.num_parameters():,}"
+
+
+def _as_sigmas(sigma, name: str, device) -> torch.Tensor:
+    """A positive finite noise level (number or tensor) as a float64 tensor on `device`, for Koopman times."""
+    sigma = torch.as_tensor(sigma.detach() if isinstance(sigma, torch.Tensor) else sigma,
+                            dtype=torch.float64, device=device)
+    if not bool(torch.isfinite(sigma).all()) or not bool((sigma > 0).all()):
+        raise ValueError(f"{name} must be positive and finite, got {sigma.flatten()[:5].tolist()}")
+    return sigma
 
 
 def check_seeds(seeds) -> list[int]:

@@ -11,6 +11,12 @@ Three operator kinds:
   ablations and for importing other Koopman models. Uses torch.linalg.matrix_exp.
 - IdentityKoopman: no evolution (A = 0, not trained), for the "no Koopman" and "bottleneck only"
   ablations.
+
+Koopman time. The generator acts per unit of a *Koopman time* s(sigma), and a latent encoded at
+sigma_a is carried to sigma_b by exp((s(sigma_b) - s(sigma_a)) A). `koopman_time` is the one mapping
+every consumer goes through (HKDModel.evolve_between): "sigma" (s = sigma, the paper's tau = t - T),
+"log_sigma" (s = ln sigma: every e-fold of the noise level is one unit) or "karras" (s = sigma^(1/7),
+the variable in which EDM's Karras grid is uniform). Eigenvalues are rates per unit of that time.
 """
 from __future__ import annotations
 
@@ -21,6 +27,27 @@ from torch import nn
 # scaled by it without overflowing float32 (max ~3.4e38). Larger |alpha * tau| saturate here
 # instead of producing inf/NaN; the semigroup law then holds only up to the saturation.
 DEFAULT_MAX_EXPONENT = 60.0
+
+
+KOOPMAN_TIMES = ("sigma", "log_sigma", "karras")
+KARRAS_RHO = 7.0
+
+
+def koopman_time(sigma, kind: str = "sigma") -> torch.Tensor:
+    """s(sigma) in float64 (a tensor shaped like sigma); differences of it are the evolution times tau."""
+    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    if kind == "sigma":
+        return sigma
+    if kind == "log_sigma":
+        return sigma.log()
+    if kind == "karras":
+        return sigma ** (1 / KARRAS_RHO)
+    raise ValueError(f"unknown Koopman time {kind!r}; choose one of {KOOPMAN_TIMES}")
+
+
+def koopman_time_label(kind: str) -> str:
+    """The unit of Koopman time, for dataset attrs and plot labels."""
+    return {"sigma": "sigma", "log_sigma": "ln sigma", "karras": "sigma^(1/7)"}[kind]
 
 
 def _as_tau(tau, reference: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
