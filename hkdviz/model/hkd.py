@@ -198,12 +198,17 @@ class HKDModel(DiffusionModule):
             image = image + c_skip * x_t.to(network_output.dtype)
         return image
 
-    def forward(self, x_t: torch.Tensor, sigma, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The one-step map f(x_t, t) = head(D(exp((s(eps) - s(t)) A) E(x_t, t))) (unclamped)."""
+    def forward(self, x_t: torch.Tensor, sigma, class_labels: torch.Tensor | None = None,
+                return_latents: bool = False):
+        """The one-step map f(x_t, t) = head(D(exp((s(eps) - s(t)) A) E(x_t, t))) (unclamped).
+
+        return_latents=True also returns the encoder's latents E(x_t, t) (for training terms that read them
+        through the same call, which keeps DistributedDataParallel's gradient hooks in charge)."""
         sigma = sigma_tensor(sigma, x_t.shape[0], x_t.device)
         latents = self.encode(x_t, sigma, class_labels)
         evolved = self.evolve_between(latents, sigma, self.sigma_min)
-        return self.decode(evolved, class_labels, x_t=x_t, sigma=sigma)
+        image = self.decode(evolved, class_labels, x_t=x_t, sigma=sigma)
+        return (image, latents) if return_latents else image
 
     # -- sampling ----------------------------------------------------------------------------------
     def noise(self, seeds: Sequence[int], device=None) -> torch.Tensor:

@@ -75,6 +75,10 @@ class TrainingLoop:
         step `step`, and detached stats."""
         raise NotImplementedError
 
+    def parameter_groups(self) -> list[dict]:
+        """The optimizer's parameter groups; a group's "lr_scale" multiplies the scheduled lr."""
+        return [{"params": list(self.model.parameters()), "lr_scale": 1.0}]
+
     def learning_rate(self, images_seen: int) -> float:
         """lr, times a linear ramp-up over `lr_rampup_images` (where the section has it) and a linear
         cool-down to zero over the last `lr_cooldown_steps` steps (a warmup-stable-decay schedule;
@@ -141,7 +145,7 @@ class TrainingLoop:
             # never receives gradients; freezing it keeps DDP from waiting for them.
             network.map_augment.requires_grad_(False)
         self.ema = EMA(self.model, self.options["ema_halflife_images"], self.options.get("ema_rampup_ratio"))
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.learning_rate(0),
+        self.optimizer = torch.optim.Adam(self.parameter_groups(), lr=self.learning_rate(0),
                                           betas=tuple(self.options.get("betas", (0.9, 0.999))),
                                           eps=float(self.options.get("eps", 1e-8)),
                                           fused=True if self.device.type == "cuda" else None)
@@ -207,7 +211,7 @@ class TrainingLoop:
         images_seen = step * self.batch_size
         learning_rate = self.learning_rate(images_seen)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate
+            group["lr"] = learning_rate * group.get("lr_scale", 1.0)
         self.optimizer.zero_grad(set_to_none=True)
         local = self.order.rank_batch(step, self.batch_size, self.context.rank, self.context.world_size)
         self.prepare_step(step, len(local))
@@ -440,12 +444,28 @@ class HKDLoop(TrainingLoop):
         config["koopman"].update(self.options.get("koopman") or {})
         if self.options.get("dropout") is not None:
             config["unet"]["dropout"] = float(self.options["dropout"])
+        # The output head and the decoder's fixed noise level are HKD's own (the teacher has neither).
+        config["output"] = self.options.get("output", "raw")
+        if self.options.get("decoder_sigma") is not None:
+            decoder_sigma = self.options["decoder_sigma"]
+            config["diffusion"]["decoder_sigma"] = (config["diffusion"]["sigma_max"] if decoder_sigma == "sigma_max"
+                                                    else float(decoder_sigma))
         model = HKDModel(resolve_config(config))
         if self.options.get("init_from_teacher", True):
             init_hkd_from_teacher(model, teacher)
         if model.config["unet"]["label_dim"]:
             raise TrainingError("class-conditional HKD training is not supported yet (model.unet.label_dim > 0)")
         return model
+
+    def parameter_groups(self) -> list[dict]:
+        # The Koopman generators may learn at their own rate (hkd.generator_lr_scale): with teacher-initialised
+        # networks and zero generators, the shared lr leaves A small while the networks adapt around it.
+        generators = [parameter for name, parameter in self.model.named_parameters() if name.startswith("koopman.")]
+        others = [parameter for name, parameter in self.model.named_parameters() if not name.startswith("koopman.")]
+        groups = [{"params": others, "lr_scale": 1.0}]
+        if generators:
+            groups.append({"params": generators, "lr_scale": float(self.options.get("generator_lr_scale", 1.0))})
+        return groups
 
     @property
     def total_steps(self) -> int:
@@ -465,7 +485,8 @@ class HKDLoop(TrainingLoop):
                                lambda1_end=options.get("lambda1_end", 1e-3), lambda2=options.get("lambda2", 1.0))
         self.loss = HKDLoss(distance, num_times=options.get("num_times", 4),
                             t_consistency=options.get("t_consistency", True),
-                            include_eps=options.get("include_eps", True))
+                            include_eps=options.get("include_eps", True),
+                            latent_weight=options.get("latent_weight", 0.0))
         self.data = TrajectoryDataset(self.trajectory_path,
                                       memory_limit_bytes=int(options.get("data_memory_limit_mb", 4096)) << 20,
                                       progress=self.progress and self.context.is_main)

@@ -29,6 +29,11 @@ def _precise(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
+def _unwrap(model):
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
 def _check_pair(prediction: torch.Tensor, target: torch.Tensor) -> None:
     if prediction.shape != target.shape:
         raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape")
@@ -261,14 +266,22 @@ class HKDLoss:
 
     `num_times` intermediate grid indices per sample plus the reconstruction term at T; with
     `t_consistency=False` (ablation) only the reconstruction term is used (alone, not repeated).
+    `latent_weight` > 0 adds a latent path term (not in the paper, which trains in image space only): per
+    level, ||exp((s(t) - s(T)) A) E(x_T, T) - E(x_t, t)||^2 / ||E(x_t, t)||^2 (the denominator held
+    constant), averaged over levels and drawn times, which pulls the encoder's own latents of the
+    teacher's states onto the linear Koopman path (and the path onto them).
     The Koopman ablations are model configs, not loss switches: koopman.levels = "none" (no
     Koopman evolution) or "bottleneck" (non-hierarchical).
     """
 
     def __init__(self, distance: HKDDistance | None = None, num_times: int = 4, t_consistency: bool = True,
-                 include_eps: bool = True):
+                 include_eps: bool = True, latent_weight: float = 0.0):
         if num_times < 1 and t_consistency:
             raise ValueError(f"num_times must be >= 1 with t_consistency, got {num_times}")
+        latent_weight = float(latent_weight)
+        if not latent_weight >= 0 or latent_weight == float("inf"):
+            raise ValueError(f"latent_weight must be a finite number >= 0, got {latent_weight}")
+        self.latent_weight = latent_weight
         self.distance = HKDDistance() if distance is None else distance
         self.num_times = int(num_times)
         self.t_consistency = bool(t_consistency)
@@ -316,21 +329,46 @@ class HKDLoss:
         flat_inputs = inputs.reshape(batch * terms, *inputs.shape[2:])
         labels = None if class_labels is None else class_labels.repeat_interleave(terms, dim=0)
         # One forward pass over all B * M inputs: the cost of a step is that of 5B images.
-        prediction = model(flat_inputs, input_sigmas.reshape(-1).float(), labels)
+        flat_sigmas = input_sigmas.reshape(-1).float()
+        latent_term = None
+        if self.latent_weight > 0 and terms > 1:
+            prediction, latents = model(flat_inputs, flat_sigmas, labels, return_latents=True)
+            latent_term = self.latent_path_error(_unwrap(model), latents, input_sigmas, batch, terms)
+        else:
+            prediction = model(flat_inputs, flat_sigmas, labels)
         flat_target = target.unsqueeze(1).expand(batch, terms, *target.shape[1:]).reshape_as(prediction)
         total, mse, perceptual = self.distance(prediction.float(), flat_target.float(), progress)
         total, mse, perceptual = (value.reshape(batch, terms) for value in (total, mse, perceptual))
         loss = total.mean()
+        if latent_term is not None:
+            loss = loss + self.latent_weight * latent_term
         stats = {"loss": loss.detach(), "loss_recon": total[:, 0].mean().detach(),
                  "mse": mse.mean().detach(), "perceptual": perceptual.mean().detach(),
                  "lambda1": torch.tensor(self.distance.lambda1(progress))}
         if terms > 1:
             stats["loss_consistency"] = total[:, 1:].mean().detach()
+        if latent_term is not None:
+            stats["loss_latent"] = latent_term.detach()
         return loss, stats
+
+    @staticmethod
+    def latent_path_error(model, latents, input_sigmas: torch.Tensor, batch: int, terms: int) -> torch.Tensor:
+        """Mean over levels and drawn times of the squared relative distance between the Koopman path
+        from column 0 (x_T at T) and the encoder's own latents at the other columns."""
+        own = [latent.float().reshape(batch, terms, *latent.shape[1:]) for latent in latents]
+        starts = [latent[:, :1].expand(batch, terms - 1, *latent.shape[2:]) for latent in own]
+        # tau [B, M - 1] broadcasts over the latents' two leading dims.
+        path = model.evolve_between(starts, input_sigmas[:, :1].double(), input_sigmas[:, 1:].double())
+        errors = []
+        for linear, latent in zip(path, own):
+            target = latent[:, 1:]
+            squared = (linear - target).flatten(2).square().sum(-1)
+            errors.append(squared / target.detach().flatten(2).square().sum(-1).clamp_min(1e-12))
+        return torch.stack(errors).mean()
 
     def config(self) -> dict:
         return {"distance": self.distance.config(), "num_times": self.num_times,
-                "t_consistency": self.t_consistency, "include_eps": self.include_eps}
+                "t_consistency": self.t_consistency, "include_eps": self.include_eps, "latent_weight": self.latent_weight}
 
 
 __all__ = ["MSEDistance", "PseudoHuberDistance", "LPIPSDistance", "HKDDistance", "HKDLoss", "make_distance"]

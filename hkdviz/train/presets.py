@@ -65,6 +65,7 @@ BASE: dict = {
         "betas": [0.9, 0.999], "eps": 1e-8, "ema_halflife_images": 100_000, "ema_rampup_ratio": 0.05,
         "grad_clip": 1.0, "num_times": 4, "t_consistency": True, "include_eps": True,
         "koopman": {"operator": "block", "levels": "all"}, "dropout": 0.0, "init_from_teacher": True,
+        "output": "raw", "decoder_sigma": None, "latent_weight": 0.0, "generator_lr_scale": 1.0,
         "distance": {"name": "pseudo_huber"}, "lambda1_start": 1.0, "lambda1_end": 1e-3, "lambda2": 1.0,
         "autocast": "bfloat16", "cpu_autocast": False, "channels_last": True, "data_memory_limit_mb": 4096,
         "log_every": 100, "resume_every": 1000, "checkpoint_every": None, "teacher": None, "trajectories": None,

@@ -327,3 +327,27 @@ def test_streaming_data_paths_match_in_memory(tmp_path, teacher_checkpoint, traj
     indices = np.array([0, 47, 48, 95, 3])
     assert torch.equal(memory.batch(indices)[0], files.batch(indices)[0])
     assert torch.equal(memory.batch(np.array([48]))[0], memory.batch(np.array([0]))[0].flip(-1))  # xflip
+
+
+def test_hkd_new_options_consistency_log_time_latent_term_and_generator_lr(tmp_path, teacher_checkpoint, trajectory_dir):
+    """hkd.output / decoder_sigma / koopman.time reach the saved model; latent_weight adds a logged term;
+    generator_lr_scale gives the Koopman generators their own lr; a kill still resumes exactly."""
+    config = small_config("hkd.steps=4", "hkd.batch_size=4", "hkd.log_every=1", "hkd.resume_every=2",
+                          "hkd.output=consistency", "hkd.decoder_sigma=sigma_max", "hkd.koopman.time=log_sigma",
+                          "hkd.latent_weight=0.5", "hkd.generator_lr_scale=10")
+    kwargs = dict(teacher=str(teacher_checkpoint), trajectories=str(trajectory_dir), progress=False, echo=False)
+    loop = HKDLoop(config, tmp_path / "straight", **kwargs)
+    straight = loop.train()
+    scales = sorted(group["lr_scale"] for group in loop.optimizer.param_groups)
+    assert scales == [1.0, 10.0]
+    generator_group = next(group for group in loop.optimizer.param_groups if group["lr_scale"] == 10.0)
+    assert generator_group["lr"] == pytest.approx(10 * read_stats(tmp_path / "straight")[-1]["lr"])
+    assert all("loss_latent" in record and record["loss_latent"] >= 0 for record in read_stats(tmp_path / "straight"))
+    HKDLoop(config, tmp_path / "killed", **kwargs).train(stop_at=2)
+    resumed = HKDLoop(config, tmp_path / "killed", **kwargs).train()
+    assert losses(tmp_path / "straight") == losses(tmp_path / "killed")
+    assert_same_weights(straight, resumed)
+    import hkdviz
+    model = hkdviz.load(resumed, device="cpu")
+    assert (model.output, model.koopman_time_kind, model.decoder_sigma) == ("consistency", "log_sigma", 80.0)
+    assert model.meta["training"]["loss"]["latent_weight"] == 0.5

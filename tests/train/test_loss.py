@@ -173,3 +173,26 @@ def test_lpips_from_local_state_dict(tmp_path):
     different = distance(x, y)
     assert (different > 0).all()
     assert torch.allclose(different, distance(y, x), rtol=1e-5)
+
+
+def test_latent_path_term_known_answers():
+    """Zero when the encoder's latents lie on the Koopman path (A = 0 and equal inputs at equal sigmas);
+    positive, with gradients reaching the generators, when they do not."""
+    import hkdviz
+    from hkdviz.model import randomize_generators
+    model = hkdviz.build({"preset": "tiny", "unet": {"model_channels": 8, "img_resolution": 16},
+                          "output": "consistency", "koopman": {"time": "log_sigma"}})
+    loss = HKDLoss(num_times=2, latent_weight=1.0)
+    x = torch.randn(2, 1, 3, 16, 16).expand(2, 3, 3, 16, 16).contiguous()
+    sigmas = torch.full((2, 3), 5.0)
+    target = torch.zeros(2, 3, 16, 16)
+    _, stats = loss.compute(model, x, sigmas, target)
+    assert float(stats["loss_latent"]) == pytest.approx(0.0, abs=1e-10)
+    randomize_generators(model, seed=1)
+    sigmas = torch.tensor([[80.0, 10.0, 1.0], [80.0, 3.0, 0.5]])
+    total, stats = loss.compute(model, x, sigmas, target)
+    assert float(stats["loss_latent"]) > 0
+    total.backward()
+    assert any(level.generator.grad is not None and level.generator.grad.abs().sum() > 0 for level in model.koopman)
+    with pytest.raises(ValueError, match="latent_weight"):
+        HKDLoss(latent_weight=-1)
