@@ -1,0 +1,131 @@
+"""Screen HKD recipes at a small budget: train each variant on the same trajectories, score it on unseen seeds.
+
+    python benchmarks/screen_koopman.py --out runs/screen                          # every variant, 2 seeds
+    python benchmarks/screen_koopman.py --out runs/screen --variants raw,consistency --seeds 0 --steps 200
+
+The rule that decides a screen is written down (docs/results.md) before it runs. This script only
+measures. For each variant (a name for a set of `--set`-style overrides of the `hkd` section, see
+VARIANTS) and each training seed it trains HKD from the teacher on one shared trajectory set (the
+preset's HKD settings, `--steps` steps of `--batch` samples), then scores the EMA checkpoint on
+`--eval-seeds` unseen seeds (from 1,000,000,000) against the teacher's 35-NFE samples of those seeds:
+
+- rmse: per-seed pixel RMS of the one-step sample to the teacher's sample (both clamped), mean;
+- the faithfulness summary on `--faith-seeds` of them (hkdviz.analysis.faithfulness): the fraction of
+  (level, grid time) pairs where the Koopman path beats the constant latent, the median path error near
+  sigma 2, the one-step map's consistency error, and the Koopman contribution (RMS with A = 0 / RMS - 1).
+
+Everything resumes: trajectories and finished runs are kept under --out, and the JSON record
+(--out/screen.json) is rewritten after every run. Per-seed RMS values are stored so that two variants can
+be paired seed by seed. Nothing is timed except the training stage's own log.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# name -> overrides of the training config (strings as `hkdviz train --set` takes them)
+VARIANTS = {
+    "raw": ["hkd.output=raw"],                                                    # the shipped recipe
+    "consistency": ["hkd.output=consistency", "hkd.decoder_sigma=sigma_max"],
+    "consistency_log": ["hkd.output=consistency", "hkd.decoder_sigma=sigma_max", "hkd.koopman.time=log_sigma"],
+    "consistency_log_latent": ["hkd.output=consistency", "hkd.decoder_sigma=sigma_max", "hkd.koopman.time=log_sigma",
+                               "hkd.latent_weight=0.1"],
+    "consistency_log_latent_lr": ["hkd.output=consistency", "hkd.decoder_sigma=sigma_max",
+                                  "hkd.koopman.time=log_sigma", "hkd.latent_weight=0.1", "hkd.generator_lr_scale=10"],
+    "consistency_karras": ["hkd.output=consistency", "hkd.decoder_sigma=sigma_max", "hkd.koopman.time=karras"],
+}
+EVALUATION_FIRST_SEED = 1_000_000_000
+
+
+def _rms(images: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
+    return (images.double() - targets.double()).flatten(1).square().mean(dim=1).sqrt().numpy()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="screen directory (trajectories, runs, screen.json)")
+    parser.add_argument("--teacher", default="default", help="teacher checkpoint (shipped name or directory)")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    parser.add_argument("--seeds", default="0,1", help="training seeds, comma-separated")
+    parser.add_argument("--trajectories", type=int, default=1024, help="trajectories (training seeds 0..N-1)")
+    parser.add_argument("--steps", type=int, default=200, help="HKD steps per run")
+    parser.add_argument("--batch", type=int, default=32, help="HKD batch size")
+    parser.add_argument("--eval-seeds", type=int, default=64, help="unseen seeds scored by RMS")
+    parser.add_argument("--faith-seeds", type=int, default=16, help="unseen seeds for the faithfulness summary")
+    parser.add_argument("--set", dest="extra", action="append", default=[], help="extra override for every run")
+    args = parser.parse_args(argv)
+
+    from hkdviz.analysis.faithfulness import faithfulness, summarize_faithfulness
+    from hkdviz.checkpoint import load
+    from hkdviz.train.common import atomic_write_text
+    from hkdviz.train.loop import HKDLoop
+    from hkdviz.train.presets import resolve_training_config
+    from hkdviz.train.teacher import load_teacher
+    from hkdviz.train.trajectories import generate_trajectories
+
+    unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record_path = out / "screen.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {"runs": {}}
+    teacher = load_teacher(args.teacher, device="cpu")
+    autocast = torch.bfloat16 if _cpu_has_bf16() else None
+    trajectories = out / "trajectories"
+    generate_trajectories(teacher, trajectories, count=args.trajectories, num_steps=18, chunk_size=256, batch_size=128,
+                          storage_dtype="float16", device="cpu", progress=True, autocast_dtype=autocast)
+    eval_seeds = list(range(EVALUATION_FIRST_SEED, EVALUATION_FIRST_SEED + args.eval_seeds))
+    targets_path = out / "targets.pt"
+    if targets_path.exists():
+        targets = torch.load(targets_path)
+    else:
+        targets = teacher.sample(eval_seeds, 18, batch_size=64, progress=False).cpu()
+        torch.save(targets, targets_path)
+    record["setup"] = {"teacher": str(args.teacher), "trajectories": args.trajectories, "steps": args.steps,
+                       "batch": args.batch, "eval_seeds": [eval_seeds[0], eval_seeds[-1]], "extra": args.extra}
+
+    # Seed-major: a screen stopped early still holds every variant at the first seed.
+    for seed in [int(value) for value in args.seeds.split(",")]:
+        for name in args.variants.split(","):
+            key = f"{name}/seed{seed}"
+            if key in record["runs"]:
+                continue
+            overrides = ["device=cpu", f"seed={seed}", f"hkd.steps={args.steps}", f"hkd.batch_size={args.batch}",
+                         f"hkd.lr_cooldown_steps={args.steps // 5}", "hkd.log_every=25", "hkd.resume_every=50",
+                         "hkd.ema_halflife_images=2000", *VARIANTS[name], *args.extra]
+            config = resolve_training_config("default", overrides=overrides)
+            started = time.time()
+            checkpoint = HKDLoop(config, out / "runs" / name / f"seed{seed}", teacher=str(_teacher_dir(args.teacher)),
+                                 trajectories=str(trajectories), progress=False).train()
+            train_seconds = time.time() - started
+            model = load(checkpoint, device="cpu")
+            with torch.no_grad():
+                rms = _rms(model.sample(eval_seeds, batch_size=64), targets)
+            summary = summarize_faithfulness(faithfulness(model, teacher, eval_seeds[:args.faith_seeds], progress=False))
+            record["runs"][key] = {"variant": name, "seed": seed, "overrides": VARIANTS[name], "rmse": float(rms.mean()),
+                                   "rmse_per_seed": rms.tolist(), "faithfulness": summary,
+                                   "train_seconds": round(train_seconds, 1)}
+            atomic_write_text(record_path, json.dumps(record, indent=1))
+            print(f"{key:<36} rmse {rms.mean():.4f}  beats-constant {summary['koopman_beats_constant']:.2f}  "
+                  f"median@{summary['reference_time']:.2g} {summary['koopman_error_median_at']:.2f}  "
+                  f"contribution {summary['koopman_contribution']:+.3f}  ({train_seconds:.0f} s)", flush=True)
+
+
+def _teacher_dir(name_or_dir) -> Path:
+    from hkdviz.checkpoint import resolve_checkpoint
+    return resolve_checkpoint(name_or_dir, kind="teacher")
+
+
+def _cpu_has_bf16() -> bool:
+    from hkdviz.train.common import cpu_has_native_bfloat16
+    return cpu_has_native_bfloat16()
+
+
+if __name__ == "__main__":
+    main()
