@@ -292,7 +292,7 @@ def _swd_pyramids(bands_a: list[torch.Tensor], bands_b: list[torch.Tensor], num_
         directions = torch.randn(num_projections, size * size, band_a.shape[1], generator=generator)
         directions /= directions.flatten(1).norm(dim=1)[:, None, None]
         directions = (directions / std).flatten(1).to(band_a.device)
-        # Rows [projection, patch] sorted by NumPy: its SIMD sort is ~4x faster than torch.sort on CPU.
+        # Rows [projection, patch] sorted by NumPy: its SIMD sort beats torch.sort on CPU (docs/benchmarks.md).
         sorted_a, sorted_b = (np.sort((directions @ p.reshape(num_patches, -1).T).cpu().numpy(), axis=1)
                               for p in patches)
         distances.append(float(np.abs(sorted_a - sorted_b).mean(dtype=np.float64)))
