@@ -9,7 +9,7 @@ sigma survives the noise; anything finer has to be generated again. The table gi
 one classifier head, the fraction of round-tripped images the shipped classifier still assigns to
 their true class, next to its accuracy on the clean images. A class that survives a small sigma but
 not a larger one is one whose defining detail lives at that scale; a class lost already at a small
-sigma is one the teacher cannot draw at all (the 24-channel default's texture backgrounds: README).
+sigma is one the teacher cannot draw at all (the 24-channel default's texture backgrounds: docs/results.md).
 At sigma = T (80) nothing of the image survives: that column is the teacher's own class mix.
 Nothing is timed; 2 CPU cores take ~5.5 minutes per sigma for 800 images at 12 steps (23 NFE) with
 the 48-channel default teacher (~2 with the 24-channel one).

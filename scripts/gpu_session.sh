@@ -9,15 +9,13 @@
 # --dry-run runs the same steps on the CPU with the smoke preset, to check the script itself.
 # Steps, in one deadline (GPU_SESSION_SECONDS, default 570, under the device's 600 s per call: run it
 # with timeout_s 600; a stage that would start with too little time left is skipped and says so):
-# 0. preflight: the whole pipeline at smoke size on the device (~50 s on an H200); a failure ends the
+# 0. preflight: the whole pipeline at smoke size on the device (under a minute); a failure ends the
 #    call at once, leaving the device time for a fixed retry (PREFLIGHT=0 skips it);
 #    measurement (STEPS_SCALE auto only, the default): bench_train.py at the preset's batches, then
 #    scripts/plan_scale.py picks the largest scale (at most 8) whose estimated run fits 75% of the time
-#    left for training (bench_train's rates read low: teacher 3,800 images/s against the ~4,800 the
-#    first H200 run averaged, HKD 1,900 samples/s against ~2,060; a safe side);
-# 1. `train all --preset default --set steps_scale=S` (~8.5 minutes at S = 1 on an H200: teacher 174 s,
-#    trajectories 108 s, HKD 216 s, measured; so `auto` plans below 1, and retraining the whole default
-#    in one call needs `PREFLIGHT=0 TESTS_SECONDS=0 ... gpu_session.sh 1`), packed
+#    left for training (bench_train's rates read lower than a real run's: a safe side);
+# 1. `train all --preset default --set steps_scale=S` (at S = 1 longer than `auto` leaves room for, so
+#    retraining the whole default in one call needs `PREFLIGHT=0 TESTS_SECONDS=0 ... gpu_session.sh 1`), packed
 #    into results.tar.gz as soon as it ends, so a later stage that overruns loses nothing ($OUT starts
 #    empty on each call: a stopped stage does not resume in the next);
 #    each run scores itself with its own classifier, whose feature scale differs from run to run, so
@@ -33,7 +31,7 @@
 # 3. widget latency, when ipywidgets and plotly are importable.
 #
 # Python packages the device image lacks travel as wheels in .whl/ (git-ignored; see
-# ../.library/device/README.md): `bash scripts/gpu_wheels.sh` downloads them at this .venv's versions
+# docs/development.md): `bash scripts/gpu_wheels.sh` downloads them at this .venv's versions
 # (20 MB). h5netcdf is needed; plotly, ipywidgets, anywidget and IPython only for the widget benchmark,
 # which is skipped without them.
 #
@@ -45,27 +43,23 @@
 # but the variants it scored are in the tarball's ablations/eval-*.json).
 #
 # QUALITY_OPTIONS='--blocks 200 --first-seed 1000120000 --teacher-steps 3' overrides bench_quality's 6 blocks
-# of `8,3` (later options win), with QUALITY_SECONDS (default 120) per checkpoint: on an H200 ~2 s a block
-# with `8,3`, ~1.1 s with `3` (84 blocks in 100 s). bench_quality writes its record after every block, so
-# a run stopped by QUALITY_SECONDS keeps the blocks it finished. Seeds from 1,000,120,000 on were never
-# scored (README: the shipped default was decided on blocks up to 1,000,119,999).
+# of `8,3` (later options win), with QUALITY_SECONDS (default 120) per checkpoint (seconds per block on
+# an H200: docs/development.md). bench_quality writes its record after every block, so a run stopped by
+# QUALITY_SECONDS keeps the blocks it finished. Seeds from 1,000,120,000 on were never scored (the
+# shipped default was decided on blocks up to 1,000,119,999; docs/results.md).
 #
 # TEACHER=DIR skips the teacher stage and distils that teacher instead (with a STEPS_SCALE number):
 #   PREFLIGHT=0 RANK=0 TEACHER=checkpoints/default/teacher ABLATIONS=full,no_tcons,none,bottleneck,full_seed1 \
 #       GPU_OVERRIDES='hkd.data_memory_limit_mb=16384 classifier.enabled=false' bash scripts/gpu_session.sh 1
-# retrains the shipped default's HKD stage and its Table-3 ablations: on an H200 (24-channel default) the run took 115 s and
-# each variant 60-90 s to train plus 9 s to score, so five variants need ~8.5 minutes in all (one
-# call of 415 s finished four). On the 48-channel default's teacher, `ABLATIONS=full,none` with
-# `TESTS_SECONDS=0 GPU_SESSION_SECONDS=222` took 202 s (trajectories 26 s, HKD 75 s, `none` 65 s + 10 s).
+# retrains the shipped default's HKD stage and its Table-3 ablations; five variants do not fit one call
+# (`ABLATIONS=full,none` with `TESTS_SECONDS=0 GPU_SESSION_SECONDS=222` does; timings: docs/development.md).
 #   PREFLIGHT=0 TESTS_SECONDS=0 TEACHER=checkpoints/default/teacher \
 #       GPU_OVERRIDES='hkd.data_memory_limit_mb=16384 classifier.enabled=false trajectories.count=16384' \
 #       QUALITY_OPTIONS='--blocks 200 --first-seed 1000036000 --teacher-steps 3' QUALITY_SECONDS=100 \
 #       bash scripts/gpu_session.sh 3
-# made the shipped default's HKD (the preset's HKD stage as it is now; 49,152 trajectories in 108 s and
-# 2,700 steps of batch 128 in 216 s on an H200), then scored it and the previous HKD over 84 and 75 blocks
-# of 1,000 fresh seeds (100 s each): 557 s for the whole call (README, "The shipped default checkpoint").
-# At 24 channels, 3x the trajectories and steps fit that teacher better but lowered no KID (README, "A
-# longer distillation").
+# made the shipped default's HKD (the preset's HKD stage as it is now), then scored it and the previous
+# HKD over as many blocks of 1,000 fresh seeds as fit 100 s each, in one call (docs/development.md has
+# its timings, docs/results.md, "The shipped default checkpoint", the result).
 set -uo pipefail
 
 DRY_RUN=0
@@ -148,7 +142,7 @@ if [ "$DRY_RUN" = 1 ]; then
     FIDELITY_ARGS=(--num-samples 16 --train-seeds 8 --num-steps 3)
 else
     # The preset's batches: the rates depend on them (the tiny network is launch-bound). 4,096
-    # trajectories (~8 s): at bench_train's default 512, start-up dominates (1.54x of bare on an H200).
+    # trajectories: at bench_train's default 512, start-up dominates (docs/benchmarks.md, "Training").
     # The GPU overrides too: a model override (a wider U-Net) changes the rates the scale is planned from.
     BENCH_ARGS=(--batch 256 --hkd-batch 128 --repeats 5 --trajectory-count 4096 "${OVERRIDES[@]}")
     PLAN_ARGS=(--preset default "${OVERRIDES[@]}" --fixed 60 --maximum 8)
@@ -157,7 +151,7 @@ else
 fi
 read -r -a QUALITY_EXTRA <<< "${QUALITY_OPTIONS:-}"  # e.g. more blocks on fresh seeds (later options win)
 QUALITY_ARGS+=("${QUALITY_EXTRA[@]}")
-# Fail fast: the whole pipeline at smoke size first (~50 s on an H200), so that a CUDA-only bug ends the call
+# Fail fast: the whole pipeline at smoke size first (under a minute), so that a CUDA-only bug ends the call
 # before the long run spends the device time (the session can then fix it and call again).
 # PREFLIGHT=0 skips it (a retry on a device where it already passed).
 if [ "${PREFLIGHT:-1}" = 1 ]; then

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Download the wheels scripts/gpu_session.sh carries to the lent GPU machine (see
-# ../.library/device/README.md): its image has torch, xarray and h5py, but not h5netcdf (needed for the
+# docs/development.md, "GPU runs"): its image has torch, xarray and h5py, but not h5netcdf (needed for the
 # trajectory files) nor the widget stack (plotly, ipywidgets, anywidget and what they import), without
 # which the widget-latency stage is skipped. Versions are those of this checkout's .venv, so the device
 # runs what the tests here ran; the device's Python is 3.12.
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 DIR="${1:-.whl}"
 PYTHON="${PYTHON:-.venv/bin/python}"
 [ -x "$PYTHON" ] || { echo "no $PYTHON: run scripts/setup.sh first (the versions come from it)" >&2; exit 1; }
-# The device image lacks these (KINDS.md's package list); it has jinja2, pygments, psutil, typing_extensions.
+# The device image lacks these; it has jinja2, pygments, psutil, typing_extensions.
 PACKAGES=(h5netcdf plotly narwhals ipywidgets comm traitlets widgetsnbextension jupyterlab_widgets anywidget
           psygnal ipython ipython_pygments_lexers jedi parso matplotlib-inline pexpect ptyprocess
           prompt_toolkit wcwidth stack-data asttokens executing pure_eval)

@@ -5,9 +5,8 @@
 Reads the rates that benchmarks/bench_train.py wrote (--json) and the training config (preset and
 --set overrides as for `hkdviz train all`), prints the chosen scale on stdout and the estimate per
 stage on stderr. scripts/gpu_session.sh uses it so that a GPU call trains as long a run as fits its
-limit instead of a guessed one. On an H200 bench_train's rates read below a real run's (teacher
-3,805 against ~4,800 images/s averaged over a run, trajectories 288 against 525/s at its small count):
-the estimate errs on the safe side.
+limit instead of a guessed one. On an H200 bench_train's rates read below a real run's (measured:
+docs/benchmarks.md), so the estimate errs on the safe side.
 """
 from __future__ import annotations
 

@@ -32,12 +32,11 @@ alpha near 0 keeps what the encoder read off the noise at T, the fine, noise-lik
 here; its other remark (large alpha = low frequency, the smallest-real-part band looks like noise)
 fits these measurements only with the time axis reversed (hkdviz's first release followed it).
 Measured with `edit_metrics.band_spectra` (share of each band's decoded power above 0.125 cycles/px;
-benchmarks/bench_editing.py) on the shipped `default` checkpoint (48 channels): largest 0.600 >
-intermediate 0.415 > smallest 0.292; every earlier default agreed (24 channels: 0.639 / 0.381 / 0.299;
-the first CPU one 0.451 / 0.353 / 0.337). On the first one, editing at r = 0.9 with the astronaut
-photo as reference, the largest band disturbed the low-pass image 5.7x less than the smallest band
-(MSE 0.0056 vs 0.032) while injecting half its high-pass detail (correlation 0.044 vs 0.086). A
-checkpoint may learn otherwise: `band_spectra` tells, and ALIASES is the one place to change.
+benchmarks/bench_editing.py): on every shipped checkpoint so far the largest band has the most
+high-frequency power and the smallest the least, and on the first one editing with the largest band
+disturbed the low-pass image far less than with the smallest (the numbers: docs/results.md, "Which
+band carries the fine detail"). A checkpoint may learn otherwise: `band_spectra` tells, and ALIASES is the one
+place to change.
 
 Regions (`region_mask`, `region_masks`): spatial selections in image space, resized to each level by
 area averaging; `selection_masks(model, band, region)` is their product with a band's masks.

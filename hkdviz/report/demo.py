@@ -8,8 +8,8 @@
     demo.json          timings, files, and the model it used
 
 Without the shipped `default` checkpoint (a checkout that lacks checkpoints/default), `hkdviz demo`
-runs on an untrained `tiny` model and says so in a banner (terminal, report and demo.json). On the
-shipped 48-channel default: 41 s on 2 CPU cores.
+runs on an untrained `tiny` model and says so in a banner (terminal, report and demo.json). How long it
+takes: docs/benchmarks.md.
 """
 from __future__ import annotations
 

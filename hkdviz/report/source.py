@@ -110,8 +110,8 @@ def find_teacher(source: ModelSource, teacher=None, device="auto"):
 
 
 # Below this size a CPU model runs fastest on one thread: its convolutions are too small to split, and
-# with more threads than free cores OpenMP's spin-waiting cost 40x (measured: tiny-model report data
-# 30 s of CPU with 2 threads on a busy 2-core machine, 0.7 s with 1).
+# with more threads than free cores OpenMP's spin-waiting multiplies the cost (measured:
+# docs/benchmarks.md, "Other measurements behind code defaults").
 SMALL_MODEL_PARAMETERS = 5_000_000
 
 

@@ -5,7 +5,7 @@ extractor on the training data's labels (shape kind, and background texture as a
 the shapes set) in a minute or two on CPU. Its penultimate layer feeds local KID and the local
 Frechet distance (never called FID), its softmax the recognisability of samples (quality.py).
 
-    path = train_classifier("shapes", "runs/classifier")        # ~2 min on 2 idle CPU cores
+    path = train_classifier("shapes", "runs/classifier")        # minutes on CPU (docs/training.md)
     classifier = load_classifier(path)                           # or "default"
     classifier.features(images)      # [N, F] penultimate activations (images in [-1, 1] or uint8)
     classifier.predict(images)       # [N] class indices of the main head
@@ -50,8 +50,7 @@ CLASSIFIER_DEFAULTS: dict[str, Any] = {
     "feature_scale": 1.0,
 }
 
-# Measured: 211 CPU-seconds single-threaded (about 2 minutes on 2 idle cores), held-out accuracy
-# 99.4 % for the shape (5 classes) and 72 % for the background texture (8 classes, chance 14 %).
+# Sized to train in minutes on 2 CPU cores; its time and held-out accuracy: docs/training.md, "Budgets".
 TRAIN_DEFAULTS = {"num_images": 20_000, "steps": 1_000, "batch_size": 128, "num_held_out": 2_000,
                   "learning_rate": 2e-3, "warmup_steps": 50}
 

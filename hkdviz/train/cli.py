@@ -1,8 +1,8 @@
 """`hkdviz train teacher|trajectories|hkd|classifier|all` (also `python -m hkdviz.train ...`).
 
-    hkdviz train all --preset default --out runs/default          # the shipped checkpoint (GPU: ~5 min)
-    hkdviz train all --preset default-cpu --out runs/default-cpu  # its CPU-sized variant (~90 min, 2 cores)
-    hkdviz train all --preset smoke --out /tmp/smoke              # end-to-end check, ~1 min on CPU
+    hkdviz train all --preset default --out runs/default          # the shipped checkpoint (sized for a GPU)
+    hkdviz train all --preset default-cpu --out runs/default-cpu  # its CPU-sized variant (2 cores)
+    hkdviz train all --preset smoke --out /tmp/smoke              # end-to-end check, quick on a CPU
     hkdviz train hkd --preset default --teacher runs/default/teacher/checkpoint \\
         --trajectories runs/default/trajectories --set hkd.koopman.levels=bottleneck --out runs/ablation
     torchrun --nproc_per_node 8 -m hkdviz.train all --preset cifar10 --set dataset=cifar10:/data/cifar10 --out runs/c10

@@ -19,8 +19,7 @@ images (seed 1,000,000), whatever the sizes. Indices [0, N) are the reference, [
 
 Seeds: EVALUATION_FIRST_SEED = 1,000,000,000 on, by default. Training trajectories use seeds from 0
 (every preset; cifar10's million included), and an HKD fits its own training seeds measurably better
-than new ones (the shipped default: RMSE to the teacher's 35-NFE sample 0.101 on training seeds vs
-0.121 on unseen ones, README), so scoring it on them would flatter it. When the checkpoint's meta
+than new ones (measured: docs/results.md, "Seeds"), so scoring it on them would flatter it. When the checkpoint's meta
 records its trajectory seeds and they overlap the evaluation seeds, the result says so in its notes.
 
     hkdviz eval default                           # shipped HKD, teacher and classifier

@@ -54,7 +54,7 @@ class TrainingLoop:
         self.seed = int(self.config.get("seed", 0))
         configure_backend(self.device)
         # Mixed precision on CUDA, and on the CPU where `cpu_autocast` asks for it (bf16 with native
-        # support: 1.4-2.2x faster steps on an AVX512-BF16 CPU, see the README).
+        # support it is faster on an AVX512-BF16 CPU: docs/benchmarks.md, "Training").
         self.autocast_dtype = resolve_autocast(self.section, self.options, self.device)
         # channels_last pays off with cuDNN only (on the CPU it slows the bf16 convolutions down).
         self.channels_last = bool(self.options.get("channels_last", False)) and self.device.type == "cuda"

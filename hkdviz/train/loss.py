@@ -1,6 +1,6 @@
 """HKD training loss: distances in image space and the trajectory-consistency loss.
 
-    L = L_t-consist + L_recon,   both d(D(exp((eps - t) A) E(x_t, t)), x_eps)   (hkd-spec.md, section 3)
+    L = L_t-consist + L_recon,   both d(D(exp((eps - t) A) E(x_t, t)), x_eps)   (docs/method.md, section 3)
 
 Each training sample contributes five terms: the reconstruction term at t = T (input: the
 trajectory's noise x_T) and `num_times` = 4 intermediate times; the loss is their mean.

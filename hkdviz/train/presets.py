@@ -11,11 +11,12 @@ Presets:
 - smoke:    the whole pipeline end to end in about a minute on 2 CPU cores (a plumbing check,
             not a useful model).
 - default:  the shipped checkpoint: the "tiny" U-Net at 48 channels (~2.1M parameters, 32x32 RGB) on
-            the shapes data set, sized for one GPU (~8.5 minutes of training on one H200, measured);
-            many hours on 2 CPU cores (estimated_cpu_minutes), where default-cpu is the choice.
+            the shapes data set, sized for minutes on one GPU; many hours on 2 CPU cores
+            (estimated_cpu_minutes), where default-cpu is the choice.
 - default-cpu: the 24-channel "tiny" model (~0.57M parameters) on the same data at half the images and
-            a quarter of the batch, sized for ~90 minutes on 2 CPU cores with native bfloat16; trained
-            an earlier shipped default (see DEFAULT_CPU_BUDGET below and the README).
+            a quarter of the batch, sized for about an hour and a half on 2 CPU cores with native
+            bfloat16; trained an earlier shipped default (see DEFAULT_CPU_BUDGET below).
+Measured times of both: docs/training.md, "Budgets".
 - cifar10:  paper settings: EDM DDPM++ CIFAR-10 teacher (EDM's training recipe), HKD batch 256,
             Adam lr 1e-3, ~53 epochs over the trajectory set; needs `--set dataset=cifar10:/path`.
 - ffhq64:   EDM's FFHQ 64x64 teacher recipe, 40-step (79 NFE) trajectories, HKD batch 64;
@@ -75,11 +76,11 @@ BASE: dict = {
     "evaluate": {"enabled": True, "options": {}},
 }
 
-# The CPU-sized default: what trained the earlier shipped default (README), sized for 2 CPU cores (see
+# The CPU-sized default: what trained the earlier shipped default, sized for 2 CPU cores (see
 # DEFAULT_CPU_BUDGET). The networks run in bf16 where the CPU has native bfloat16 (cpu_autocast "auto"):
-# 1.4-2.2x faster steps, spent on a 2.5x longer teacher, which is what limits quality here (README:
-# teacher length against KID). The lr cool-downs (the last 20% of each stage) buy a better teacher at
-# no cost: 35-NFE KID 1059 vs 1091 at equal steps (README).
+# faster steps, spent on a longer teacher, which is what limits quality here. The lr cool-downs (the
+# last 20% of each stage) buy a better teacher at no cost. Measured: docs/results.md, "The earlier
+# default" (teacher length and schedule against KID).
 DEFAULT_CPU_PRESET = {
     "model": {"preset": "tiny"},
     "dataset": {"name": "shapes", "num_images": 50_000, "seed": 0},
@@ -98,11 +99,9 @@ DEFAULT_CPU_PRESET = {
 # the tiny U-Net at twice the width (48 channels, 2.1M parameters: the GPU is launch-bound at this size,
 # so it trains as fast as the 24-channel one there), 2x the teacher images (960k) at 4x the batch (lr
 # 2e-3 for the larger batch), 8x the trajectories (49,152) and 6x the HKD samples (2,700 steps) at 4x the
-# batch. Teacher 174 s, trajectories 108 s, HKD 216 s on the H200 (~9 minutes with the evaluation).
-# The HKD's budget is the lever that mattered (README, "The shipped default checkpoint"): the same teacher
-# distilled from 12,288 trajectories in 900 steps (the previous HKD) scored local KID 859 on the shipped
-# classifier and unseen seeds and tied the 5-NFE teacher; from 49,152 in 2,700 steps it scores 554 and
-# beats that teacher in every one of 84 fresh blocks of 1,000 seeds (-282 +- 4, the test fixed in advance).
+# batch. The HKD's budget is the lever that mattered: the same teacher distilled from 12,288 trajectories
+# in 900 steps tied the 5-NFE teacher on local KID; from 49,152 in 2,700 steps it beats that teacher in a
+# test fixed in advance (docs/results.md, "The shipped default checkpoint"; times: docs/training.md).
 # The 49,152 trajectories take 5.4 GiB in float16: data_memory_limit_mb keeps them in memory, as trained
 # (over the limit the set is read item by item from disk, which is far slower).
 DEFAULT_MODEL = {"preset": "tiny", "unet": {"model_channels": 48}}
@@ -156,23 +155,13 @@ PRESETS: dict = {
     },
 }
 
-# The default-cpu preset's budget, as measured in the run that trained the earlier shipped default (2 CPU
-# cores, AMD EPYC with AVX512-BF16, every network in bf16 autocast; minutes of wall time, stage by stage):
-#   teacher: 7,500 steps x 64 = 480,000 images at ~178 images/s (data rendering included)  44.9
-#   trajectories: 6,144 x 35 NFE at 16.3 trajectories/s                                    6.3
-#   hkd: 1,800 steps x 32 = 57,600 samples at ~37 samples/s                                 25.8
-#   classifier (1,000 steps, float32) + evaluation (1,000 samples per method)              4.3
-#   total                                                                                  81.4
-# In float32 (a CPU without native bfloat16) the same stages run at ~124 images/s, ~6.6 trajectories/s
-# and ~24 samples/s: about 130 minutes. The default preset (2x the work) on one H200, measured in the
-# run that trained the shipped default: teacher 197 s (3,750 steps x 256, ~5,300 images/s late in the
-# run, data rendering included), trajectories 26 s (12,288 at 516/s), HKD 62 s (900 x 128), classifier
-# (500 steps in that run; the preset's 1,000 add a few seconds) and evaluation 19 s: 5.1 minutes.
-# The 48-channel default on the same card trained as fast (teacher 174 s, trajectories 26 s, HKD 65 s).
-# On 2 CPU cores the width costs: `cost_by_model_channels` holds each stage's time per image against
-# the 24-channel tiny model, measured side by side with benchmarks/bench_train.py (float32, batch 64,
-# HKD batch 32, a 2-core AMD EPYC: teacher 67.6 vs 27.4 images/s, trajectories 5.5 vs 2.5, HKD 14.7
-# vs 4.6 samples/s); the bf16 ratio is taken to be the same (not measured: that CPU had no bf16).
+# The default-cpu preset's budget: data, not commentary. These are the rates and stage times measured in
+# the run that trained the earlier shipped default (2 CPU cores, AMD EPYC with AVX512-BF16, every network
+# in bf16 autocast), with float32 rates for CPUs without native bfloat16; estimated_cpu_minutes and
+# steps_scale_for_budget compute from them. `cost_by_model_channels` holds each stage's time per image
+# against the 24-channel tiny model, measured side by side with benchmarks/bench_train.py in float32; the
+# bf16 ratio is taken to be the same (not measured: that CPU had no bf16). The measurements, with their
+# conditions: docs/training.md, "Budgets".
 DEFAULT_CPU_BUDGET = {
     "measured_minutes_2_cpu_cores_bf16": {"teacher": 44.9, "trajectories": 6.3, "hkd": 25.8,
                                           "classifier_and_evaluation": 4.3, "total": 81.4},

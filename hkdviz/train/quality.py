@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 KID_SUBSETS = 100
 KID_MAX_SUBSET = 1000  # the KID paper's subset size; smaller sets use half their size (see kid)
-# 64 projections: the spread over seeds comes from the patch draws, and 128 projections cost 40 % more time.
+# 64 projections: the spread over seeds comes from the patch draws, and more projections cost time
+# without narrowing it (docs/benchmarks.md, "Other measurements behind code defaults").
 SWD_DEFAULTS = {"num_projections": 64, "num_patches": 4096, "patch_size": 7, "levels": 3}
 FULL_KERNEL_LIMIT = 4096  # up to this many features per set, kernel matrices are computed once
 CLASS_PSEUDO_COUNT = 0.5  # Jeffreys prior on class histograms, so a missing class gives a finite KL
@@ -292,7 +293,7 @@ def _swd_pyramids(bands_a: list[torch.Tensor], bands_b: list[torch.Tensor], num_
         directions = torch.randn(num_projections, size * size, band_a.shape[1], generator=generator)
         directions /= directions.flatten(1).norm(dim=1)[:, None, None]
         directions = (directions / std).flatten(1).to(band_a.device)
-        # Rows [projection, patch] sorted by NumPy: its SIMD sort is ~4x faster than torch.sort on CPU.
+        # Rows [projection, patch] sorted by NumPy: its SIMD sort beats torch.sort on CPU (docs/benchmarks.md).
         sorted_a, sorted_b = (np.sort((directions @ p.reshape(num_patches, -1).T).cpu().numpy(), axis=1)
                               for p in patches)
         distances.append(float(np.abs(sorted_a - sorted_b).mean(dtype=np.float64)))

@@ -139,10 +139,10 @@ SINGLE_THREAD_PARAMETERS = 5_000_000
 def resolve_thread_count(count, model) -> int | None:
     """The apps' `cpu_threads` argument -> a thread count for updates, or None (torch's setting).
 
-    "auto": one thread for small models on CPU (the tiny preset, 0.57M parameters, decodes one image in
-    ~10 ms on one thread), else None. Measured on a busy 2-core machine: one tiny update took ~11 ms on
-    one thread and ~1.45 s on two (two threads that must meet at every op starve when other processes
-    hold a core; the browser and the Jupyter server share the machine). Large models keep all threads.
+    "auto": one thread for small models on CPU, else None. On a busy machine a small model's update is
+    far faster on one thread than on two (two threads that must meet at every op starve when other
+    processes hold a core; the browser and the Jupyter server share the machine; measured:
+    docs/benchmarks.md, "Other measurements behind code defaults"). Large models keep all threads.
     """
     if count == "auto":
         small = sum(parameter.numel() for parameter in model.parameters()) < SINGLE_THREAD_PARAMETERS

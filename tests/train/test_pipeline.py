@@ -186,7 +186,7 @@ def test_plan_scale_script_reads_bench_json(tmp_path, capsys):
 
 def test_shipped_default_was_trained_by_the_default_preset():
     # checkpoints/default/{teacher,hkd} record the config that trained them; `--preset default` must
-    # resolve to the same recipe (memory limits and logging cadence aside), or the README's claim fails.
+    # resolve to the same recipe (memory limits and logging cadence aside), or the docs' claim fails.
     root = Path(__file__).resolve().parents[2] / "checkpoints" / "default"
     if not (root / "hkd" / "meta.json").exists():
         pytest.skip("no shipped default checkpoint in this checkout")

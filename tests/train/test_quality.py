@@ -281,7 +281,7 @@ def blurred(images, sigma):
 
 def test_shipped_classifier_kid_rises_with_blur_and_with_noise():
     """The shipped metric classifier's KID ranks both kinds of damage to real images, so a low KID for a
-    noisy sampler (the teacher at 5 NFE) is not a blind spot for noise. Measured on 1,000 images (README):
+    noisy sampler (the teacher at 5 NFE) is not a blind spot for noise. Measured on 1,000 images (docs/results.md):
     blur sigma 0.5 / 1 / 1.5 px -> 9 / 585 / 1770, noise std 0.1 / 0.2 / 0.4 -> 131 / 875 / 2059 (x1e3)."""
     classifier = load_classifier("default", device="cpu")
     reference, _ = shapes(300, seed=21)
