@@ -501,6 +501,9 @@ def import_edm_pickle(path, device="cpu", key: str = "ema"):
         "edm_use_fp16": bool(precond_kwargs.get("use_fp16", False)),
         "hkd_distillable": distillable,
     }
+    dataset = data.get("dataset_kwargs")
+    if isinstance(dataset, dict) and isinstance(dataset.get("path"), str):
+        model.meta["edm_dataset"] = dataset["path"]  # the training set's path on the machine that trained it
     return model.eval().requires_grad_(False).to(resolve_device(device))
 
 
