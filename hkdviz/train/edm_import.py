@@ -427,8 +427,10 @@ def _import_ddpmpp(precond_kwargs: dict, model_kwargs: dict, tensors: dict, filt
     if preset is not None:
         config["preset"] = preset
     _check_filters(filters, source)
-    with torch.device("meta"):
-        expected = {name: tuple(tensor.shape) for name, tensor in EDMPrecond(config).net.state_dict().items()}
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        model = EDMPrecond(config)
+    state = model.net.state_dict()
+    expected = {name: tuple(tensor.shape) for name, tensor in state.items()}
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [f"{name}: pickle {tuple(tensors[name].shape)} vs hkdviz {expected[name]}"
@@ -437,9 +439,11 @@ def _import_ddpmpp(precond_kwargs: dict, model_kwargs: dict, tensors: dict, filt
         parts = [f"{label} {items[:5]}{' ...' if len(items) > 5 else ''}"
                  for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong)) if items]
         raise EDMImportError(f"{source}: the weights do not match the rebuilt SongUNet: " + "; ".join(parts))
-    model = EDMPrecond(config)
-    state = model.net.state_dict()
-    model.net.load_state_dict({name: tensor.to(state[name].dtype) for name, tensor in tensors.items()}, strict=True)
+    # The pickle's tensors become the network's (assign): nothing is allocated or initialised twice.
+    model.net.load_state_dict({name: tensor.to(state[name].dtype) for name, tensor in tensors.items()},
+                              strict=True, assign=True)
+    if any(tensor.is_meta for tensor in [*model.parameters(), *model.buffers()]):
+        raise EDMImportError(f"{source}: the pickle does not supply every tensor of the rebuilt SongUNet")
     return model
 
 

@@ -89,3 +89,30 @@ def test_train_stages_take_a_pickle_as_teacher(tmp_path, capsys, ve_pickle):
     assert code == 2 and "Traceback" not in error
     assert "a VEPrecond + SongUNet (NCSN++) teacher cannot initialise HKD's encoder and decoder" in error
     assert "hkd.init_from_teacher=false" in error
+
+
+def test_a_distillable_pickle_trains_hkd_directly(tmp_path, capsys):
+    torch.manual_seed(2)
+    path = network_pickle(EDMPreconditioning(16, 3, model_type="SongUNet", **DDPMPP).eval(), tmp_path / "ddpmpp.pkl")
+    trajectories = tmp_path / "trajectories"
+    assert run("train", "trajectories", "--preset", "smoke", "--teacher", path, "--out", trajectories,
+               "--set", "trajectories.count=4", "--set", "trajectories.num_steps=2", "--no-progress") == 0
+    assert run("train", "hkd", "--preset", "smoke", "--teacher", path, "--trajectories", trajectories,
+               "--out", tmp_path / "hkd", "--set", "hkd.steps=2", "--set", "hkd.batch_size=2", "--no-progress") == 0
+    import hkdviz
+    model = hkdviz.load(tmp_path / "hkd" / "checkpoint", device="cpu")
+    assert model.image_shape == (3, 16, 16) and model.config["unet"]["model_channels"] == 16
+    assert "warning" not in (tmp_path / "hkd" / "log.txt").read_text()  # same teacher sha256 as the trajectories
+
+
+def test_train_all_imports_a_pickle_teacher_once(tmp_path, ve_pickle):
+    from hkdviz.train.cli import imported_teacher
+    from hkdviz.train.distributed import DistributedContext
+
+    directory = tmp_path / "teacher" / "checkpoint"
+    assert imported_teacher(str(ve_pickle), directory, DistributedContext()) == directory
+    written = (directory / "model.safetensors").stat().st_mtime_ns
+    assert imported_teacher(str(ve_pickle), directory, DistributedContext()) == directory  # a rerun keeps it
+    assert (directory / "model.safetensors").stat().st_mtime_ns == written
+    assert load_teacher(directory, device="cpu").meta["source"] == "NVlabs/edm pickle ve.pkl"
+    assert imported_teacher("runs/teacher/checkpoint", directory, DistributedContext()) == "runs/teacher/checkpoint"

@@ -26,8 +26,8 @@ class Conv2d(nn.Module):
     """EDM's Conv2d: a k x k convolution (k = 0: none) with optional 2x FIR resampling.
 
     Unfused (EDM's default): resample, then convolve. Fused (`fused_resample=True`, used by NCSN++'s
-    residual encoder): down-sampling convolves first and filters with stride 2 after; up-sampling
-    filters (transposed, stride 2) first, both with EDM's paddings.
+    residual encoder): convolve first (padded by both the kernel's and the filter's half-width), then
+    filter with stride 2 and no padding. No EDM network fuses up-sampling, so that is refused.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, bias: bool = True, up: bool = False,
@@ -35,6 +35,8 @@ class Conv2d(nn.Module):
                  init_mode: str = "kaiming_normal", init_weight: float = 1.0, init_bias: float = 0.0):
         if up and down:
             raise ValueError("Conv2d cannot resample up and down at once")
+        if fused_resample and up and kernel:
+            raise ValueError("fused up-sampling is not supported (no EDM network uses it)")
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -44,7 +46,9 @@ class Conv2d(nn.Module):
         init = dict(mode=init_mode, fan_in=in_channels * kernel * kernel, fan_out=out_channels * kernel * kernel)
         self.weight = nn.Parameter(_weight_init([out_channels, in_channels, kernel, kernel], **init) * init_weight) if kernel else None
         self.bias = nn.Parameter(_weight_init([out_channels], **init) * init_bias) if kernel and bias else None
-        # A persistent buffer, as in EDM (so it is part of the state dict and checked on import).
+        # A persistent buffer, as in EDM (so it is part of the state dict and checked on import);
+        # the taps are kept to recompute it when the layer was built on the meta device.
+        self.resample_taps = [float(tap) for tap in resample_filter]
         self.register_buffer("resample_filter", resample_filter_tensor(resample_filter) if up or down else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,11 +57,7 @@ class Conv2d(nn.Module):
         taps = self.resample_filter.to(x.dtype) if self.resample_filter is not None else None
         weight_pad = weight.shape[-1] // 2 if weight is not None else 0
         filter_pad = (taps.shape[-1] - 1) // 2 if taps is not None else 0
-        if self.fused_resample and self.up and weight is not None:
-            x = F.conv_transpose2d(x, taps.mul(4).tile([self.in_channels, 1, 1, 1]), groups=self.in_channels,
-                                   stride=2, padding=max(filter_pad - weight_pad, 0))
-            x = F.conv2d(x, weight, padding=max(weight_pad - filter_pad, 0))
-        elif self.fused_resample and self.down and weight is not None:
+        if self.fused_resample and self.down and weight is not None:
             x = F.conv2d(x, weight, padding=weight_pad + filter_pad)
             x = F.conv2d(x, taps.tile([self.out_channels, 1, 1, 1]), groups=self.out_channels, stride=2)
         else:

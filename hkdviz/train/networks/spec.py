@@ -9,8 +9,9 @@ checkpoint of such a network stores in config.json under "edm_network":
 It may come from an untrusted file (an EDM pickle, a checkpoint directory), and a few bytes of
 description can ask for tens of GB of weights. So `build_checked` validates every argument (type,
 range, name), builds the network on the `meta` device (shapes only, no memory), compares every
-tensor name and shape with the weights actually supplied, and only then builds it for real, which
-costs what the supplied weights already cost.
+tensor name and shape with the weights actually supplied, checks the buffers that follow from the
+arguments (resampling filters, iDDPM's u grid), and then hands the supplied tensors to the module
+(`load_state_dict(assign=True)`): the network costs no memory beyond the weights themselves.
 """
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ import math
 import torch
 
 from ...checkpoint import CheckpointError
-from .precond import NETWORKS, PRECONDITIONINGS, IDDPMPreconditioning, Preconditioning, _signature, build_preconditioning
+from .layers import Conv2d, resample_filter_tensor
+from .precond import (NETWORKS, PRECONDITIONINGS, IDDPMPreconditioning, Preconditioning, _signature,
+                      build_preconditioning, iddpm_noise_levels)
 
 # The key of a teacher checkpoint's config.json that marks an EDM network teacher (not hkdviz's EDMPrecond).
 EDM_NETWORK_KEY = "edm_network"
-# Buffers that are functions of the arguments (not trained): a supplied value must match the rebuilt one.
-_DERIVED_BUFFERS = ("resample_filter", "u")
 # Every UNetBlock holds at least 10 tensors (norm0, conv0, affine, norm1, conv1: weight and bias each),
 # which bounds how many blocks a description may ask for before anything is built.
 _TENSORS_PER_BLOCK = 10
@@ -139,25 +140,37 @@ def build_checked(spec, tensors: dict, where: str, device="cpu") -> Precondition
             raise NetworkSpecError(f"{where}: iDDPMPrecond argument M = {M} does not fit the stored u grid "
                                    f"({'missing' if grid is None else f'{grid.numel()} values'}; expected M + 1)")
     try:
-        with torch.device("meta"):
-            shapes = {name: tuple(tensor.shape) for name, tensor in build_preconditioning(spec).state_dict().items()}
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            module = build_preconditioning(spec)
     except (ValueError, TypeError, ZeroDivisionError, RuntimeError) as error:
         raise NetworkSpecError(f"{where}: cannot build {spec['precond']} + {spec['model_type']} "
                                f"from its arguments ({error})") from None
-    _compare(shapes, {name: tuple(tensor.shape) for name, tensor in tensors.items()}, where)
-    module = build_preconditioning(spec)
     state = module.state_dict()
-    for name, tensor in tensors.items():
-        if name.rsplit(".", 1)[-1] in _DERIVED_BUFFERS:
-            rebuilt = state[name]
-            if not torch.allclose(tensor.to(torch.float64), rebuilt.to(torch.float64), rtol=1e-5, atol=1e-6):
-                raise NetworkSpecError(f"{where}: {name} differs from the one its arguments define "
-                                       f"(resample_filter, C_1/C_2/M); the description and the weights disagree")
-    if not all(tensor.is_floating_point() for tensor in tensors.values()):
-        wrong = sorted(name for name, tensor in tensors.items() if not tensor.is_floating_point())
+    _compare({name: tuple(tensor.shape) for name, tensor in state.items()},
+             {name: tuple(tensor.shape) for name, tensor in tensors.items()}, where)
+    wrong = sorted(name for name, tensor in tensors.items() if not tensor.is_floating_point())
+    if wrong:
         raise NetworkSpecError(f"{where}: tensors {wrong[:5]} are not floating point")
-    module.load_state_dict({name: tensor.to(state[name].dtype) for name, tensor in tensors.items()}, strict=True)
+    for name, expected in _derived_buffers(module).items():
+        if not torch.allclose(tensors[name].to(torch.float64), expected.to(torch.float64), rtol=1e-5, atol=1e-6):
+            raise NetworkSpecError(f"{where}: {name} differs from the one its arguments define "
+                                   f"(resample_filter, C_1/C_2/M); the description and the weights disagree")
+    # The supplied tensors become the module's (assign): nothing is allocated or initialised twice.
+    module.load_state_dict({name: tensor.to(state[name].dtype) for name, tensor in tensors.items()},
+                           strict=True, assign=True)
+    left = [name for name, tensor in [*module.named_parameters(), *module.named_buffers()] if tensor.is_meta]
+    if left:  # every tensor of these networks is in the state dict; this guards later changes
+        raise NetworkSpecError(f"{where}: {left[:5]} were not supplied by the weights")
     return module.eval().requires_grad_(False).to(device)
+
+
+def _derived_buffers(module: Preconditioning) -> dict:
+    """name -> value of every buffer that is a function of the arguments, computed on the CPU."""
+    derived = {f"{name}.resample_filter": resample_filter_tensor(layer.resample_taps)
+               for name, layer in module.named_modules() if isinstance(layer, Conv2d) and layer.resample_filter is not None}
+    if isinstance(module, IDDPMPreconditioning):
+        derived["u"] = iddpm_noise_levels(module.C_1, module.C_2, module.M)
+    return derived
 
 
 def _compare(expected: dict, found: dict, where: str) -> None:
