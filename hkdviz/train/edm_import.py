@@ -376,7 +376,7 @@ def _precond_arguments(precond, network_class: str, source: str) -> tuple[dict, 
 def _is_ddpmpp(model_kwargs: dict) -> bool:
     """The SongUNet hkdviz's own (HKD-splittable) network implements: EDM's DDPM++ layout."""
     song = {**EDM_SONGUNET_DEFAULTS, **model_kwargs}
-    return (song["encoder_type"], song["decoder_type"], list(song["resample_filter"])) == ("standard", "standard", [1, 1])
+    return (song["encoder_type"], song["decoder_type"], song["resample_filter"]) == ("standard", "standard", [1, 1])
 
 
 def _hkd_unet_config(precond_kwargs: dict, model_kwargs: dict) -> dict:

@@ -320,6 +320,14 @@ def _loss_as_network(data):
     data["ema"] = data["loss_fn"]
 
 
+def _no_sampling_range(data):
+    data["ema"].state["sigma_max"] = 0.001  # below EDM's smallest sampled sigma (0.002)
+
+
+def _filter_not_a_list(data):
+    _network(data).state["_init_kwargs"]["resample_filter"] = 4
+
+
 def _integer_weights(data):
     layer = _network(data).state["_modules"]["map_layer0"]
     layer.state["_parameters"]["weight"] = torch.zeros(layer.state["_parameters"]["weight"].shape, dtype=torch.int64)
@@ -335,6 +343,8 @@ def _integer_weights(data):
     ("VE + NCSN++", _wrong_filter, r"model\.enc\.8x8_down\.conv0\.resample_filter differs from the one its arguments define"),
     ("VE + NCSN++", _loss_as_network, "EDM's EDMLoss; supported are"),
     ("VE + NCSN++", _integer_weights, r"map_layer0\.weight has dtype torch\.int64"),
+    ("VE + NCSN++", _no_sampling_range, r"VEPrecond settings give no usable sampling range \(need 0 < sigma_min"),
+    ("VE + NCSN++", _filter_not_a_list, "argument resample_filter must be a short list of numbers, got 4"),
     ("iDDPM + ADM (class-conditional)", _wrong_grid, r"\bu differs from the one its arguments define"),
     ("iDDPM + ADM (class-conditional)", _huge("num_blocks", 2), r"do not match the described network: missing \[.model\.dec"),
 ])

@@ -89,6 +89,13 @@ def test_train_stages_take_a_pickle_as_teacher(tmp_path, capsys, ve_pickle):
     assert code == 2 and "Traceback" not in error
     assert "a VEPrecond + SongUNet (NCSN++) teacher cannot initialise HKD's encoder and decoder" in error
     assert "hkd.init_from_teacher=false" in error
+    # From scratch, HKD learns that teacher's trajectories (its architecture: the teacher config's unet section).
+    assert run("train", "hkd", "--preset", "smoke", "--teacher", ve_pickle, "--trajectories", trajectories,
+               "--out", tmp_path / "hkd-scratch", "--set", "hkd.init_from_teacher=false", "--set", "hkd.steps=2",
+               "--set", "hkd.batch_size=2", "--no-progress") == 0
+    import hkdviz
+    model = hkdviz.load(tmp_path / "hkd-scratch" / "checkpoint", device="cpu")
+    assert model.config["unet"]["embedding_type"] == "fourier" and model.config["diffusion"]["sigma_min"] == 0.02
 
 
 def test_a_distillable_pickle_trains_hkd_directly(tmp_path, capsys):

@@ -20,6 +20,7 @@ import math
 import torch
 
 from ...checkpoint import CheckpointError
+from ...model.config import ConfigError
 from .layers import Conv2d, resample_filter_tensor
 from .precond import (NETWORKS, PRECONDITIONINGS, IDDPMPreconditioning, Preconditioning, _signature,
                       build_preconditioning, iddpm_noise_levels)
@@ -161,6 +162,10 @@ def build_checked(spec, tensors: dict, where: str, device="cpu") -> Precondition
     left = [name for name, tensor in [*module.named_parameters(), *module.named_buffers()] if tensor.is_meta]
     if left:  # every tensor of these networks is in the state dict; this guards later changes
         raise NetworkSpecError(f"{where}: {left[:5]} were not supplied by the weights")
+    try:
+        module.hkdviz_config()  # what a Teacher reads: the sampling range must be a valid one
+    except ConfigError as error:
+        raise NetworkSpecError(f"{where}: {spec['precond']} settings give no usable sampling range ({error})") from None
     return module.eval().requires_grad_(False).to(device)
 
 
