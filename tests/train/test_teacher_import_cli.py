@@ -41,6 +41,9 @@ def test_teacher_import_writes_a_checkpoint_and_says_what_it_is_for(tmp_path, ca
     x = torch.randn(1, 3, 16, 16)
     assert torch.equal(teacher(x, 2.0), reference(x, 2.0))
     assert not list(tmp_path.glob(".teacher.tmp-*"))  # the temporary directory is gone
+    assert run("teacher", "info", out) == 0  # a checkpoint directory describes itself the same way
+    parameters = sum(parameter.numel() for parameter in teacher.denoiser.parameters())
+    assert f"VEPrecond + SongUNet (NCSN++), {parameters / 1e6:.1f}M parameters, images 3x16x16" in capsys.readouterr().out
 
     assert run("teacher", "import", ve_pickle, "--out", out) == 2  # refuses to overwrite
     assert "is not empty; pass --force" in capsys.readouterr().err
