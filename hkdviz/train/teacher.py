@@ -76,8 +76,10 @@ class Teacher:
         return self.sigma_max * seed_noise(seeds, self.image_shape, device=device or self.device)
 
     def grid(self, num_steps: int = 18, rho: float = 7.0) -> torch.Tensor:
-        """The Karras grid of num_steps steps between this teacher's T and eps (num_steps + 1 values)."""
-        return karras_grid(num_steps, self.sigma_min, self.sigma_max, rho)
+        """The Karras grid of num_steps steps between this teacher's T and eps (num_steps + 1 values);
+        for an iDDPM teacher snapped onto its noise levels, as EDM's sampler does."""
+        from .networks.precond import round_grid
+        return round_grid(self.denoiser, karras_grid(num_steps, self.sigma_min, self.sigma_max, rho))
 
     def trajectory(self, seeds: Sequence[int], num_steps: int = 18, batch_size: int = 64,
                    class_labels: torch.Tensor | None = None, progress: bool = True,

@@ -22,6 +22,7 @@ from hkdviz.train.networks import (EDM_NETWORK_KEY, DhariwalUNet, EDMPreconditio
                                    NetworkSpecError, SongUNet, VEPreconditioning, VPPreconditioning, build_checked,
                                    iddpm_noise_levels)
 from hkdviz.train.networks.layers import Conv2d
+from hkdviz.train.sampler import karras_grid
 from hkdviz.train.teacher import Teacher, load_teacher
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
@@ -194,6 +195,21 @@ def test_iddpm_grid_and_round_sigma():
     assert iddpm.round_sigma(off_grid, return_index=True).tolist() == [10, 200, 500, 900]
     _, _, _, c_noise = iddpm.coefficients(off_grid.reshape(-1, 1, 1, 1))
     assert c_noise.flatten().tolist() == [989, 799, 499, 99]  # M - 1 - j
+
+
+def test_iddpm_teacher_samples_on_its_noise_levels():
+    iddpm = IDDPMPreconditioning(8, 3, model_channels=8, channel_mult=[1], num_blocks=1, attn_resolutions=[])
+    teacher = Teacher(iddpm)
+    u = iddpm.u.double()
+    # EDM's sampler range [0.002, 80] clipped to iDDPM's [u_999, u_0] and snapped onto the levels.
+    assert teacher.sigma_min == float(u[999]) and teacher.sigma_max == float(u[(u - 80).abs().argmin()])
+    grid = teacher.grid(18)
+    assert grid.dtype == torch.float64 and all(bool((u == value).any()) for value in grid)
+    assert bool((grid[1:] < grid[:-1]).all()) and float(grid[0]) == teacher.sigma_max
+    with pytest.raises(ValueError, match="400 steps are finer than iDDPM's 1000 noise levels"):
+        teacher.grid(400)
+    ve = Teacher(VEPreconditioning(8, 3, model_channels=8, channel_mult=[1], num_blocks=1, attn_resolutions=[]))
+    assert torch.equal(ve.grid(18), karras_grid(18, 0.02, 80.0))  # other teachers: the plain Karras grid
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -152,8 +152,12 @@ class Preconditioning(nn.Module):
         unet = {key: _plain(values[key]) for key in UNET_DEFAULTS if key in values}
         unet.update(img_resolution=self.img_resolution, in_channels=self.img_channels, out_channels=self.img_channels,
                     label_dim=self.label_dim)
-        diffusion = {"sigma_min": max(DIFFUSION_DEFAULTS["sigma_min"], float(self.sigma_min)),
-                     "sigma_max": min(DIFFUSION_DEFAULTS["sigma_max"], float(self.sigma_max)),
+        sigma_min = max(DIFFUSION_DEFAULTS["sigma_min"], float(self.sigma_min))
+        sigma_max = min(DIFFUSION_DEFAULTS["sigma_max"], float(self.sigma_max))
+        # iDDPM: both ends on its noise levels, so x_T = T * noise sits at the grid's first level (see round_grid).
+        sigma_min, sigma_max = (float(self.round_sigma(torch.tensor(value, dtype=torch.float64, device="cpu")))
+                                for value in (sigma_min, sigma_max))
+        diffusion = {"sigma_min": sigma_min, "sigma_max": sigma_max,
                      "sigma_data": float(getattr(self, "sigma_data", DIFFUSION_DEFAULTS["sigma_data"]))}
         return resolve_config({"unet": unet, "diffusion": diffusion})
 
@@ -287,6 +291,18 @@ def iddpm_noise_levels(C_1: float = 0.001, C_2: float = 0.008, M: int = 1000) ->
     return u
 
 
+def round_grid(denoiser, sigmas: torch.Tensor) -> torch.Tensor:
+    """A sampling grid snapped onto the noise levels an iDDPM teacher was trained at, as EDM's sampler
+    snaps it (`round_sigma`); every other denoiser's grid unchanged."""
+    if not isinstance(denoiser, IDDPMPreconditioning):
+        return sigmas
+    snapped = denoiser.round_sigma(sigmas)
+    if bool((snapped[1:] >= snapped[:-1]).any()):
+        raise ValueError(f"{sigmas.numel() - 1} steps are finer than iDDPM's {denoiser.M} noise levels: two steps "
+                         "round to the same level; use fewer steps")
+    return snapped
+
+
 def network_name(model_type: str, model_kwargs: dict) -> str:
     """DDPM++ / NCSN++ / ADM, the names EDM's paper uses for its networks."""
     if model_type == "DhariwalUNet":
@@ -325,4 +341,4 @@ def _plain(value):
 
 __all__ = ["Preconditioning", "VPPreconditioning", "VEPreconditioning", "IDDPMPreconditioning", "EDMPreconditioning",
            "PRECONDITIONINGS", "NETWORKS", "build_preconditioning", "iddpm_noise_levels", "network_name",
-           "accepted_arguments"]
+           "accepted_arguments", "round_grid"]
