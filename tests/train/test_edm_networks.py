@@ -267,6 +267,14 @@ def test_teacher_checkpoint_round_trip_and_pickle_as_teacher(pickles, tmp_path):
     assert loaded.meta["source_sha256"] == teacher.checkpoint_sha256
     samples = loaded.sample([0, 1], num_steps=3, progress=False)
     assert samples.shape == (2, 3, RESOLUTION, RESOLUTION) and bool(torch.isfinite(samples).all())
+    # EDMPrecond's unbounded range (0, inf) is left out of config.json (JSON has no inf) and comes back.
+    adm = import_edm_teacher(pickles["EDM + ADM (class-conditional)"][1])
+    adm.save(tmp_path / "adm")
+    assert "Infinity" not in (tmp_path / "adm" / "config.json").read_text()
+    reloaded = load_teacher(tmp_path / "adm", device="cpu")
+    assert reloaded.denoiser.sigma_max == math.inf and reloaded.denoiser.sigma_min == 0
+    labels = torch.eye(5)[[1, 4]]
+    assert torch.equal(reloaded(x, 0.5, labels), adm(x, 0.5, labels))
 
 
 def test_class_conditional_teacher_needs_labels(pickles):
