@@ -99,21 +99,20 @@ def _dump(data, path, protocol, plain=False):
 
 def _as_plain(value, training, classes):
     """Persistent stand-ins -> instances of same-named classes in the fake training.networks (or .loss) module."""
-    networks = training
     if isinstance(value, Persistent):
         if value.class_name not in classes:
             where = "loss" if value.class_name.endswith("Loss") else "networks"
             classes[value.class_name] = type(value.class_name, (), {"__module__": f"training.{where}"})
             setattr(getattr(training, where), value.class_name, classes[value.class_name])
         instance = classes[value.class_name].__new__(classes[value.class_name])
-        instance.__dict__.update(_as_plain(value.state, networks, classes))
+        instance.__dict__.update(_as_plain(value.state, training, classes))
         return instance
     if isinstance(value, torch.nn.ModuleDict):
         for name, child in list(value._modules.items()):
-            value._modules[name] = _as_plain(child, networks, classes)
+            value._modules[name] = _as_plain(child, training, classes)
         return value
     if isinstance(value, dict):
-        return type(value)((key, _as_plain(item, networks, classes)) for key, item in value.items())
+        return type(value)((key, _as_plain(item, training, classes)) for key, item in value.items())
     return value
 
 

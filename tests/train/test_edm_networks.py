@@ -52,7 +52,8 @@ def perturbed(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     with torch.no_grad():
         for parameter in module.parameters():
             scale = 0.3 if parameter.ndim > 1 else 0.2
-            parameter.copy_(parameter + scale * torch.randn(parameter.shape, generator=generator) / max(1, parameter[0].numel()) ** 0.25)
+            noise = torch.randn(parameter.shape, generator=generator) / max(1, parameter[0].numel()) ** 0.25
+            parameter.copy_(parameter + scale * noise)
     return module.eval().requires_grad_(False)
 
 

@@ -44,7 +44,8 @@ class Conv2d(nn.Module):
         self.down = down
         self.fused_resample = fused_resample
         init = dict(mode=init_mode, fan_in=in_channels * kernel * kernel, fan_out=out_channels * kernel * kernel)
-        self.weight = nn.Parameter(_weight_init([out_channels, in_channels, kernel, kernel], **init) * init_weight) if kernel else None
+        shape = [out_channels, in_channels, kernel, kernel]
+        self.weight = nn.Parameter(_weight_init(shape, **init) * init_weight) if kernel else None
         self.bias = nn.Parameter(_weight_init([out_channels], **init) * init_bias) if kernel and bias else None
         # A persistent buffer, as in EDM (so it is part of the state dict and checked on import);
         # the taps are kept to recompute it when the layer was built on the meta device.

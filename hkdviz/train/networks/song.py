@@ -81,8 +81,8 @@ class SongUNet(nn.Module):
                     self.enc[f"{res}x{res}_aux_down"] = Conv2d(caux, caux, kernel=0, down=True, resample_filter=resample_filter)
                     self.enc[f"{res}x{res}_aux_skip"] = Conv2d(caux, cout, kernel=1, **init)
                 if encoder_type == "residual":
-                    self.enc[f"{res}x{res}_aux_residual"] = Conv2d(caux, cout, kernel=3, down=True, resample_filter=resample_filter,
-                                                                   fused_resample=True, **init)
+                    self.enc[f"{res}x{res}_aux_residual"] = Conv2d(caux, cout, kernel=3, down=True, fused_resample=True,
+                                                                   resample_filter=resample_filter, **init)
                     caux = cout
             for index in range(num_blocks):
                 cin, cout = cout, model_channels * mult
