@@ -114,7 +114,7 @@ class Preconditioning(nn.Module):
                 # EDM feeds zeros here; a class-conditional teacher without labels is almost always a mistake.
                 raise ValueError(f"this teacher is class-conditional (label_dim={self.label_dim}): pass class_labels "
                                  f"(one-hot, [N, {self.label_dim}])")
-            class_labels = class_labels.to(device=x.device, dtype=torch.float32).reshape(-1, self.label_dim)
+            class_labels = class_labels.to(device=x.device, dtype=network_dtype).reshape(-1, self.label_dim)
         else:
             class_labels = None
         c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
