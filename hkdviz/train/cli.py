@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override one config value, e.g. --set hkd.lr=2e-4 --set dataset=cifar10:/data (repeatable)")
     parser.add_argument("--out", required=True, help="output directory (a run directory; for 'all' the root of every stage)")
     parser.add_argument("--device", default=None, help="auto (CUDA when present), cpu, cuda, cuda:1 (default: the config's, auto)")
-    parser.add_argument("--teacher", help="teacher checkpoint directory (trajectories, hkd)")
+    parser.add_argument("--teacher", help="teacher checkpoint directory, or an NVlabs/edm network .pkl (trajectories, hkd, all)")
     parser.add_argument("--trajectories", help="trajectory directory (hkd)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (on a busy machine 1 is often fastest for small models)")
@@ -266,6 +266,20 @@ def _record_metrics(checkpoint: Path, result: dict) -> None:
     atomic_write_text(path, json.dumps(meta, indent=2, sort_keys=True, default=json_default) + "\n")
 
 
+def imported_teacher(teacher, directory: Path, context):
+    """An NVlabs/edm pickle given as the teacher, written once as a checkpoint directory (which the
+    export and the evaluation copy); any other teacher as it is."""
+    from .distributed import barrier
+    from .edm_import import import_edm_teacher, is_edm_pickle_path
+
+    if not is_edm_pickle_path(teacher):
+        return teacher
+    if context.is_main and not (directory / "model.safetensors").exists():
+        import_edm_teacher(teacher).save(directory)
+    barrier(context)
+    return directory
+
+
 def run_all(config: dict, out: Path, context, progress: bool, teacher=None) -> Path:
     """teacher -> trajectories -> hkd -> classifier -> export -> evaluate, each stage resumable."""
     from .common import RunDirectory, json_default
@@ -279,6 +293,7 @@ def run_all(config: dict, out: Path, context, progress: bool, teacher=None) -> P
         teacher = stage_teacher(config, out / "teacher", context, progress)
     else:
         root.log(f"== stage 1/5: teacher given ({teacher}), not trained")
+        teacher = imported_teacher(teacher, out / "teacher" / "checkpoint", context)
     root.log("== stage 2/5: trajectories")
     stats = stage_trajectories(config, out / "trajectories", teacher, context, progress)
     root.log(f"trajectories: {json.dumps(stats, default=json_default)}")

@@ -9,8 +9,17 @@ source text ('module_src', which EDM's loader exec()s), the class name and the o
 Here a restricted unpickler maps that function to one that returns an inert `PersistentRecord`
 (the source text is never executed), rebuilds tensors through weights-only torch.load, turns the few
 plain torch containers (ModuleDict, ...) into inert records, and refuses every other global with an
-error naming the pickle and the class. The records are then walked into a state dict and a config
-for hkdviz's EDMPrecond.
+error naming the pickle and the class. A network pickled without EDM's persistence wrapper, as an
+instance of a class in `training.networks` (or `training.loss`, `training.augment`), becomes the
+same kind of inert record. The records are then walked (iteratively, each module once) into a state
+dict and a description, checked against each other before anything is allocated, and built:
+
+    EDMPrecond + SongUNet DDPM++            -> hkdviz's EDMPrecond (HKD can be initialised from it)
+    VP/VE/iDDPM/EDMPrecond + SongUNet/DhariwalUNet, any other combination
+                                            -> a `networks.Preconditioning` (a teacher for sampling,
+                                               trajectories and evaluation; HKD cannot split it)
+
+That covers all nine networks NVlabs/edm released and its converted baselines; see docs/teachers.md.
 """
 from __future__ import annotations
 
@@ -23,17 +32,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import file_sha256, resolve_device
+from ..checkpoint import CheckpointError, file_sha256, resolve_device
 from ..model.config import PRESETS, ConfigError, resolve_config
 from .edm import EDMPrecond
 
 
-class EDMImportError(ValueError):
-    """An EDM pickle that cannot (or must not) be imported; the message names the file and the problem."""
+class EDMImportError(CheckpointError):
+    """An EDM pickle that cannot (or must not) be imported; the message names the file and the problem.
+
+    A CheckpointError, so the command lines report it in one line."""
 
 
 class PersistentRecord:
     """What `_reconstruct_persistent_obj(meta)` returns here: the class name and the object's state, inert."""
+
+    module = None  # EDM's persistence records the source text, not the module path
 
     def __init__(self, class_name: str, state: dict, version=None):
         self.class_name = class_name
@@ -50,7 +63,11 @@ class ObjectRecord:
     qualified_name = "?"
 
     def __setstate__(self, state) -> None:
-        self.state = state if isinstance(state, dict) else {}
+        self.__dict__["_state"] = state if isinstance(state, dict) else {}
+
+    @property
+    def state(self) -> dict:
+        return self.__dict__.setdefault("_state", {})  # (an instance the pickle never gave a state)
 
     @property
     def class_name(self) -> str:
@@ -60,10 +77,25 @@ class ObjectRecord:
         return f"ObjectRecord({self.qualified_name})"
 
 
+    @property
+    def module(self) -> str:
+        return self.qualified_name.rsplit(".", 1)[0]
+
+
+def _record_classes(module: str, names) -> dict:
+    return {(module, name): type(name, (ObjectRecord,), {"qualified_name": f"{module}.{name}"}) for name in names}
+
+
 # Plain (non-persistent) torch containers EDM networks hold; rebuilt as inert records.
-_CONTAINERS = {
-    ("torch.nn.modules.container", name): type(name, (ObjectRecord,), {"qualified_name": f"torch.nn.modules.container.{name}"})
-    for name in ("ModuleDict", "ModuleList", "Sequential")
+_CONTAINERS = _record_classes("torch.nn.modules.container", ("ModuleDict", "ModuleList", "Sequential"))
+# EDM's own classes, for a network pickled as a plain instance (by module path, without persistence's
+# embedded source): instances become inert records too; nothing from these modules is imported.
+_EDM_CLASSES = {
+    **_record_classes("training.networks", (
+        "VPPrecond", "VEPrecond", "iDDPMPrecond", "EDMPrecond", "SongUNet", "DhariwalUNet", "UNetBlock", "Conv2d",
+        "Linear", "GroupNorm", "PositionalEmbedding", "FourierEmbedding")),
+    **_record_classes("training.loss", ("VPLoss", "VELoss", "EDMLoss")),
+    **_record_classes("training.augment", ("AugmentPipe",)),
 }
 
 
@@ -71,10 +103,14 @@ def _reconstruct_persistent_obj(meta) -> PersistentRecord:
     # Replaces torch_utils.persistence._reconstruct_persistent_obj: reads meta, never meta["module_src"].
     if not isinstance(meta, dict) or meta.get("type") != "class" or not isinstance(meta.get("class_name"), str):
         raise pickle.UnpicklingError("malformed EDM persistent object (expected a meta dict with type 'class' and a class_name)")
-    state = meta.get("state") or {}
+    state = meta.get("state")
+    if state is None:
+        state = {}
     if not isinstance(state, dict):
         raise pickle.UnpicklingError(f"persistent object {meta['class_name']}: state is a {type(state).__name__}, not a dict")
-    return PersistentRecord(meta["class_name"], dict(state), meta.get("version"))
+    # The state dict itself, not a copy: in a self-referencing pickle it is still being filled here,
+    # and its identity is what tells the walk below that it met a module again.
+    return PersistentRecord(meta["class_name"], state, meta.get("version"))
 
 
 def _reconstructor(cls, base, state):
@@ -164,6 +200,7 @@ _ALLOWED = {
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,  # numpy 2 pickles
     ("dnnlib.util", "EasyDict"): dict,  # EDM's attribute dict; only its items are read
     **_CONTAINERS,
+    **_EDM_CLASSES,
 }
 
 
@@ -214,59 +251,140 @@ EDM_SONGUNET_DEFAULTS = {
     "num_blocks": 4, "attn_resolutions": [16], "dropout": 0.10, "label_dropout": 0.0, "embedding_type": "positional",
     "channel_mult_noise": 1, "encoder_type": "standard", "decoder_type": "standard", "resample_filter": [1, 1],
 }
-# EDMPrecond's own constructor arguments; the rest of its _init_kwargs go to the U-Net.
-_PRECOND_KEYS = ("img_resolution", "img_channels", "label_dim", "use_fp16", "sigma_min", "sigma_max", "sigma_data", "model_type")
+# The network arguments a preconditioning fills in itself (EDM: in/out channels from img_channels).
+_NETWORK_INTERFACE = ("img_resolution", "in_channels", "out_channels", "label_dim")
+_RECORDS = (PersistentRecord, ObjectRecord)
+_LARGEST_NESTING = 32  # init arguments are flat numbers and lists; deeper nesting is refused
 
 
-def _collect_tensors(record, prefix: str, tensors: dict, filters: dict, source: str) -> None:
-    state = record.state
-    skipped = set(state.get("_non_persistent_buffers_set") or ())
-    for name, parameter in (state.get("_parameters") or {}).items():
-        if parameter is not None:
-            tensors[prefix + name] = parameter.detach()
-    for name, buffer in (state.get("_buffers") or {}).items():
-        if buffer is None or name in skipped:
-            continue
-        (filters if name == "resample_filter" else tensors)[prefix + name] = buffer.detach()
-    for name, child in (state.get("_modules") or {}).items():
-        if child is None:
-            continue
-        if not isinstance(child, (PersistentRecord, ObjectRecord)):
-            raise EDMImportError(f"{source}: module {prefix + name} is a {type(child).__name__}, not a network module")
-        _collect_tensors(child, f"{prefix}{name}.", tensors, filters, source)
+def _collect_tensors(record, tensors: dict, filters: dict, source: str, prefix: str = "") -> None:
+    """Every parameter and persistent buffer under `record`, by state-dict name.
+
+    Iterative, and each record is visited once: a pickle can make a module contain itself (or share
+    a child between two parents), which EDM networks never do.
+    """
+    pending = [(prefix, record)]
+    visited = set()  # ids of the state dicts (a pickle can rebuild one module as two records sharing one)
+    while pending:
+        prefix, record = pending.pop()
+        state = record.state if isinstance(getattr(record, "state", None), dict) else {}
+        if id(record) in visited or id(state) in visited:
+            raise EDMImportError(f"{source}: module {prefix.rstrip('.') or '(top)'} appears twice in the network "
+                                 "(a module containing itself, or shared); EDM networks are trees")
+        visited.update((id(record), id(state)))
+        skipped = set(state.get("_non_persistent_buffers_set") or ())
+        for kind in ("_parameters", "_buffers"):
+            entries = state.get(kind) or {}
+            if not isinstance(entries, dict):
+                raise EDMImportError(f"{source}: {prefix or '(top) '}{kind} is a {type(entries).__name__}, not a dict")
+            for name, tensor in entries.items():
+                if tensor is None or (kind == "_buffers" and name in skipped):
+                    continue
+                if not isinstance(tensor, torch.Tensor):
+                    raise EDMImportError(f"{source}: {prefix}{name} is a {type(tensor).__name__}, not a tensor")
+                (filters if name == "resample_filter" else tensors)[prefix + name] = tensor.detach()
+        children = state.get("_modules") or {}
+        if not isinstance(children, dict):
+            raise EDMImportError(f"{source}: {prefix or '(top) '}_modules is a {type(children).__name__}, not a dict")
+        for name, child in reversed(list(children.items())):
+            if child is None:
+                continue
+            if not isinstance(child, _RECORDS):
+                raise EDMImportError(f"{source}: module {prefix + str(name)} is a {type(child).__name__}, "
+                                     "not a network module")
+            pending.append((f"{prefix}{name}.", child))
 
 
-def _plain(value):
-    # JSON-able copy of an init argument (tuples become lists, as in our configs).
+def _plain(value, source: str, key: str, depth: int = 0):
+    """JSON-able copy of an init argument (tuples become lists, as in our configs); refuses deep nesting,
+    which also ends a list that contains itself."""
+    if depth > _LARGEST_NESTING:
+        raise EDMImportError(f"{source}: init argument {key} is nested more than {_LARGEST_NESTING} deep "
+                             "(or contains itself)")
     if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
+        return [_plain(item, source, key, depth + 1) for item in value]
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    return value
+        return {str(name): _plain(item, source, key, depth + 1) for name, item in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise EDMImportError(f"{source}: init argument {key} holds a {type(value).__name__}, not plain data")
 
 
-def _unet_config(precond: PersistentRecord, unet: PersistentRecord, source: str) -> dict:
-    kwargs = unet.state.get("_init_kwargs")
+def _init_kwargs(record, source: str) -> dict | None:
+    """The constructor's keyword arguments as EDM's persistence records them (None if not recorded)."""
+    kwargs = record.state.get("_init_kwargs")
+    if kwargs is None:
+        return None
     if not isinstance(kwargs, dict):
-        # Fall back on EDMPrecond's arguments (all but its own go to the U-Net).
-        outer = precond.state.get("_init_kwargs")
-        if not isinstance(outer, dict):
-            raise EDMImportError(f"{source}: the network does not record its constructor arguments (_init_kwargs); "
+        raise EDMImportError(f"{source}: {record.class_name}'s _init_kwargs is a {type(kwargs).__name__}, not a dict")
+    if record.state.get("_init_args"):
+        raise EDMImportError(f"{source}: {record.class_name} was built with positional arguments; "
+                             "expected keyword arguments only, as EDM's training loop builds it")
+    return {str(key): _plain(value, source, f"{record.class_name}.{key}") for key, value in kwargs.items()}
+
+
+def _precond_arguments(precond, network_class: str, source: str) -> tuple[dict, dict]:
+    """(preconditioning kwargs, network kwargs) in the form `networks.build_preconditioning` takes.
+
+    The preconditioning's settings come from its attributes (what the object held), else its
+    _init_kwargs; the network's from its own _init_kwargs, else the preconditioning's (EDM passes
+    every argument it does not take itself on to the network).
+    """
+    from .networks.precond import PRECONDITIONINGS, accepted_arguments
+
+    cls = PRECONDITIONINGS[precond.class_name]
+    own = accepted_arguments(cls) - {"model_type"}
+    outer = _init_kwargs(precond, source) or {}
+    precond_kwargs = {}
+    for key in sorted(own):  # (VP's and iDDPM's sigma_min / sigma_max are computed, so not in `own`)
+        if key in precond.state:
+            precond_kwargs[key] = _plain(precond.state[key], source, f"{precond.class_name}.{key}")
+        elif key in outer:
+            precond_kwargs[key] = outer[key]
+    network = (precond.state.get("_modules") or {}).get("model")
+    inner = _init_kwargs(network, source)
+    if inner is None:
+        if not outer:
+            raise EDMImportError(f"{source}: the network records no constructor arguments (_init_kwargs); "
                                  "cannot rebuild its configuration")
-        kwargs = {key: value for key, value in outer.items() if key not in _PRECOND_KEYS}
-        kwargs.update(img_resolution=outer.get("img_resolution"), in_channels=outer.get("img_channels"),
-                      out_channels=outer.get("img_channels"), label_dim=outer.get("label_dim", 0))
-    if unet.state.get("_init_args"):
-        raise EDMImportError(f"{source}: SongUNet was built with positional arguments; expected keyword arguments only")
-    config = {**EDM_SONGUNET_DEFAULTS, **{key: _plain(value) for key, value in kwargs.items()}}
-    unsupported = {key: config.pop(key) for key in ("encoder_type", "decoder_type", "resample_filter")}
-    if unsupported != {"encoder_type": "standard", "decoder_type": "standard", "resample_filter": [1, 1]}:
-        raise EDMImportError(f"{source}: hkdviz's SongUNet is EDM's DDPM++ (encoder_type='standard', "
-                             f"decoder_type='standard', resample_filter=[1, 1]); this network uses {unsupported} "
-                             "(NCSN++ / 've' networks are not supported)")
-    for key in ("img_resolution", "in_channels", "out_channels"):
-        if not isinstance(config.get(key), int):
-            raise EDMImportError(f"{source}: SongUNet argument {key} is missing or not an integer ({config.get(key)!r})")
+        inner = {key: value for key, value in outer.items() if key not in own and key != "model_type"}
+    else:
+        factor = 2 if precond.class_name == "iDDPMPrecond" else 1
+        channels = precond_kwargs.get("img_channels", inner.get("in_channels"))
+        expected = {"img_resolution": precond_kwargs.get("img_resolution"), "in_channels": channels,
+                    "out_channels": None if channels is None else channels * factor,
+                    "label_dim": precond_kwargs.get("label_dim", 0)}
+        for key, value in expected.items():
+            if key in inner and value is not None and inner[key] != value:
+                raise EDMImportError(f"{source}: {network_class} argument {key} = {inner[key]!r} does not fit "
+                                     f"{precond.class_name} (expected {value!r})")
+        precond_kwargs.setdefault("img_resolution", inner.get("img_resolution"))
+        precond_kwargs.setdefault("img_channels", inner.get("in_channels"))
+        precond_kwargs.setdefault("label_dim", inner.get("label_dim", 0))
+    model_type = outer.get("model_type", network_class)
+    if model_type != network_class:
+        raise EDMImportError(f"{source}: {precond.class_name} says model_type={model_type!r}, but its network is a "
+                             f"{network_class}")
+    model_kwargs = {key: value for key, value in inner.items() if key not in _NETWORK_INTERFACE}
+    for key in ("img_resolution", "img_channels"):
+        if not isinstance(precond_kwargs.get(key), int) or isinstance(precond_kwargs.get(key), bool):
+            raise EDMImportError(f"{source}: {precond.class_name} argument {key} is missing or not an integer "
+                                 f"({precond_kwargs.get(key)!r})")
+    return precond_kwargs, model_kwargs
+
+
+def _is_ddpmpp(model_kwargs: dict) -> bool:
+    """The SongUNet hkdviz's own (HKD-splittable) network implements: EDM's DDPM++ layout."""
+    song = {**EDM_SONGUNET_DEFAULTS, **model_kwargs}
+    return (song["encoder_type"], song["decoder_type"], song["resample_filter"]) == ("standard", "standard", [1, 1])
+
+
+def _hkd_unet_config(precond_kwargs: dict, model_kwargs: dict) -> dict:
+    config = {**EDM_SONGUNET_DEFAULTS, **model_kwargs}
+    for key in ("encoder_type", "decoder_type", "resample_filter"):
+        config.pop(key)
+    config.update(img_resolution=precond_kwargs["img_resolution"], in_channels=precond_kwargs["img_channels"],
+                  out_channels=precond_kwargs["img_channels"], label_dim=precond_kwargs.get("label_dim", 0))
     config["label_dropout"] = float(config["label_dropout"])
     config["dropout"] = float(config["dropout"])
     return config
@@ -291,55 +409,127 @@ def _preset_name(unet: dict) -> str | None:
     return None
 
 
-def import_edm_pickle(path, device="cpu", key: str = "ema") -> EDMPrecond:
-    """Read an NVlabs/edm network pickle into hkdviz's EDMPrecond (eval mode, no grad), executing nothing from it."""
+def _import_ddpmpp(precond_kwargs: dict, model_kwargs: dict, tensors: dict, filters: dict, source: str) -> EDMPrecond:
+    """EDMPrecond + DDPM++ as hkdviz's own EDMPrecond, checked on the meta device before it is built."""
+    from .networks.spec import NetworkSpecError, check_block_budget, validate_spec
+
+    spec = {"precond": "EDMPrecond", "precond_kwargs": precond_kwargs, "model_type": "SongUNet", "model_kwargs": model_kwargs}
+    try:
+        check_block_budget(validate_spec(spec, source), len(tensors), source)
+    except NetworkSpecError as error:
+        raise EDMImportError(str(error)) from None
+    try:
+        config = resolve_config({"unet": _hkd_unet_config(precond_kwargs, model_kwargs),
+                                 "diffusion": {"sigma_data": float(precond_kwargs.get("sigma_data", 0.5))}})
+    except ConfigError as error:
+        raise EDMImportError(f"{source}: its architecture does not fit hkdviz's config ({error})") from None
+    preset = _preset_name(config["unet"])
+    if preset is not None:
+        config["preset"] = preset
+    _check_filters(filters, source)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        model = EDMPrecond(config)
+    state = model.net.state_dict()
+    expected = {name: tuple(tensor.shape) for name, tensor in state.items()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{name}: pickle {tuple(tensors[name].shape)} vs hkdviz {expected[name]}"
+             for name in sorted(set(expected) & set(tensors)) if tuple(tensors[name].shape) != expected[name]]
+    if missing or unexpected or wrong:
+        parts = [f"{label} {items[:5]}{' ...' if len(items) > 5 else ''}"
+                 for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong)) if items]
+        raise EDMImportError(f"{source}: the weights do not match the rebuilt SongUNet: " + "; ".join(parts))
+    # The pickle's tensors become the network's (assign): nothing is allocated or initialised twice.
+    model.net.load_state_dict({name: tensor.to(state[name].dtype) for name, tensor in tensors.items()},
+                              strict=True, assign=True)
+    if any(tensor.is_meta for tensor in [*model.parameters(), *model.buffers()]):
+        raise EDMImportError(f"{source}: the pickle does not supply every tensor of the rebuilt SongUNet")
+    return model
+
+
+def import_edm_pickle(path, device="cpu", key: str = "ema"):
+    """Read an NVlabs/edm network pickle as a teacher denoiser (eval mode, no grad), executing nothing from it.
+
+    Returns hkdviz's EDMPrecond for EDMPrecond + DDPM++ (the networks HKD can be initialised from),
+    else a `networks.Preconditioning` (VP/VE/iDDPM/EDM preconditioning around SongUNet or
+    DhariwalUNet). Both are called as D(x, sigma, class_labels) and carry `.config` and `.meta`.
+    """
+    from .networks.precond import NETWORKS, PRECONDITIONINGS
+    from .networks.spec import NetworkSpecError, build_checked
+
     path = Path(path)
     source = str(path)
     data = read_edm_pickle(path)
     if key not in data:
         raise EDMImportError(f"{source}: no {key!r} entry (keys: {sorted(map(str, data))})")
     precond = data[key]
-    if not isinstance(precond, PersistentRecord):
+    if not isinstance(precond, _RECORDS):
         raise EDMImportError(f"{source}: {key!r} is a {type(precond).__name__}, not an EDM network")
-    if precond.class_name != "EDMPrecond":
-        raise EDMImportError(f"{source}: {key!r} is EDM's {precond.class_name}; only EDMPrecond (EDM preconditioning) "
-                             "is supported, not the VP/VE/iDDPM baselines")
-    unet = (precond.state.get("_modules") or {}).get("model")
-    if not isinstance(unet, PersistentRecord) or unet.class_name != "SongUNet":
-        found = getattr(unet, "class_name", type(unet).__name__)
-        raise EDMImportError(f"{source}: the U-Net is {found}; only SongUNet (DDPM++) is supported")
-
-    sigma_data = float(precond.state.get("sigma_data", 0.5))
-    unet_config = _unet_config(precond, unet, source)
-    try:
-        config = resolve_config({"unet": unet_config, "diffusion": {"sigma_data": sigma_data}})
-    except ConfigError as error:
-        raise EDMImportError(f"{source}: its architecture does not fit hkdviz's config ({error})") from None
-    preset = _preset_name(config["unet"])
-    if preset is not None:
-        config["preset"] = preset
+    if precond.class_name not in PRECONDITIONINGS:
+        raise EDMImportError(f"{source}: {key!r} is EDM's {precond.class_name}; supported are EDM's preconditioned "
+                             f"denoisers {', '.join(sorted(PRECONDITIONINGS))}")
+    if not isinstance(precond.state, dict):
+        raise EDMImportError(f"{source}: {precond.class_name} holds no state dict")
+    network = (precond.state.get("_modules") or {}).get("model")
+    if not isinstance(network, _RECORDS) or network.class_name not in NETWORKS:
+        found = getattr(network, "class_name", type(network).__name__)
+        raise EDMImportError(f"{source}: the network inside {precond.class_name} is {found}; supported are EDM's "
+                             f"{', '.join(sorted(NETWORKS))} (DDPM++, NCSN++, ADM)")
+    precond_kwargs, model_kwargs = _precond_arguments(precond, network.class_name, source)
 
     tensors, filters = {}, {}
-    _collect_tensors(unet, "", tensors, filters, source)
-    _check_filters(filters, source)
-    model = EDMPrecond(config)
-    expected = model.net.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    wrong = [f"{name}: pickle {tuple(tensors[name].shape)} vs hkdviz {tuple(expected[name].shape)}"
-             for name in sorted(set(expected) & set(tensors)) if tensors[name].shape != expected[name].shape]
-    if missing or unexpected or wrong:
-        parts = [f"{label} {items[:5]}{' ...' if len(items) > 5 else ''}"
-                 for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong)) if items]
-        raise EDMImportError(f"{source}: the weights do not match the rebuilt SongUNet: " + "; ".join(parts))
-    model.net.load_state_dict({name: tensor.to(expected[name].dtype) for name, tensor in tensors.items()}, strict=True)
+    _collect_tensors(network, tensors, filters, source)
+    for name, tensor in {**tensors, **filters}.items():
+        if not tensor.is_floating_point():
+            raise EDMImportError(f"{source}: tensor {name} has dtype {tensor.dtype}, not a floating-point type")
+    if precond.class_name == "EDMPrecond" and network.class_name == "SongUNet" and _is_ddpmpp(model_kwargs):
+        model = _import_ddpmpp(precond_kwargs, model_kwargs, tensors, filters, source)
+        kind = "EDMPrecond + SongUNet (DDPM++)"
+        distillable = True
+    else:
+        # The preconditioning's own buffers (iDDPM's u grid) sit beside "model.*" in its state dict.
+        weights = {f"model.{name}": tensor for name, tensor in {**tensors, **filters}.items()}
+        _collect_tensors(PersistentRecord(precond.class_name, {**precond.state, "_modules": {}}), weights, weights, source)
+        spec = {"precond": precond.class_name, "precond_kwargs": precond_kwargs, "model_type": network.class_name,
+                "model_kwargs": model_kwargs}
+        try:
+            model = build_checked(spec, weights, source)
+        except NetworkSpecError as error:
+            raise EDMImportError(str(error)) from None
+        kind = model.describe()
+        distillable = False
     model.meta = {
         "source": f"NVlabs/edm pickle {path.name}",
         "source_sha256": file_sha256(path),
-        "edm_use_fp16": bool(precond.state.get("use_fp16", False)),
+        "edm_network": kind,
+        "edm_use_fp16": bool(precond_kwargs.get("use_fp16", False)),
+        "hkd_distillable": distillable,
     }
+    dataset = data.get("dataset_kwargs")
+    if isinstance(dataset, dict) and isinstance(dataset.get("path"), str):
+        model.meta["edm_dataset"] = dataset["path"]  # the training set's path on the machine that trained it
     return model.eval().requires_grad_(False).to(resolve_device(device))
 
 
-__all__ = ["import_edm_pickle", "read_edm_pickle", "EDMImportError", "PersistentRecord", "ObjectRecord",
-           "EDM_SONGUNET_DEFAULTS"]
+def import_edm_teacher(path, device="cpu", key: str = "ema"):
+    """`import_edm_pickle` wrapped as a Teacher, with the pickle as its checkpoint (path and sha256)."""
+    from .teacher import Teacher
+
+    denoiser = import_edm_pickle(path, device=device, key=key)
+    teacher = Teacher(denoiser)
+    teacher.checkpoint_path = str(Path(path).resolve())
+    teacher.checkpoint_sha256 = denoiser.meta["source_sha256"]
+    return teacher
+
+
+def is_edm_pickle_path(path) -> bool:
+    """True for an existing regular file named *.pkl / *.pickle (a teacher given as an EDM pickle)."""
+    try:
+        path = Path(path)
+        return path.suffix.lower() in (".pkl", ".pickle") and path.is_file()
+    except (TypeError, OSError):
+        return False
+
+
+__all__ = ["import_edm_pickle", "import_edm_teacher", "read_edm_pickle", "is_edm_pickle_path", "EDMImportError",
+           "PersistentRecord", "ObjectRecord", "EDM_SONGUNET_DEFAULTS"]

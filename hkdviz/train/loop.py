@@ -440,6 +440,10 @@ class HKDLoop(TrainingLoop):
 
         teacher = load_teacher(self.teacher_path, device="cpu")
         self.teacher_sha256 = teacher.checkpoint_sha256
+        if self.options.get("init_from_teacher", True) and hasattr(teacher.denoiser, "network_spec"):
+            raise TrainingError(f"{self.teacher_path}: a {teacher.denoiser.describe()} teacher cannot initialise HKD's "
+                                "encoder and decoder (only EDMPrecond + DDPM++ splits into them; docs/teachers.md); "
+                                "use it for trajectories, or set hkd.init_from_teacher=false to train HKD from scratch")
         config = copy.deepcopy(teacher.config)
         config["koopman"].update(self.options.get("koopman") or {})
         if self.options.get("dropout") is not None:

@@ -76,8 +76,10 @@ class Teacher:
         return self.sigma_max * seed_noise(seeds, self.image_shape, device=device or self.device)
 
     def grid(self, num_steps: int = 18, rho: float = 7.0) -> torch.Tensor:
-        """The Karras grid of num_steps steps between this teacher's T and eps (num_steps + 1 values)."""
-        return karras_grid(num_steps, self.sigma_min, self.sigma_max, rho)
+        """The Karras grid of num_steps steps between this teacher's T and eps (num_steps + 1 values);
+        for an iDDPM teacher snapped onto its noise levels, as EDM's sampler does."""
+        from .networks.precond import round_grid
+        return round_grid(self.denoiser, karras_grid(num_steps, self.sigma_min, self.sigma_max, rho))
 
     def trajectory(self, seeds: Sequence[int], num_steps: int = 18, batch_size: int = 64,
                    class_labels: torch.Tensor | None = None, progress: bool = True,
@@ -166,7 +168,11 @@ class Teacher:
     def save(self, directory, meta: dict | None = None) -> Path:
         """Write the teacher checkpoint (model.safetensors + config.json + meta.json, kind "teacher")."""
         from ..checkpoint import save_checkpoint
+        from .networks import EDM_NETWORK_KEY, Preconditioning
 
+        if isinstance(self.denoiser, Preconditioning):  # an imported EDM network: its description goes along
+            return save_checkpoint(self.denoiser, directory, kind="teacher", meta=carried_meta(self.meta, meta),
+                                   config={**self.config, EDM_NETWORK_KEY: self.denoiser.network_spec()})
         if not isinstance(self.denoiser, EDMPrecond):
             raise TypeError(f"only a network teacher (EDMPrecond) can be saved; a {type(self.denoiser).__name__} "
                             "is rebuilt from its data instead (it holds no trained weights)")
@@ -186,14 +192,23 @@ def carried_meta(previous: dict, meta: dict | None) -> dict:
 
 
 def load_teacher(name_or_dir="default", device="auto", dtype: torch.dtype | None = None) -> Teacher:
-    """A trained EDM teacher from a shipped name ("default" -> checkpoints/default/teacher/) or a directory."""
+    """A trained EDM teacher from a shipped name ("default" -> checkpoints/default/teacher/), a directory,
+    or an NVlabs/edm network pickle (*.pkl: imported without running any of its code; docs/teachers.md)."""
+    from .edm_import import import_edm_teacher, is_edm_pickle_path
+    from .networks import EDM_NETWORK_KEY, build_checked
+
+    if is_edm_pickle_path(name_or_dir):
+        return import_edm_teacher(name_or_dir, device=resolve_device(device)).to(dtype=dtype)
     directory = resolve_checkpoint(name_or_dir, kind="teacher")
     state, config, meta = read_checkpoint(directory, kind="teacher")
-    try:
-        denoiser = EDMPrecond(config)
-    except (ConfigError, KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: cannot build the teacher ({error})") from None
-    load_state_checked(denoiser, state, directory / WEIGHTS_FILE)
+    if EDM_NETWORK_KEY in config:  # an imported NCSN++ / ADM / VP / VE / iDDPM network
+        denoiser = build_checked(config[EDM_NETWORK_KEY], state, str(directory / CONFIG_FILE))
+    else:
+        try:
+            denoiser = EDMPrecond(config)
+        except (ConfigError, KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{directory / CONFIG_FILE}: cannot build the teacher ({error})") from None
+        load_state_checked(denoiser, state, directory / WEIGHTS_FILE)
     denoiser.eval().requires_grad_(False)
     denoiser.to(device=resolve_device(device), dtype=dtype)
     denoiser.meta = dict(meta)

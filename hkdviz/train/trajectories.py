@@ -110,7 +110,8 @@ def generate_trajectories(teacher, out_dir, count: int, first_seed: int = 0, num
     if config["unet"].get("label_dim", 0):
         raise TrajectoryError("class-conditional teachers are not supported for trajectory generation yet")
     diffusion = config["diffusion"]
-    sigmas = karras_grid(num_steps, diffusion["sigma_min"], diffusion["sigma_max"], rho)
+    from .networks.precond import round_grid
+    sigmas = round_grid(denoiser, karras_grid(num_steps, diffusion["sigma_min"], diffusion["sigma_max"], rho))
     unet = config["unet"]
     image_shape = (unet["in_channels"], unet["img_resolution"], unet["img_resolution"])
     nfe_per_image = heun_nfe(num_steps)

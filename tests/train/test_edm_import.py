@@ -1,111 +1,23 @@
-"""NVlabs/edm pickle import: same outputs as the network it came from, and nothing in the pickle runs.
-
-The test writes EDM-shaped pickles itself: stand-in objects reduce through a function published as
-`torch_utils.persistence._reconstruct_persistent_obj` (a fake module that exists only while
-dumping), with EDM's meta dict (type, version, module_src, class_name, state = the module's
-__dict__ with _parameters / _buffers / _modules, EDM's resample_filter buffers and _init_kwargs).
+"""NVlabs/edm pickle import of DDPM++ (EDMPrecond) networks: same outputs as the network it came
+from, and nothing in the pickle runs. Pickles are written as EDM's training loop writes them
+(tests/train/edm_pickles.py); the other network kinds are tested in test_edm_networks.py.
 """
 import builtins
-import contextlib
 import io
-import math
 import os
 import pickle
 import sys
-import types
-from collections import OrderedDict
 
 import numpy as np
 import pytest
 import torch
 
-from hkdviz.model.unet import Conv2d, UNetBlock
+from edm_pickles import edm_pickle
 from hkdviz.train.edm import EDMPrecond
 from hkdviz.train.edm_import import EDMImportError, import_edm_pickle, read_edm_pickle
+from hkdviz.train.networks import VPPreconditioning
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
-
-
-def _reconstruct_persistent_obj(meta):  # never called: loading must not find this module
-    raise AssertionError("the fake persistence module was used while loading")
-
-
-_reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-
-
-@contextlib.contextmanager
-def fake_torch_utils():
-    """Publish torch_utils.persistence only while dumping, as EDM's code would be."""
-    package, module = types.ModuleType("torch_utils"), types.ModuleType("torch_utils.persistence")
-    module._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    package.persistence = module
-    sys.modules.update({"torch_utils": package, "torch_utils.persistence": module})
-    try:
-        yield
-    finally:
-        del sys.modules["torch_utils"], sys.modules["torch_utils.persistence"]
-
-
-class Persistent:
-    """Pickles like an EDM persistent-class instance."""
-
-    def __init__(self, class_name, state, module_src="# EDM's training/networks.py source\n"):
-        self.class_name, self.state, self.module_src = class_name, state, module_src
-
-    def __reduce__(self):
-        meta = dict(type="class", version=6, module_src=self.module_src, class_name=self.class_name, state=self.state)
-        return (_reconstruct_persistent_obj, (meta,))
-
-
-def edm_record(module, class_name=None, module_src=None):
-    """The EDM-pickle form of an hkdviz module tree (EDM's non-persistent ModuleDicts stay real ModuleDicts)."""
-    convert = lambda child: None if child is None else edm_record(child, module_src=module_src)  # noqa: E731
-    if isinstance(module, torch.nn.ModuleDict):
-        container = torch.nn.ModuleDict()
-        for name, child in module.items():
-            container._modules[name] = convert(child)  # bypasses ModuleDict's type check, as intended
-        return container
-    state = dict(module.__dict__)
-    state["_parameters"] = OrderedDict(module._parameters)
-    state["_buffers"] = OrderedDict(module._buffers)
-    state["_modules"] = OrderedDict((name, convert(child)) for name, child in module._modules.items())
-    if isinstance(module, Conv2d):  # EDM keeps its [1, 1] resampling filter as a buffer (None when unused)
-        state["_buffers"]["resample_filter"] = torch.full((1, 1, 2, 2), 0.25) if module.up or module.down else None
-        state["fused_resample"] = False
-    if isinstance(module, UNetBlock):  # EDM's blocks hold numpy scalars (np.sqrt(0.5), np.sqrt(0.2))
-        state["skip_scale"] = np.sqrt(0.5)
-        state["_init_kwargs"] = dict(in_channels=module.in_channels, out_channels=module.out_channels,
-                                     init_attn=dict(init_mode="xavier_uniform", init_weight=np.sqrt(0.2)))
-    kwargs = {} if module_src is None else {"module_src": module_src}
-    return Persistent(class_name or type(module).__name__, state, **kwargs)
-
-
-def edm_pickle(reference: EDMPrecond, path, protocol=4, module_src=None, edit=None):
-    """Write `reference` as NVlabs/edm's training loop would (network-snapshot-*.pkl)."""
-    unet_config = reference.config["unet"]
-    song_kwargs = dict(img_resolution=unet_config["img_resolution"], in_channels=3, out_channels=3,
-                       label_dim=unet_config["label_dim"], augment_dim=unet_config["augment_dim"],
-                       model_channels=unet_config["model_channels"], channel_mult=list(unet_config["channel_mult"]),
-                       num_blocks=unet_config["num_blocks"], attn_resolutions=list(unet_config["attn_resolutions"]),
-                       dropout=unet_config["dropout"], embedding_type="positional", channel_mult_noise=1,
-                       encoder_type="standard", decoder_type="standard", resample_filter=[1, 1])
-    unet = edm_record(reference.net, "SongUNet", module_src)
-    unet.state.update(_init_args=(), _init_kwargs=song_kwargs)
-    precond_kwargs = {key: value for key, value in song_kwargs.items() if key not in ("in_channels", "out_channels")}
-    precond_kwargs.update(img_channels=3, use_fp16=False, model_type="SongUNet")
-    precond = Persistent("EDMPrecond", {
-        "training": False, "_parameters": OrderedDict(), "_buffers": OrderedDict(), "_non_persistent_buffers_set": set(),
-        "_modules": OrderedDict(model=unet), "img_resolution": 32, "img_channels": 3, "label_dim": 0,
-        "use_fp16": False, "sigma_min": 0, "sigma_max": math.inf, "sigma_data": 0.5,
-        "_init_args": (), "_init_kwargs": precond_kwargs})
-    data = {"ema": precond, "loss_fn": Persistent("EDMLoss", {"P_mean": -1.2, "P_std": 1.2, "sigma_data": 0.5}),
-            "augment_pipe": None, "dataset_kwargs": {"path": "datasets/cifar10-32x32.zip", "xflip": False}}
-    if edit is not None:
-        edit(data)
-    with fake_torch_utils():
-        with open(path, "wb") as handle:
-            pickle.dump(data, handle, protocol=protocol)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -198,14 +110,21 @@ def _wrong_filter(data):
     block.state["_modules"]["conv0"].state["_buffers"]["resample_filter"] = torch.full((1, 1, 4, 4), 1 / 16)
 
 
-def _vp_precond(data):
-    data["ema"].class_name = "VPPrecond"
+def _loss_as_network(data):
+    data["ema"] = data["loss_fn"]
+
+
+def _adm_inside(data):
+    data["ema"].state["_modules"]["model"].class_name = "UNetModel"  # guided-diffusion's, not EDM's
 
 
 @pytest.mark.parametrize("edit, message", [
-    (_vp_precond, "EDM's VPPrecond; only EDMPrecond"),
-    (_song("encoder_type", "residual"), "encoder_type.*residual.*NCSN"),
+    (_loss_as_network, "'ema' is EDM's EDMLoss; supported are EDM's preconditioned denoisers EDMPrecond, VEPrecond"),
+    (_adm_inside, "the network inside EDMPrecond is UNetModel; supported are EDM's DhariwalUNet, SongUNet"),
+    # An NCSN++ encoder without its aux_residual weights: the description and the weights disagree.
+    (_song("encoder_type", "residual"), r"do not match the described network: missing \['model\.enc\.16x16_aux_residual"),
     (_song("model_channels", 16), r"do not match the rebuilt SongUNet: mis-shaped \['dec"),
+    (_song("num_blocks", 10 ** 8), r"asks for \d+ U-Net blocks \(channel_mult, num_blocks\)"),
     (_drop_parameter, r"missing \['map_layer0.bias'\]"),
     (_wrong_filter, r"enc.16x16_down.conv0.resample_filter is not EDM's \[1, 1\] resampling filter"),
 ])
@@ -233,3 +152,18 @@ def test_files_that_are_not_edm_pickles(tmp_path, reference):
         pickle.dump({"net": 1}, buffer)
         (tmp_path / "other.pkl").write_bytes(buffer.getvalue())
         import_edm_pickle(tmp_path / "other.pkl")
+
+
+def test_a_ddpmpp_under_vp_preconditioning_imports_as_a_vp_teacher(tmp_path, reference):
+    def vp(data):
+        data["ema"].class_name = "VPPrecond"
+        data["ema"].state.update(beta_d=19.9, beta_min=0.1, M=1000, epsilon_t=1e-5)
+    imported = import_edm_pickle(edm_pickle(reference, tmp_path / "vp.pkl", edit=vp))
+    assert isinstance(imported, VPPreconditioning) and imported.describe() == "VPPrecond + SongUNet (DDPM++)"
+    assert imported.meta["hkd_distillable"] is False
+    x = torch.randn(2, 3, 32, 32)
+    # The same raw network F, under VP's coefficients: D = x - sigma F(x / sqrt(sigma^2 + 1); 999 t(sigma)).
+    sigma = 0.7
+    noise = torch.full((2,), 999 * float(imported.sigma_inv(torch.tensor(sigma, dtype=torch.float64))))
+    expected = x - sigma * reference.net(x / (sigma ** 2 + 1) ** 0.5, noise)
+    assert torch.allclose(imported(x, sigma), expected, atol=1e-5)
