@@ -47,6 +47,11 @@ class EvaluationError(ValueError):
     """An evaluation that cannot run as asked; the message names the problem."""
 
 
+# Seeds on which `hkdviz eval` measures the Koopman dynamics' faithfulness (each costs a 35-NFE teacher
+# trajectory plus 19 encoder and one-step passes).
+DEFAULT_FAITHFULNESS_SAMPLES = 64
+
+
 def heun_nfe(num_steps: int) -> int:
     """Network evaluations of EDM's Heun sampler: N steps cost 2N - 1 (the last step is Euler)."""
     return 2 * int(num_steps) - 1
@@ -184,7 +189,8 @@ def _checked_images(images, count: int, shape: tuple, what: str) -> torch.Tensor
 def evaluate(hkd_model=None, teacher=None, classifier=None, reference_images=None, seeds=None,
              teacher_steps: Sequence[int] = DEFAULT_TEACHER_STEPS, *, checkpoint=None,
              num_samples: int = DEFAULT_NUM_SAMPLES, data_images=None, inception=None, batch_size: int = 250,
-             device="auto", out_dir=None, seed: int = 0, progress: bool = True) -> dict:
+             device="auto", out_dir=None, seed: int = 0, progress: bool = True,
+             faithfulness_samples: int = DEFAULT_FAITHFULNESS_SAMPLES) -> dict:
     """Score HKD (1 NFE) and the teacher at `teacher_steps` Heun steps on the same seeds.
 
     hkd_model, teacher, classifier: objects, or shipped names / checkpoint directories (`checkpoint`
@@ -194,7 +200,10 @@ def evaluate(hkd_model=None, teacher=None, classifier=None, reference_images=Non
     seeds: default EVALUATION_FIRST_SEED + range(num_samples), never an HKD's training seeds.
     data_images: a second real set for the "held-out data" row.
     inception: an InceptionFeatures (quality.load_inception) adds an FID column. out_dir: also write
-    evaluation.json and table.txt there.
+    evaluation.json and table.txt there (and faithfulness.nc).
+    faithfulness_samples: with a teacher, the first that many seeds also measure how faithful HKD's
+    Koopman dynamics are to the teacher's PF-ODE (hkdviz.analysis.faithfulness): result["faithfulness"]
+    holds the summary, result["faithfulness_dataset"] the xarray Dataset (not in evaluation.json). 0: skip.
 
     Returns {"rows": [{method, num_steps, nfe, kid_x1e3, kid_std_x1e3, local_fd, swd, confidence,
     class_entropy, class_kl, class_kl_by_head, high_frequency_share, contrast, gradient, seconds_per_image,
@@ -332,6 +341,12 @@ def evaluate(hkd_model=None, teacher=None, classifier=None, reference_images=Non
     if data_images is not None and len(data_images) >= 4:
         rows.append(score("held-out data", None, None, data_images, None)[0])
 
+    faithfulness_dataset = None
+    if teacher is not None and faithfulness_samples and callable(getattr(teacher, "states_at", None)):
+        from ..analysis.faithfulness import faithfulness, summarize_faithfulness
+        faithfulness_dataset = faithfulness(hkd_model, teacher, seeds[:faithfulness_samples],
+                                            batch_size=max(1, min(batch_size, 16)), progress=progress)
+
     result = {
         "rows": rows,
         "num_samples": len(seeds),
@@ -352,11 +367,18 @@ def evaluate(hkd_model=None, teacher=None, classifier=None, reference_images=Non
                      "SWD: sliced Wasserstein distance of multi-scale 7x7 pixel patches."),
         "notes": notes,
     }
+    if faithfulness_dataset is not None:
+        result["faithfulness"] = summarize_faithfulness(faithfulness_dataset)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
         (out_dir / "table.txt").write_text(format_table(result) + "\n")
+        if faithfulness_dataset is not None:
+            from ..analysis.storage import save_dataset
+            save_dataset(faithfulness_dataset, out_dir / "faithfulness.nc")
+    if faithfulness_dataset is not None:
+        result["faithfulness_dataset"] = faithfulness_dataset
     return result
 
 
@@ -438,6 +460,16 @@ def format_table(result: Mapping) -> str:
                       f"teacher's {target['nfe']}-NFE sample of the same seed (the distillation target): the "
                       f"fraction whose predicted {result.get('classifier_main_head') or 'main-head'} class is the "
                       "same, and the mean per-image pixel RMS difference (images in [-1, 1]).")
+    faithful = result.get("faithfulness")
+    if faithful:
+        footer.append(
+            f"Faithfulness of the Koopman dynamics to the teacher's PF-ODE ({faithful['num_samples']} seeds, EDM's "
+            f"18-step grid): the linear latent path beats the constant latent in "
+            f"{100 * faithful['koopman_beats_constant']:.0f}% of (level, grid time) pairs; median relative path "
+            f"error at sigma {faithful['reference_time']:.2g}: {faithful['koopman_error_median_at']:.2f} (constant "
+            f"latent {faithful['constant_error_median_at']:.2f}); one-step map from the teacher's states, RMS to its "
+            f"end: {faithful['consistency_error_mean']:.3f} (at T {faithful['consistency_error_at_T']:.3f}); Koopman "
+            f"contribution (RMS to the target with A = 0 / with A, minus 1): {100 * faithful['koopman_contribution']:+.1f}%.")
     footer += [f"note: {note}" for note in result.get("notes", [])]
     lines.extend(textwrap.fill(text, width=100, subsequent_indent="  ") for text in footer)
     return "\n".join(lines)
@@ -479,6 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inception", default=None, metavar="PATH",
                         help="local Inception weights file: adds a real FID column (needs torch-fidelity; "
                              "nothing is downloaded)")
+    parser.add_argument("--faithfulness", type=int, default=DEFAULT_FAITHFULNESS_SAMPLES, metavar="N",
+                        help="seeds (the first N) on which the Koopman dynamics' faithfulness to the teacher's PF-ODE is "
+                             f"measured (default {DEFAULT_FAITHFULNESS_SAMPLES}; 0 skips)")
+    parser.add_argument("--faithfulness-nc", default=None, metavar="PATH",
+                        help="also write the per-seed, per-level, per-time faithfulness dataset (netCDF)")
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
@@ -584,8 +621,16 @@ def _run(args) -> int:
                                                  progress=progress)
         half = min(len(seeds), len(images) // 2)
         reference_images, data_images = images[:half], images[half:half + len(seeds)]
+    if args.faithfulness < 0:
+        raise EvaluationError(f"--faithfulness must be >= 0, got {args.faithfulness}")
     result = evaluate(model, teacher, classifier, reference_images, seeds, steps, data_images=data_images,
-                      inception=inception, batch_size=args.batch_size, device=device, progress=progress)
+                      inception=inception, batch_size=args.batch_size, device=device, progress=progress,
+                      faithfulness_samples=args.faithfulness)
+    faithfulness_dataset = result.pop("faithfulness_dataset", None)
+    if args.faithfulness_nc is not None and faithfulness_dataset is not None:
+        from ..analysis.storage import save_dataset
+        save_dataset(faithfulness_dataset, Path(args.faithfulness_nc).expanduser())
+        print(f"wrote {args.faithfulness_nc}")
     if args.reference is not None:
         result["reference"] = {**description, "reference_indices": [0, half],
                                "data_row_indices": [half, half + len(data_images)]}
