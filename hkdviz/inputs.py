@@ -95,7 +95,7 @@ def read_json_file(path, error: type[Exception] = InputFileError, what: str = "J
     except UnicodeDecodeError as problem:
         raise error(f"{path}: not valid JSON, not even UTF-8 text ({problem})") from None
     except json.JSONDecodeError as problem:
-        raise error(f"{path}: not valid JSON ({problem})") from None
+        raise error(f"{path}: not valid JSON, a corrupt {what} ({problem})") from None
     except RecursionError:
         raise error(f"{path}: the {what} nests too deeply to parse as JSON") from None
 
