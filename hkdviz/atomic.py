@@ -26,7 +26,15 @@ TEMPORARY_SUFFIX = ".tmp"
 
 
 def current_umask() -> int:
-    # os.umask can only be read by setting it; set it straight back (process-wide, but instantaneous).
+    # Linux reports it in /proc; elsewhere os.umask can only be read by setting it, and setting it back
+    # at once leaves a tiny window in which another thread's new file would get 0o022.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -88,6 +96,38 @@ def _finish(temporary: Path, path: Path) -> None:
     fsync_directory(path.parent)
 
 
+def replace_directory(source, target) -> Path:
+    """Copy the directory `source` to `target`, replacing what `target` held, without ever leaving
+    neither: the copy is made beside `target` under a temporary name, then the old `target` is
+    renamed away, the copy renamed into place, and the old one deleted. A failed copy (full disk)
+    removes the partial copy and leaves `target` as it was."""
+    import shutil
+
+    source, target = Path(source), Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX, dir=target.parent))
+    previous = None
+    try:
+        shutil.copytree(source, staging, dirs_exist_ok=True)
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it 0700
+        if target.exists():
+            previous = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            os.replace(target, previous)  # onto the empty placeholder directory
+        os.replace(staging, target)
+    except BaseException:
+        if previous is not None and not target.exists():
+            os.replace(previous, target)  # put the old one back
+            previous = None
+        shutil.rmtree(staging, ignore_errors=True)
+        if previous is not None:
+            shutil.rmtree(previous, ignore_errors=True)
+        raise
+    fsync_directory(target.parent)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+    return target
+
+
 def write_bytes(path, data: bytes, make_parents: bool = True) -> Path:
     """Write `data` to `path` atomically (see the module docstring). Returns the path."""
     path = Path(path)
@@ -110,4 +150,5 @@ def write_json(path, value, indent: int | None = 2, sort_keys: bool = False, def
     return write_text(path, text, make_parents=make_parents)
 
 
-__all__ = ["temporary_path", "write_bytes", "write_text", "write_json", "default_file_mode", "fsync_directory"]
+__all__ = ["temporary_path", "write_bytes", "write_text", "write_json", "replace_directory", "default_file_mode",
+           "fsync_directory"]

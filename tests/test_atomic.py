@@ -3,6 +3,7 @@ finished files get the mode the user's umask asks for. Each writer hkdviz uses i
 import json
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -188,3 +189,78 @@ def test_training_aliases_are_atomic(tmp_path):
     atomic_write_bytes(tmp_path / "resume.pt", b"\x01")
     assert (tmp_path / "resume.pt").read_bytes() == b"\x01"
     assert leftovers(tmp_path, {"config.json", "resume.pt"}) == []
+
+
+def test_replace_directory_swaps_in_a_copy_and_a_failed_copy_keeps_the_old(tmp_path, monkeypatch, restore_umask):
+    import shutil
+    os.umask(0o027)
+    source, target = tmp_path / "source", tmp_path / "export" / "hkd"
+    source.mkdir()
+    (source / "model.safetensors").write_bytes(b"new weights")
+    target.mkdir(parents=True)
+    (target / "model.safetensors").write_bytes(OLD)
+    (target / "stale.json").write_bytes(b"{}")
+
+    def copy_that_fills_the_disk(src, dst, **kwargs):
+        os.makedirs(dst, exist_ok=True)
+        (Path(dst) / "model.safetensors").write_bytes(b"new wei")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(shutil, "copytree", copy_that_fills_the_disk)
+    with pytest.raises(OSError, match="No space left"):
+        atomic.replace_directory(source, target)
+    monkeypatch.undo()
+    assert sorted(path.name for path in target.iterdir()) == ["model.safetensors", "stale.json"]
+    assert (target / "model.safetensors").read_bytes() == OLD
+    assert leftovers(target.parent, {"hkd"}) == []
+    atomic.replace_directory(source, target)
+    assert sorted(path.name for path in target.iterdir()) == ["model.safetensors"]
+    assert (target / "model.safetensors").read_bytes() == b"new weights"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o750
+    assert leftovers(target.parent, {"hkd"}) == []
+
+
+def test_checkpoint_save_failing_midway_keeps_the_old_checkpoint(tiny_model, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    import hkdviz
+    directory = tmp_path / "checkpoint"
+    tiny_model.save(directory)
+    before = {path.name: path.read_bytes() for path in directory.iterdir()}
+
+    def half_written(state, filename, *args, **kwargs):
+        with open(filename, "wb") as handle:
+            handle.write(b"\x00" * 100)
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(safetensors.torch, "save_file", half_written)
+    with pytest.raises(OSError, match="No space left"):
+        tiny_model.save(directory)
+    monkeypatch.undo()
+    assert {path.name: path.read_bytes() for path in directory.iterdir()} == before
+    assert hkdviz.load(directory, device="cpu").checkpoint_sha256 == json.loads(before["meta.json"])["weights_sha256"]
+
+
+def test_resume_file_write_failing_midway_keeps_the_old_one(tmp_path, monkeypatch):
+    import torch
+
+    from hkdviz.train.common import load_resume, save_resume
+    path = tmp_path / "resume.pt"
+    save_resume(path, {"step": 4})
+    before = path.read_bytes()
+    real_open = open
+
+    def filling_open(name, mode="r", *args, **kwargs):
+        handle = real_open(name, mode, *args, **kwargs)
+        if "w" in mode:
+            real_write = handle.write
+
+            def write(data):
+                real_write(data[:10])
+                raise OSError(28, "No space left on device")
+            handle.write = write
+        return handle
+    monkeypatch.setattr("builtins.open", filling_open)
+    with pytest.raises(OSError):
+        save_resume(path, {"step": 8, "weights": torch.ones(3)})
+    monkeypatch.undo()
+    assert path.read_bytes() == before and load_resume(path)["step"] == 4
+    assert leftovers(tmp_path, {"resume.pt"}) == []

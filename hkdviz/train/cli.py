@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -275,6 +274,7 @@ def run_all(config: dict, out: Path, context, progress: bool, teacher=None) -> P
 
 
 def _run_all(config: dict, out: Path, context, progress: bool, teacher=None) -> Path:
+    from ..atomic import replace_directory
     from .common import RunDirectory, json_default, write_pipeline_config
     from .distributed import barrier
 
@@ -300,10 +300,7 @@ def _run_all(config: dict, out: Path, context, progress: bool, teacher=None) -> 
         for name, source in (("hkd", hkd), ("teacher", teacher), ("classifier", classifier)):
             if source is None:
                 continue
-            target = export / name
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(source, target)
+            replace_directory(source, export / name)  # a failed copy keeps the previous export
         root.log(f"exported the checkpoints to {export} (laid out like checkpoints/default/)")
     if config["evaluate"].get("enabled", True) and classifier is not None:
         root.log("== stage 5/5: evaluation")
