@@ -84,7 +84,10 @@ class RunDirectory:
 
     def relative(self, path) -> str:
         """`path` relative to this run directory when it lies beside it (same parent tree), so moving
-        the whole tree keeps config.json valid; the resolved absolute path otherwise."""
+        the whole tree keeps config.json valid; the resolved absolute path otherwise. A value that is
+        no existing path (a shipped checkpoint name such as "default") is kept as given."""
+        if not Path(path).expanduser().exists():
+            return str(path)
         target = Path(path).expanduser().resolve()
         here = self.path.resolve()
         if target.is_relative_to(here.parent):
