@@ -73,7 +73,8 @@ def main(argv=None) -> int:
 
     with_checks, without = statistics.median(times["with checks"]), statistics.median(times["without checks"])
     print(f"{directory} ({weights.stat().st_size / 1e6:.1f} MB weights), device {args.device}, "
-          f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}, {args.rounds} rounds")
+          f"{torch.get_num_threads()} torch threads, {platform.processor() or platform.machine()}, "
+          f"{args.rounds} rounds")
     fastest = min(times["without checks"])
     print("| variant | median load (ms) | fastest load (ms) | ratio of medians | ratio of fastest |")
     print("|---|---|---|---|---|")

@@ -408,7 +408,8 @@ def existing_classifier_matches(directory, options: Mapping[str, Any], seed: int
     meta = read_json_file(directory / META_FILE, ClassifierError, what="classifier meta.json")
     recorded = meta.get("training") if isinstance(meta, dict) else None
     if not isinstance(recorded, dict):
-        raise ClassifierError(f"{directory / META_FILE}: no 'training' record; delete {directory} to retrain the classifier")
+        raise ClassifierError(f"{directory / META_FILE}: no 'training' record; delete {directory} to retrain "
+                              f"the classifier")
     asked = {key: options.get(key) for key in TRAINING_SETTINGS if key != "seed"}
     asked["config"] = dict(asked["config"]) if asked["config"] else None
     asked["seed"] = int(seed)

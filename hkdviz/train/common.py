@@ -334,7 +334,8 @@ def check_resume_config(run: RunDirectory, config: dict, extendable: tuple[str, 
                    if not (key in path_keys and _same_input(run, key, old, new, old_inputs, new_inputs))]
     if differences:
         raise TrainingError(f"{run.path} holds a run with a different config ({describe_differences(differences)}); "
-                            f"use another --out directory, or delete {RESUME_FILE} and {CONFIG_FILE} there to start over")
+                            f"use another --out directory, or delete {RESUME_FILE} and {CONFIG_FILE} there to start "
+                            f"over")
 
 
 class RunLock:

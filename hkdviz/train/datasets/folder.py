@@ -134,15 +134,16 @@ class ImageFolderDataset(ImageDataset):
     def _check_member(self, info: zipfile.ZipInfo) -> None:
         """Refuse a member whose declared size or compression ratio is implausible for an image,
         from the zip directory alone (nothing is decompressed)."""
-        limit = JSON_LIMIT_BYTES if info.filename == LABELS_FILE else MAX_MEMBER_BYTES
+        is_labels = info.filename == LABELS_FILE
+        limit = JSON_LIMIT_BYTES if is_labels else MAX_MEMBER_BYTES
         if info.file_size > limit:
             raise DatasetError(f"{self._describe(info.filename)} declares {info.file_size:,} bytes uncompressed, "
-                               f"more than the {limit:,} allowed for one {'label file' if limit == JSON_LIMIT_BYTES else 'image'}")
+                               f"more than the {limit:,} allowed for one {'label file' if is_labels else 'image'}")
         ratio = info.file_size / max(info.compress_size, 1)
         if info.file_size >= RATIO_CHECK_MIN_BYTES and ratio > MAX_COMPRESSION_RATIO:
-            raise DatasetError(f"{self._describe(info.filename)} expands {ratio:,.0f}-fold ({info.compress_size:,} -> "
-                               f"{info.file_size:,} bytes), more than the {MAX_COMPRESSION_RATIO} allowed: a zip bomb, or "
-                               f"not an image")
+            raise DatasetError(f"{self._describe(info.filename)} expands {ratio:,.0f}-fold ({info.compress_size:,} "
+                               f"-> {info.file_size:,} bytes), more than the {MAX_COMPRESSION_RATIO} allowed: a zip "
+                               f"bomb, or not an image")
 
     def _open(self, name: str) -> BinaryIO:
         try:
