@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import write_bytes, write_text
+from ..atomic import TEMPORARY_SUFFIX, write_bytes, write_text
 from ..inputs import read_json_file, require_regular_file
 
 try:
@@ -93,6 +93,18 @@ class RunDirectory:
         if target.is_relative_to(here.parent):
             return os.path.relpath(target, here)
         return str(target)
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files (".<name>.<random>.tmp", see hkdviz.atomic) that a killed run
+        left in this directory and its checkpoint folders. Call it only while holding the lock."""
+        removed = []
+        if self.is_main and self.path.is_dir():
+            for folder in [self.path, *sorted(self.path.glob(f"{CHECKPOINT_DIR}*"))]:
+                for stale in folder.glob(f".*{TEMPORARY_SUFFIX}"):
+                    if stale.is_file():
+                        stale.unlink()
+                        removed.append(stale)
+        return removed
 
     @property
     def resume_path(self) -> Path:

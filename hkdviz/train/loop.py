@@ -268,6 +268,7 @@ class TrainingLoop:
         """
         # The lock comes first: a second run on this directory is refused before it builds anything.
         with self.run.lock():
+            self.run.remove_stale_temporaries()  # what a kill mid-write left behind
             return self._train(stop_at)
 
     def _train(self, stop_at: int | None) -> Path | None:

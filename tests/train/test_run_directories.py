@@ -236,3 +236,16 @@ def test_changed_classifier_settings_are_refused_on_a_rerun(tmp_path):
                                               r"classifier.learning_rate: 0.002 -> 0.01\); delete .* to retrain"):
         stage_classifier(changed, out, context, progress=False)
     assert (out / "model.safetensors").read_bytes() == weights
+
+
+def test_temporaries_a_kill_left_behind_are_removed_under_the_lock(tmp_path):
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    stale = [run / ".resume.pt.k3j2x9.tmp", run / "checkpoint" / ".model.safetensors.a8d0q1.tmp"]
+    for path in stale:
+        path.write_bytes(b"half")
+    (run / "notes.tmp").write_bytes(b"the user's own file")  # not one of ours: kept
+    TeacherLoop(small_config("teacher.steps=1", "teacher.batch_size=4"), run, progress=False, echo=False).train()
+    assert not any(path.exists() for path in stale)
+    assert (run / "notes.tmp").exists()
+    assert not list(run.glob(".*.tmp")) and not list((run / "checkpoint").glob(".*.tmp"))
