@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hkdviz.atomic import write_text  # noqa: E402
 from hkdviz.checkpoint import resolve_device  # noqa: E402
 from hkdviz.model.config import resolve_config  # noqa: E402
 from hkdviz.model.hkd import HKDModel  # noqa: E402
@@ -232,7 +233,7 @@ def main(argv=None) -> int:
         print()
         print_table(results)
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": device_name(device), "batch": args.batch,
+        write_text(args.json, json.dumps({"device": device_name(device), "batch": args.batch,
                                                "hkd_batch": hkd_batch, "model": model_name,
                                                **results}, indent=2))
     return 0

@@ -22,7 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_quality beside this file
 
-from bench_quality import MEASURES, _standard_error, label  # noqa: E402
+from bench_quality import MEASURES, _standard_error, label  # noqa: E402  (it puts the checkout on the path too)
+from hkdviz.atomic import write_text  # noqa: E402
 
 
 def load_record(path: str) -> dict:
@@ -97,7 +98,7 @@ def main(argv=None) -> int:
     print(format_differences(differences, f"{first.get('checkpoint')} ({args.first})",
                              f"{second.get('checkpoint')} ({args.second})"))
     if args.json:
-        Path(args.json).write_text(json.dumps({"first": args.first, "second": args.second,
+        write_text(args.json, json.dumps({"first": args.first, "second": args.second,
                                                "differences": differences}, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0

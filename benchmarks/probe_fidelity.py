@@ -30,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_quality beside this file
 
 from bench_quality import _standard_error, load_models  # noqa: E402  (it puts the checkout on the path too)
+from hkdviz.atomic import write_text  # noqa: E402
 from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, held_out_reference, per_image_rmse,  # noqa: E402
                                    training_seeds)
 
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
     result = probe(models, teacher, classifier, seeds, training, num_steps=args.num_steps, data_images=data_images)
     print(format_probe(result))
     if args.json:
-        Path(args.json).write_text(json.dumps({"checkpoints": checkpoints, "teacher": str(teacher_path),
+        write_text(args.json, json.dumps({"checkpoints": checkpoints, "teacher": str(teacher_path),
                                                "classifier": str(classifier_path), **result}, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0

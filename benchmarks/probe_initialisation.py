@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 
 import torch
 
 from hkdviz.model.hkd import HKDModel
-from hkdviz.train.common import atomic_write_text
+from hkdviz.atomic import write_json
 from hkdviz.train.edm import init_hkd_from_teacher
 from hkdviz.train.evaluate import EVALUATION_FIRST_SEED
 from hkdviz.train.teacher import load_teacher
@@ -84,7 +83,7 @@ def main(argv=None) -> None:
             print(f"{label + ' ' + name:<44}" + "".join(f"{values[i]:9.3f}" for i in shown)
                   + f"{sum(values) / len(values):8.3f}")
     if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=1))
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

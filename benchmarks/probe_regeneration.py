@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
 import hkdviz  # noqa: E402
+from hkdviz.atomic import write_text  # noqa: E402
 from hkdviz.checkpoint import CheckpointError, resolve_device  # noqa: E402
 from hkdviz.train.classifier import ClassifierError, load_classifier  # noqa: E402
 from hkdviz.train.data import ShapesDataset  # noqa: E402
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
                   data={"name": "shapes", "seed": REFERENCE_SEED, "num_images": args.num_images})
     print(format_probe(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_text(args.json, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 

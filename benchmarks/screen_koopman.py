@@ -62,7 +62,7 @@ def main(argv=None) -> None:
 
     from hkdviz.analysis.faithfulness import faithfulness, summarize_faithfulness
     from hkdviz.checkpoint import load
-    from hkdviz.train.common import atomic_write_text
+    from hkdviz.atomic import write_json
     from hkdviz.train.loop import HKDLoop
     from hkdviz.train.presets import resolve_training_config
     from hkdviz.train.teacher import load_teacher
@@ -111,7 +111,7 @@ def main(argv=None) -> None:
             record["runs"][key] = {"variant": name, "seed": seed, "overrides": VARIANTS[name], "rmse": float(rms.mean()),
                                    "rmse_per_seed": rms.tolist(), "faithfulness": summary,
                                    "train_seconds": round(train_seconds, 1)}
-            atomic_write_text(record_path, json.dumps(record, indent=1))
+            write_json(record_path, record)
             print(f"{key:<36} rmse {rms.mean():.4f}  beats-constant {summary['koopman_beats_constant']:.2f}  "
                   f"median@{summary['reference_time']:.2g} {summary['koopman_error_median_at']:.2f}  "
                   f"contribution {summary['koopman_contribution']:+.3f}  ({train_seconds:.0f} s)", flush=True)

@@ -2,6 +2,11 @@
 
 Nothing here unpickles: weights are safetensors, the rest is JSON. Loading rebuilds the module from
 config.json, then checks every tensor name and shape before copying, and says exactly what is wrong.
+
+Integrity: save records the sha256 of model.safetensors in meta.json ("weights_sha256"); load
+recomputes it and refuses a mismatch (one flipped bit would otherwise change samples silently).
+Checkpoints written before the key existed still load. Load also refuses weights that are not
+floating point where the module expects floats, and weights holding NaN or inf.
 """
 from __future__ import annotations
 
@@ -11,8 +16,11 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from .atomic import temporary_path, write_json
+from .inputs import file_kind, open_regular_file, read_json_file, require_regular_file
 from .version import __version__
 
 FORMAT_VERSION = 1
@@ -20,6 +28,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 META_FILE = "meta.json"
 KINDS = ("hkd", "teacher", "classifier")
+WEIGHTS_SHA256_KEY = "weights_sha256"
 
 # Shipped checkpoints live in the repository's checkpoints/ folder; HKDVIZ_CHECKPOINTS overrides it
 # (for installs that do not carry the folder).
@@ -59,19 +68,36 @@ def resolve_checkpoint(name_or_dir, kind: str = "hkd") -> Path:
             return candidate / kind
         if candidate.is_dir():
             raise CheckpointError(f"{candidate}: not a checkpoint directory (no {WEIGHTS_FILE} and no {kind}/ inside)")
-        raise CheckpointError(f"{candidate}: is a file; a checkpoint is a directory holding {WEIGHTS_FILE}, "
+        what = "a file" if candidate.is_file() else file_kind(candidate.stat().st_mode)
+        raise CheckpointError(f"{candidate}: is {what}; a checkpoint is a directory holding {WEIGHTS_FILE}, "
                               f"{CONFIG_FILE} and {META_FILE}")
     names = shipped_names()
     raise CheckpointError(f"checkpoint {str(name_or_dir)!r} not found: no such directory, and not a shipped name "
                           f"(shipped under {CHECKPOINT_ROOT}: {', '.join(names) if names else 'none'})")
 
 
-def file_sha256(path: Path) -> str:
+# (resolved path, device, inode, size, mtime_ns) -> sha256: a file is hashed once per process while it
+# stays the same file (read_checkpoint verifies, then the loaders record the same hash).
+_SHA256_CACHE: dict[tuple, str] = {}
+
+
+def file_sha256(path: Path, error: type[Exception] = CheckpointError) -> str:
+    """sha256 of a regular file (hex). Cached per (path, inode, size, mtime): rewriting the file
+    (which changes its mtime or inode) invalidates the entry."""
+    path = Path(path)
+    info = require_regular_file(path, error, "file to hash")
+    key = (str(path.resolve()), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    cached = _SHA256_CACHE.get(key)
+    if cached is not None:
+        return cached
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular_file(path, error, "file to hash") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    if len(_SHA256_CACHE) > 256:  # a long-lived process loading many checkpoints: keep it bounded
+        _SHA256_CACHE.clear()
+    _SHA256_CACHE[key] = digest.hexdigest()
+    return _SHA256_CACHE[key]
 
 
 def save_checkpoint(module: torch.nn.Module, directory, kind: str, meta: dict | None = None,
@@ -84,9 +110,14 @@ def save_checkpoint(module: torch.nn.Module, directory, kind: str, meta: dict | 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in module.state_dict().items()}
-    save_file(state, str(directory / WEIGHTS_FILE))
     config = module.config if config is None else config
-    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    config_text = json.dumps(config, indent=2, sort_keys=True) + "\n"  # fails before any file is touched
+    # Each file is replaced atomically; meta.json goes last and holds the weights' hash, so a kill
+    # between two renames leaves a checkpoint that load refuses (hash mismatch) rather than mixes.
+    with temporary_path(directory / WEIGHTS_FILE) as temporary:
+        save_file(state, str(temporary))
+        weights_sha256 = file_sha256(temporary)
+    write_json(directory / CONFIG_FILE, config, sort_keys=True)
     full_meta = {
         "format_version": FORMAT_VERSION,
         "kind": kind,
@@ -98,17 +129,15 @@ def save_checkpoint(module: torch.nn.Module, directory, kind: str, meta: dict | 
         "metrics": {},
     }
     full_meta.update(meta or {})
-    (directory / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True) + "\n")
+    full_meta[WEIGHTS_SHA256_KEY] = weights_sha256  # after the update: a carried-over meta holds an old hash
+    write_json(directory / META_FILE, full_meta, sort_keys=True)
     return directory
 
 
 def _read_json(path: Path) -> dict:
     if not path.exists():
         raise CheckpointError(f"{path}: missing (a checkpoint needs {WEIGHTS_FILE}, {CONFIG_FILE} and {META_FILE})")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+    data = read_json_file(path, CheckpointError, what=f"checkpoint {path.name}")
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data
@@ -131,11 +160,29 @@ def read_checkpoint(directory: Path, kind: str) -> tuple[dict, dict, dict]:
     weights = directory / WEIGHTS_FILE
     if not weights.exists():
         raise CheckpointError(f"{weights}: missing (a checkpoint needs {WEIGHTS_FILE}, {CONFIG_FILE} and {META_FILE})")
+    require_regular_file(weights, CheckpointError, what="checkpoint weights")
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{weights}: corrupt or truncated safetensors file ({error})") from None
+    # After parsing, so a truncated file is reported as such; a readable file with one flipped bit
+    # is caught here.
+    verify_weights_sha256(weights, meta, directory / META_FILE)
     return state, config, meta
+
+
+def verify_weights_sha256(weights: Path, meta: dict, meta_path: Path) -> None:
+    """Compare the weights' sha256 with meta.json's "weights_sha256" (skipped when the key is absent:
+    checkpoints written before it existed)."""
+    expected = meta.get(WEIGHTS_SHA256_KEY)
+    if expected is None:
+        return
+    if not isinstance(expected, str) or len(expected) != 64:
+        raise CheckpointError(f"{meta_path}: {WEIGHTS_SHA256_KEY} must be a 64-digit hex string, got {expected!r}")
+    actual = file_sha256(weights)
+    if actual != expected.lower():
+        raise CheckpointError(f"{weights}: the weights file is damaged or was replaced: its sha256 is {actual}, "
+                              f"{meta_path.name} records {expected} (restore the file, or re-save the checkpoint)")
 
 
 def load_state_checked(module: torch.nn.Module, state: dict, source: Path) -> None:
@@ -145,6 +192,8 @@ def load_state_checked(module: torch.nn.Module, state: dict, source: Path) -> No
     unexpected = sorted(set(state) - set(expected))
     wrong = [f"{name}: file {tuple(state[name].shape)} vs config {tuple(expected[name].shape)}"
              for name in sorted(set(expected) & set(state)) if state[name].shape != expected[name].shape]
+    if not (missing or unexpected or wrong):
+        check_tensor_values(state, expected, source)
     if missing or unexpected or wrong:
         parts = []
         if missing:
@@ -155,6 +204,27 @@ def load_state_checked(module: torch.nn.Module, state: dict, source: Path) -> No
             parts.append(f"shape mismatches {_short(wrong)}")
         raise CheckpointError(f"{source}: weights do not match {CONFIG_FILE}: " + "; ".join(parts))
     module.load_state_dict(state, strict=True)
+
+
+def check_tensor_values(state: dict, expected: dict, source: Path) -> None:
+    """Refuse integer/bool tensors where the module holds floats (they copy in silently and give
+    all-zero images) and floating tensors holding NaN or inf; name every bad tensor."""
+    wrong_dtype = [f"{name} ({str(state[name].dtype).replace('torch.', '')})" for name in sorted(expected)
+                   if expected[name].is_floating_point() and not state[name].is_floating_point()]
+    if wrong_dtype:
+        raise CheckpointError(f"{source}: weights must be floating point; these tensors are not: {_short(wrong_dtype)}")
+    not_finite = [name for name in sorted(state) if state[name].is_floating_point() and not _all_finite(state[name])]
+    if not_finite:
+        raise CheckpointError(f"{source}: weights hold NaN or inf in {_short(not_finite)}; the checkpoint is "
+                              f"damaged, or the training diverged before it was saved")
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    # numpy where it can: one torch op per tensor costs ~0.1-1 ms of thread-pool overhead on a busy
+    # CPU (hundreds of tensors), numpy's single-threaded isfinite about 1 ms for all of them.
+    if tensor.device.type == "cpu" and tensor.dtype in (torch.float16, torch.float32, torch.float64):
+        return bool(np.isfinite(tensor.numpy()).all())
+    return bool(torch.isfinite(tensor).all())
 
 
 def _short(items: list[str], limit: int = 5) -> str:

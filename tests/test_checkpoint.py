@@ -110,3 +110,139 @@ def test_unavailable_cuda_is_a_clear_error(tiny_checkpoint):
         pytest.skip("CUDA is available here")
     with pytest.raises(RuntimeError, match="CUDA is not available"):
         hkdviz.load(tiny_checkpoint, device="cuda")
+
+
+# -- integrity: the weights' sha256 recorded at save, verified at load --------------------------------
+def _meta(directory):
+    return json.loads((directory / "meta.json").read_text())
+
+
+def _rewrite_weights(directory, change):
+    """Apply `change` to the state dict and save it, keeping meta.json's hash in step (so only the
+    value checks can object)."""
+    from safetensors.torch import load_file, save_file
+
+    from hkdviz.checkpoint import file_sha256
+    state = load_file(str(directory / "model.safetensors"))
+    change(state)
+    save_file(state, str(directory / "model.safetensors"))
+    meta = _meta(directory)
+    meta["weights_sha256"] = file_sha256(directory / "model.safetensors")
+    (directory / "meta.json").write_text(json.dumps(meta))
+
+
+def test_save_records_the_weights_sha256(tiny_checkpoint):
+    import hashlib
+    recorded = _meta(tiny_checkpoint)["weights_sha256"]
+    assert recorded == hashlib.sha256((tiny_checkpoint / "model.safetensors").read_bytes()).hexdigest()
+    assert hkdviz.load(tiny_checkpoint, device="cpu").checkpoint_sha256 == recorded
+
+
+def test_one_flipped_bit_is_refused_with_both_hashes(tiny_checkpoint, tmp_path):
+    directory = corrupt_copy(tiny_checkpoint, tmp_path)
+    weights = directory / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0x01  # inside the last tensor's data: still a well-formed safetensors file
+    weights.write_bytes(bytes(data))
+    recorded = _meta(directory)["weights_sha256"]
+    import hashlib
+    actual = hashlib.sha256(bytes(data)).hexdigest()
+    with pytest.raises(CheckpointError, match=f"model.safetensors: .*sha256 is {actual}, meta.json records {recorded}"):
+        hkdviz.load(directory, device="cpu")
+
+
+def test_checkpoint_without_the_hash_still_loads(tiny_model, tiny_checkpoint, tmp_path):
+    directory = corrupt_copy(tiny_checkpoint, tmp_path)
+    meta = _meta(directory)
+    del meta["weights_sha256"]
+    (directory / "meta.json").write_text(json.dumps(meta))
+    assert torch.equal(hkdviz.load(directory, device="cpu").sample([3]), tiny_model.sample([3]))
+
+
+def test_malformed_recorded_hash_is_named(tiny_checkpoint, tmp_path):
+    directory = corrupt_copy(tiny_checkpoint, tmp_path)
+    meta = _meta(directory)
+    meta["weights_sha256"] = 12
+    (directory / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="meta.json: weights_sha256 must be a 64-digit hex string, got 12"):
+        hkdviz.load(directory, device="cpu")
+
+
+def test_shipped_checkpoints_record_their_hash():
+    from hkdviz.checkpoint import CHECKPOINT_ROOT, file_sha256
+    kinds = [path for path in (CHECKPOINT_ROOT / "default").glob("*") if (path / "meta.json").exists()]
+    if not kinds:
+        pytest.skip("no shipped checkpoints in this install")
+    for directory in kinds:
+        assert _meta(directory)["weights_sha256"] == file_sha256(directory / "model.safetensors"), directory.name
+
+
+def test_integer_weights_are_refused(tiny_checkpoint, tmp_path):
+    directory = corrupt_copy(tiny_checkpoint, tmp_path)
+    name = sorted(hkdviz.load(tiny_checkpoint, device="cpu").state_dict())[0]
+
+    def to_int64(state):
+        state[name] = state[name].round().to(torch.int64)
+    _rewrite_weights(directory, to_int64)
+    with pytest.raises(CheckpointError, match=f"must be floating point; these tensors are not: \\[{name} \\(int64\\)"):
+        hkdviz.load(directory, device="cpu")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused_by_name(tiny_checkpoint, tmp_path, bad):
+    directory = corrupt_copy(tiny_checkpoint, tmp_path)
+    name = sorted(hkdviz.load(tiny_checkpoint, device="cpu").state_dict())[-1]
+
+    def poison(state):
+        state[name].view(-1)[0] = bad
+    _rewrite_weights(directory, poison)
+    with pytest.raises(CheckpointError, match=f"weights hold NaN or inf in \\[{name}\\]"):
+        hkdviz.load(directory, device="cpu")
+
+
+def test_half_precision_weights_still_load(tiny_model, tiny_checkpoint, tmp_path):
+    directory = corrupt_copy(tiny_checkpoint, tmp_path)
+
+    def to_half(state):
+        for key in state:
+            state[key] = state[key].to(torch.float16)
+    _rewrite_weights(directory, to_half)
+    model = hkdviz.load(directory, device="cpu")
+    assert model.sample([0]).shape == tiny_model.sample([0]).shape
+
+
+# -- resources: inputs must be regular files; JSON is capped ------------------------------------------
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("member", ["model.safetensors", "meta.json", "config.json"])
+def test_fifo_posing_as_a_checkpoint_file_does_not_hang(tiny_checkpoint, tmp_path, member):
+    import os
+    directory = corrupt_copy(tiny_checkpoint, tmp_path)
+    (directory / member).unlink()
+    os.mkfifo(directory / member)
+    with pytest.raises(CheckpointError, match=f"{member.replace('.', '[.]')}: the .* is a FIFO \\(named pipe\\), not a regular file"):
+        hkdviz.load(directory, device="cpu")
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("member", ["model.safetensors", "meta.json"])
+def test_dev_zero_posing_as_a_checkpoint_file_is_refused(tiny_checkpoint, tmp_path, member):
+    directory = corrupt_copy(tiny_checkpoint, tmp_path)
+    (directory / member).unlink()
+    (directory / member).symlink_to("/dev/zero")
+    with pytest.raises(CheckpointError, match="is a character device, not a regular file"):
+        hkdviz.load(directory, device="cpu")
+
+
+@pytest.mark.timeout(20)
+def test_dev_zero_as_the_checkpoint_path_is_refused():
+    with pytest.raises(CheckpointError, match="/dev/zero: is a character device; a checkpoint is a directory"):
+        hkdviz.load("/dev/zero", device="cpu")
+
+
+def test_oversized_meta_json_is_refused_before_parsing(tiny_checkpoint, tmp_path):
+    directory = corrupt_copy(tiny_checkpoint, tmp_path)
+    meta = _meta(directory)
+    meta["padding"] = "x" * (17 << 20)  # 17 MiB of padding, past the 16 MiB cap
+    (directory / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"meta.json: the checkpoint meta.json is 17,8\d\d,\d\d\d bytes, more than the 16,777,216 allowed"):
+        hkdviz.load(directory, device="cpu")

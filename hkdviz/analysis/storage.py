@@ -10,13 +10,13 @@ from __future__ import annotations
 import datetime
 import json
 import numbers
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from ..atomic import temporary_path
+from ..inputs import require_regular_file
 from ..version import __version__
 
 ENGINE = "h5netcdf"
@@ -95,16 +95,11 @@ def save_dataset(ds: xr.Dataset, path) -> Path:
         raise StorageError(f"{path}: cannot create the folder {path.parent} (a file of that name is in the way)") from None
     except PermissionError:
         raise StorageError(f"{path}: no permission to create the folder {path.parent}") from None
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
     try:
-        ds.to_netcdf(temporary, engine=ENGINE)
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, (OSError, ValueError, TypeError)):
-            raise StorageError(f"{path}: could not write the dataset ({error})") from error
-        raise
+        with temporary_path(path) as temporary:
+            ds.to_netcdf(temporary, engine=ENGINE)
+    except (OSError, ValueError, TypeError) as error:
+        raise StorageError(f"{path}: could not write the dataset ({error})") from error
     return path
 
 
@@ -118,6 +113,7 @@ def open_dataset(path) -> xr.Dataset:
         raise FileNotFoundError(f"{path}: no such dataset file")
     if path.is_dir():
         raise StorageError(f"{path}: is a directory, not a netCDF dataset file")
+    require_regular_file(path, StorageError, what="netCDF dataset file")
     try:
         with xr.open_dataset(path, engine=ENGINE) as ds:
             return ds.load()

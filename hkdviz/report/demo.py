@@ -14,11 +14,11 @@ takes: docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
+from ..atomic import write_json
 from .datasets import FILES, QUICK, STEPS
 from .figures import compute_all, render_figures, write_manifest
 from .source import cpu_threads, parse_threads
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
                "figures": [file for result in results for file in result.files],
                "skipped": {**{outcome.name: outcome.skipped for outcome in outcomes if outcome.skipped},
                            **{result.stem: result.skipped for result in results if result.skipped}}}
-    (out_dir / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out_dir / "demo.json", summary)
 
     print(f"\nhkdviz demo finished in {total:.1f} s (model: {source.description})")
     print(f"  report   {report.resolve()}   (open in a browser; works offline)")

@@ -28,12 +28,13 @@ file is missing is skipped with a message; figures from an untrained model carry
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..atomic import write_json
+from ..inputs import InputFileError, read_json_file
 from .datasets import FILES, QUICK
 from .source import cpu_threads, parse_threads
 
@@ -164,8 +165,10 @@ def write_manifest(path, results, datasets=None, source=None) -> Path:
     figures = [asdict(result) for result in results]
     if path.exists():
         try:
-            earlier = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            earlier = read_json_file(path, what="figure manifest")
+        except InputFileError:  # unreadable: rewritten from the figures drawn now
+            earlier = {}
+        if not isinstance(earlier, dict):
             earlier = {}
         drawn = {result.stem for result in results}
         kept = [entry for entry in earlier.get("figures", []) if entry.get("stem") not in drawn]
@@ -178,8 +181,7 @@ def write_manifest(path, results, datasets=None, source=None) -> Path:
         "model": None if source is None else {"description": source.description, "trained": source.trained,
                                                "banner": source.banner, "teacher": source.teacher_description},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    write_json(path, manifest)
     return path
 
 

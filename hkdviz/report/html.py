@@ -9,6 +9,8 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import write_text
+
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True,
                  "toImageButtonOptions": {"format": "png", "scale": 2}}
 
@@ -93,8 +95,7 @@ def render(title: str, sections: list[Section], banner: str | None = None, meta:
 
 def write_report(path, title: str, sections: list[Section], banner: str | None = None, meta=None, files=None) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(title, sections, banner, meta, files), encoding="utf-8")
+    write_text(path, render(title, sections, banner, meta, files))
     return path
 
 

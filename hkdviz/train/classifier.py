@@ -382,9 +382,44 @@ def train_classifier(dataset_spec: str | Mapping[str, Any] = "shapes", out_dir=N
                     "train_cpu_seconds": round(train_cpu_seconds, 1)},
         "held_out": held_spec,
         "training": {"num_images": num_images, "steps": steps, "batch_size": batch_size,
-                     "learning_rate": learning_rate, "seed": seed, "device": str(device)},
+                     "learning_rate": learning_rate, "seed": seed, "device": str(device),
+                     "num_held_out": num_held_out, "config": dict(config) if config else None},
     }
     return save_checkpoint(model, out_dir, kind="classifier", meta=meta, config=model.config)
+
+
+# The classifier.* settings (plus the run seed) recorded in meta.json "training", compared on reruns.
+TRAINING_SETTINGS = ("num_images", "steps", "batch_size", "learning_rate", "num_held_out", "config", "seed")
+
+
+def existing_classifier_matches(directory, options: Mapping[str, Any], seed: int) -> bool:
+    """Whether `directory` already holds a classifier trained with these settings (`train all` reruns
+    then reuse it): False when it holds none; ClassifierError naming every differing setting (old ->
+    new) when it holds one trained otherwise, so a changed setting is never silently ignored.
+    Settings a checkpoint written by an older hkdviz did not record are not compared."""
+    from ..checkpoint import META_FILE
+    from ..inputs import read_json_file
+    from .common import canonical_json, describe_differences
+
+    directory = Path(directory)
+    if not (directory / WEIGHTS_FILE).exists():
+        return False
+    meta = read_json_file(directory / META_FILE, ClassifierError, what="classifier meta.json")
+    recorded = meta.get("training") if isinstance(meta, dict) else None
+    if not isinstance(recorded, dict):
+        raise ClassifierError(f"{directory / META_FILE}: no 'training' record; delete {directory} to retrain "
+                              f"the classifier")
+    asked = {key: options.get(key) for key in TRAINING_SETTINGS if key != "seed"}
+    asked["config"] = dict(asked["config"]) if asked["config"] else None
+    asked["seed"] = int(seed)
+    differences = [("seed" if key == "seed" else f"classifier.{key}", recorded[key], value)
+                   for key, value in asked.items()
+                   if key in recorded and canonical_json(recorded[key]) != canonical_json(value)]
+    if differences:
+        raise ClassifierError(f"{directory} holds a classifier trained with other settings "
+                              f"({describe_differences(differences)}); delete {directory} to retrain it with the new "
+                              f"settings, or use another --out directory")
+    return True
 
 
 def load_classifier(name_or_dir="default", device="auto") -> ImageClassifier:
@@ -404,4 +439,5 @@ def load_classifier(name_or_dir="default", device="auto") -> ImageClassifier:
 
 
 __all__ = ["ARCHITECTURE", "CLASSIFIER_DEFAULTS", "CLASSIFIER_HELD_OUT_SEED", "ClassifierError", "ImageClassifier",
+           "existing_classifier_matches",
            "load_classifier", "resolve_classifier_config", "to_unit_range", "train_classifier"]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -186,9 +185,9 @@ def stage_classifier(config: dict, out: Path, context, progress: bool, force: bo
     options = config["classifier"]
     if not context.is_main:
         return None
-    if not force and (out / "model.safetensors").exists():
-        return out  # already trained (train all reruns skip it)
-    from .classifier import train_classifier
+    from .classifier import existing_classifier_matches, train_classifier
+    if not force and existing_classifier_matches(out, options, seed=int(config["seed"])):
+        return out  # already trained with these settings (train all reruns skip it; other settings are refused)
     return train_classifier(config["dataset"], out, num_images=options["num_images"], steps=options["steps"],
                             batch_size=options["batch_size"], num_held_out=options["num_held_out"],
                             learning_rate=options["learning_rate"], config=options.get("config") or None,
@@ -281,13 +280,20 @@ def imported_teacher(teacher, directory: Path, context):
 
 
 def run_all(config: dict, out: Path, context, progress: bool, teacher=None) -> Path:
-    """teacher -> trajectories -> hkd -> classifier -> export -> evaluate, each stage resumable."""
-    from .common import RunDirectory, json_default
+    """teacher -> trajectories -> hkd -> classifier -> export -> evaluate, each stage resumable; the
+    main rank holds the lock on DIR throughout (a second `train all --out DIR` is refused at once)."""
+    from .common import RunLock
+    with RunLock(out, enabled=context.is_main):
+        return _run_all(config, out, context, progress, teacher)
+
+
+def _run_all(config: dict, out: Path, context, progress: bool, teacher=None) -> Path:
+    from ..atomic import replace_directory
+    from .common import RunDirectory, json_default, write_pipeline_config
     from .distributed import barrier
 
     root = RunDirectory(out, is_main=context.is_main)
-    if context.is_main:
-        (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True, default=json_default) + "\n")
+    write_pipeline_config(root, config, finished=False)
     if teacher is None:
         root.log("== stage 1/5: teacher")
         teacher = stage_teacher(config, out / "teacher", context, progress)
@@ -309,10 +315,7 @@ def run_all(config: dict, out: Path, context, progress: bool, teacher=None) -> P
         for name, source in (("hkd", hkd), ("teacher", teacher), ("classifier", classifier)):
             if source is None:
                 continue
-            target = export / name
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.copytree(source, target)
+            replace_directory(source, export / name)  # a failed copy keeps the previous export
         root.log(f"exported the checkpoints to {export} (laid out like checkpoints/default/)")
     if config["evaluate"].get("enabled", True) and classifier is not None:
         root.log("== stage 5/5: evaluation")
@@ -321,6 +324,7 @@ def run_all(config: dict, out: Path, context, progress: bool, teacher=None) -> P
             from .evaluate import format_table
             root.log("evaluation (also in evaluation/):\n" + format_table(result))
             _record_metrics(out / "export" / "hkd", result)
+    write_pipeline_config(root, config, finished=True)
     barrier(context)
     return out / "export"
 

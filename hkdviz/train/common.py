@@ -26,10 +26,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import TEMPORARY_SUFFIX, write_bytes, write_text
+from ..inputs import read_json_file, require_regular_file
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, runs are not guarded
+    fcntl = None
+
 RESUME_FILE = "resume.pt"
 CONFIG_FILE = "config.json"
 STATS_FILE = "stats.jsonl"
 LOG_FILE = "log.txt"
+LOCK_FILE = ".hkdviz.lock"
 CHECKPOINT_DIR = "checkpoint"
 RESUME_FORMAT = 1
 
@@ -39,19 +48,14 @@ class TrainingError(RuntimeError):
 
 
 # -- files ---------------------------------------------------------------------------------------
+# Thin aliases of hkdviz.atomic (kept: training code and benchmarks call them by these names).
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name, fsync, then rename: a kill leaves the old file or the new one."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    """Write to a temporary name beside `path`, fsync, then rename: a kill leaves the old file or the new one."""
+    write_bytes(path, data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+    write_text(path, text)
 
 
 def json_default(value):
@@ -73,6 +77,34 @@ class RunDirectory:
         self.echo = echo
         if is_main:
             self.path.mkdir(parents=True, exist_ok=True)
+
+    def lock(self) -> "RunLock":
+        """The exclusive lock of this run directory (taken by the main rank only)."""
+        return RunLock(self.path, enabled=self.is_main)
+
+    def relative(self, path) -> str:
+        """`path` relative to this run directory when it lies beside it (same parent tree), so moving
+        the whole tree keeps config.json valid; the resolved absolute path otherwise. A value that is
+        no existing path (a shipped checkpoint name such as "default") is kept as given."""
+        if not Path(path).expanduser().exists():
+            return str(path)
+        target = Path(path).expanduser().resolve()
+        here = self.path.resolve()
+        if target.is_relative_to(here.parent):
+            return os.path.relpath(target, here)
+        return str(target)
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete the temporary files (".<name>.<random>.tmp", see hkdviz.atomic) that a killed run
+        left in this directory and its checkpoint folders. Call it only while holding the lock."""
+        removed = []
+        if self.is_main and self.path.is_dir():
+            for folder in [self.path, *sorted(self.path.glob(f"{CHECKPOINT_DIR}*"))]:
+                for stale in folder.glob(f".*{TEMPORARY_SUFFIX}"):
+                    if stale.is_file():
+                        stale.unlink()
+                        removed.append(stale)
+        return removed
 
     @property
     def resume_path(self) -> Path:
@@ -107,6 +139,7 @@ class RunDirectory:
         path = self.path / STATS_FILE
         if not self.is_main or not path.exists():
             return
+        require_regular_file(path, TrainingError, what="stats file")
         kept = []
         for line in path.read_text().splitlines():
             try:
@@ -118,10 +151,20 @@ class RunDirectory:
         atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
+def write_pipeline_config(run: RunDirectory, config: dict, finished: bool) -> None:
+    """DIR/config.json of `train all`: written when a pipeline starts in a fresh directory (so it
+    documents the run while it goes), and replaced once a pipeline has finished. A rerun that a stage
+    refuses (changed settings) therefore leaves the previous, still valid file alone."""
+    path = run.path / CONFIG_FILE
+    if run.is_main and (finished or not path.exists()):
+        atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True, default=json_default) + "\n")
+
+
 def read_stats(path) -> list[dict]:
     path = Path(path)
     if path.is_dir():
         path = path / STATS_FILE
+    require_regular_file(path, TrainingError, what="stats file")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -201,6 +244,7 @@ def save_resume(path: Path, state: dict) -> None:
 
 def load_resume(path: Path, map_location="cpu") -> dict:
     path = Path(path)
+    require_regular_file(path, TrainingError, what="resume file")  # a FIFO here would block torch.load
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - a truncated or foreign file: say which and why
@@ -236,24 +280,125 @@ def without_runtime(config: dict, extendable: tuple[str, ...] = ()) -> dict:
     return config
 
 
-def check_resume_config(run: RunDirectory, config: dict, extendable: tuple[str, ...] = ()) -> None:
-    """A resumed run must continue the same config (apart from RUNTIME_KEYS and `extendable`)."""
+INPUTS_KEY = "inputs"  # config.json entry: content identity (sha256) of path-valued inputs, by dotted key
+
+
+def config_differences(old, new, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted key, old value, new value) for every leaf that differs; lists compare as a whole.
+    A key absent on one side shows as None there."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        differences = []
+        for key in sorted(set(old) | set(new), key=str):
+            differences += config_differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return differences
+    if canonical_json(old) != canonical_json(new):
+        return [(prefix.rstrip("."), old, new)]
+    return []
+
+
+def canonical_json(value) -> str:
+    return json.dumps(value, sort_keys=True, default=json_default)
+
+
+def describe_differences(differences, limit: int = 6) -> str:
+    def short(value):
+        text = canonical_json(value)
+        if len(text) <= 100:
+            return text
+        # A long string is mostly a path, told apart by its end; anything else by its start.
+        return '"...' + text[-96:] if isinstance(value, str) else text[:96] + "..."
+    shown = [f"{key}: {short(old)} -> {short(new)}" for key, old, new in differences[:limit]]
+    if len(differences) > limit:
+        shown.append(f"... ({len(differences) - limit} more)")
+    return "; ".join(shown)
+
+
+def _same_input(run: "RunDirectory", key: str, old, new, old_inputs: dict, new_inputs: dict) -> bool:
+    """Whether two values of a path-valued key name the same input: the same location (a relative
+    value is relative to the run directory), or the same content identity recorded in both configs
+    (a moved directory)."""
+    if isinstance(old, str) and isinstance(new, str):
+        def located(value):
+            return (run.path / Path(value).expanduser()).resolve()
+        if located(old) == located(new):
+            return True
+    recorded = old_inputs.get(key)
+    return recorded is not None and recorded == new_inputs.get(key)
+
+
+def check_resume_config(run: RunDirectory, config: dict, extendable: tuple[str, ...] = (),
+                        path_keys: tuple[str, ...] = ()) -> None:
+    """A resumed run must continue the same config (apart from RUNTIME_KEYS and `extendable`).
+
+    path_keys: dotted keys holding input paths (e.g. "hkd.teacher"); they match when they name the
+    same location or the same content (config[INPUTS_KEY][key], a sha256), so a moved run tree resumes.
+    The refusal names every differing key with its old and new value."""
     path = run.path / CONFIG_FILE
     if not path.exists():
         return
-    try:
-        saved = without_runtime(json.loads(path.read_text()), extendable)
-    except json.JSONDecodeError as error:
-        raise TrainingError(f"{path}: corrupt ({error}); delete it to resume, or use another --out") from None
-    config = without_runtime(config, extendable)
-
-    def canonical(value):
-        return json.dumps(value, sort_keys=True, default=json_default)
-
-    differences = sorted(key for key in set(saved) | set(config) if canonical(saved.get(key)) != canonical(config.get(key)))
+    saved = read_json_file(path, TrainingError, what="run config")
+    if not isinstance(saved, dict):
+        raise TrainingError(f"{path}: corrupt (not a JSON object); delete it to resume, or use another --out")
+    saved, config = copy.deepcopy(saved), copy.deepcopy(config)
+    old_inputs, new_inputs = saved.pop(INPUTS_KEY, None) or {}, config.pop(INPUTS_KEY, None) or {}
+    differences = [(key, old, new) for key, old, new
+                   in config_differences(without_runtime(saved, extendable), without_runtime(config, extendable))
+                   if not (key in path_keys and _same_input(run, key, old, new, old_inputs, new_inputs))]
     if differences:
-        raise TrainingError(f"{run.path} holds a run with a different config ({', '.join(differences)} differ); "
-                            f"use another --out directory or delete {RESUME_FILE} and {CONFIG_FILE} to start over")
+        raise TrainingError(f"{run.path} holds a run with a different config ({describe_differences(differences)}); "
+                            f"use another --out directory, or delete {RESUME_FILE} and {CONFIG_FILE} there to start "
+                            f"over")
+
+
+class RunLock:
+    """An exclusive, non-blocking lock on a run directory (fcntl.flock on DIR/.hkdviz.lock), held for a
+    whole stage: a second run on the same directory is refused at once, naming the holder's PID.
+    The kernel drops the lock when the holder exits, even after kill -9, so a stale file never blocks.
+    Not re-entrant: one holder per directory (stages of `train all` lock their own subdirectories)."""
+
+    def __init__(self, directory, enabled: bool = True):
+        self.directory = Path(directory)
+        self.enabled = enabled and fcntl is not None
+        self.descriptor: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.directory / LOCK_FILE
+
+    def acquire(self) -> "RunLock":
+        if not self.enabled or self.descriptor is not None:
+            return self
+        self.directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(descriptor, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(descriptor)
+            raise TrainingError(f"{self.directory} is in use by another hkdviz run (PID {holder}); wait for it to "
+                                f"finish or stop it, or use another --out directory") from None
+        except BaseException:
+            os.close(descriptor)
+            raise
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+        self.descriptor = descriptor
+        return self
+
+    def release(self) -> None:
+        if self.descriptor is not None:
+            # The file stays: removing it would let a third process lock a new inode while a second
+            # one still holds the old, both believing they own the directory.
+            fcntl.flock(self.descriptor, fcntl.LOCK_UN)
+            os.close(self.descriptor)
+            self.descriptor = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exception) -> bool:
+        self.release()
+        return False
 
 
 # -- batch order ---------------------------------------------------------------------------------
@@ -354,4 +499,4 @@ class Stopwatch:
 
 __all__ = ["RunDirectory", "EMA", "BatchOrder", "TrainingError", "save_resume", "load_resume", "read_stats",
            "derive_seed", "seed_everything", "global_rng_state", "set_global_rng_state", "atomic_write_text",
-           "atomic_write_bytes", "check_resume_config", "configure_backend"]
+           "atomic_write_bytes", "check_resume_config", "configure_backend", "RunLock", "config_differences"]

@@ -37,6 +37,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..atomic import write_json, write_text
+
 REFERENCE_SEED = 2_000_000
 DEFAULT_TEACHER_STEPS = (18, 8, 3, 1)
 DEFAULT_NUM_SAMPLES = 1000
@@ -372,8 +374,8 @@ def evaluate(hkd_model=None, teacher=None, classifier=None, reference_images=Non
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
-        (out_dir / "table.txt").write_text(format_table(result) + "\n")
+        write_json(out_dir / "evaluation.json", result)
+        write_text(out_dir / "table.txt", format_table(result) + "\n")
         if faithfulness_dataset is not None:
             from ..analysis.storage import save_dataset
             save_dataset(faithfulness_dataset, out_dir / "faithfulness.nc")
@@ -636,7 +638,7 @@ def _run(args) -> int:
                                "data_row_indices": [half, half + len(data_images)]}
     print(format_table(result))
     if args.json is not None:
-        Path(args.json).expanduser().write_text(json.dumps(result, indent=2) + "\n")
+        write_json(Path(args.json).expanduser(), result)
         print(f"wrote {args.json}")
     return 0
 

@@ -14,6 +14,7 @@ rank computes its shard of the global batch and DDP averages the gradients.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -22,9 +23,9 @@ import numpy as np
 import torch
 
 from ..checkpoint import save_checkpoint
-from .common import (EMA, BatchOrder, RunDirectory, TrainingError, check_resume_config, configure_backend,
-                     derive_seed, global_rng_state, load_resume, resolve_autocast, save_resume, seed_everything,
-                     set_global_rng_state, synchronize)
+from .common import (EMA, INPUTS_KEY, BatchOrder, RunDirectory, TrainingError, canonical_json, check_resume_config,
+                     configure_backend, derive_seed, global_rng_state, load_resume, resolve_autocast, save_resume,
+                     seed_everything, set_global_rng_state, synchronize)
 from .distributed import DistributedContext, all_reduce_mean, barrier, init_distributed, unwrap_model, wrap_model
 
 
@@ -40,6 +41,9 @@ class TrainingLoop:
     # Whether a resumed run may change "steps": only when no schedule depends on the total step
     # count (then a run extended from N to M steps equals an uninterrupted M-step run).
     steps_extendable = False
+    # Dotted config keys holding input paths: a resume accepts them when they name the same location
+    # or the same content (see common.check_resume_config), so a moved run tree still resumes.
+    path_keys: tuple[str, ...] = ()
 
     def __init__(self, config: dict, out_dir, device="auto", progress: bool = True,
                  context: DistributedContext | None = None, echo: bool = True):
@@ -246,8 +250,13 @@ class TrainingLoop:
         bad = [key for key, value in zip(keys, values.tolist()) if not math.isfinite(value)]
         if bad:
             # No NaN scrubbing per step (it costs a kernel per tensor): stop and say how to recover.
-            raise TrainingError(f"{self.section}: {', '.join(bad)} became non-finite before step {self.step}; the last "
-                                f"resume file predates it: lower the learning rate and rerun to resume")
+            # A rerun with the same config would diverge the same way, and one with another lr is refused
+            # as a changed config: the way out is a fresh run directory.
+            lr = float(self.options["lr"])
+            raise TrainingError(f"{self.section}: {', '.join(bad)} became non-finite before step {self.step} (at "
+                                f"{self.section}.lr = {lr:g}); this run cannot continue with these settings. Start "
+                                f"a fresh run with a lower learning rate, e.g. --set {self.section}.lr={lr / 4:g} and "
+                                f"another --out directory")
         record = {"step": self.step, "images": self.step * self.batch_size}
         record.update({key: float(value) / max(self.accumulated_steps, 1) for key, value in zip(keys, values.tolist())})
         record["seconds"] = seconds
@@ -261,11 +270,17 @@ class TrainingLoop:
         stop_at: stop after that step as if killed (no final save): tests and time-boxed runs use it.
         Returns the checkpoint directory (None when stopped early).
         """
+        # The lock comes first: a second run on this directory is refused before it builds anything.
+        with self.run.lock():
+            self.run.remove_stale_temporaries()  # what a kill mid-write left behind
+            return self._train(stop_at)
+
+    def _train(self, stop_at: int | None) -> Path | None:
         from tqdm.auto import tqdm
 
         self.setup()
         if self.context.is_main:
-            check_resume_config(self.run, self.run_config(), self.extendable)
+            check_resume_config(self.run, self.run_config(), self.extendable, self.path_keys)
         barrier(self.context)
         resumed = self.try_resume()
         if self.step > self.total_steps:
@@ -416,6 +431,7 @@ class HKDLoop(TrainingLoop):
     kind = "hkd"
     section = "hkd"
     unit = "samples"
+    path_keys = ("hkd.teacher", "hkd.trajectories")
 
     def __init__(self, config: dict, out_dir, teacher=None, trajectories=None, **kwargs):
         super().__init__(config, out_dir, **kwargs)
@@ -428,8 +444,17 @@ class HKDLoop(TrainingLoop):
 
     def run_config(self) -> dict:
         config = {key: copy.deepcopy(self.config.get(key)) for key in ("seed", "model", "hkd")}
-        config["hkd"]["teacher"] = str(self.teacher_path)
-        config["hkd"]["trajectories"] = str(self.trajectory_path)
+        # Relative to the run directory where they lie beside it (`train all`'s layout), so a moved
+        # tree keeps matching; the content identity lets a resume accept a moved input anyway.
+        config["hkd"]["teacher"] = self.run.relative(self.teacher_path)
+        config["hkd"]["trajectories"] = self.run.relative(self.trajectory_path)
+        inputs = {}
+        if getattr(self, "teacher_sha256", None):
+            inputs["hkd.teacher"] = self.teacher_sha256
+        if getattr(self, "data", None) is not None:
+            inputs["hkd.trajectories"] = hashlib.sha256(canonical_json(self.data.manifest).encode()).hexdigest()
+        if inputs:
+            config[INPUTS_KEY] = inputs
         return config
 
     def build_model(self):

@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import temporary_path
+from ..inputs import read_json_file, require_regular_file
 from ..model.hkd import seed_noise
-from .common import TrainingError, atomic_write_text
+from .common import RunLock, TrainingError, atomic_write_text
 from .distributed import DistributedContext, barrier
 
 MANIFEST_FILE = "trajectories.json"
@@ -58,6 +60,7 @@ def _teacher_parts(teacher, device):
 def _chunk_is_complete(path: Path, expected_seeds: np.ndarray, num_states: int) -> bool:
     if not path.exists():
         return False
+    require_regular_file(path, TrajectoryError, what="trajectory chunk")  # h5py would block on a FIFO
     try:
         import h5py
         with h5py.File(path, "r") as handle:
@@ -78,9 +81,8 @@ def _write_chunk(path: Path, states: np.ndarray, seeds: np.ndarray, sigmas: np.n
         attrs={key: value for key, value in attrs.items() if not key.startswith("_")},
     )
     dataset["states"].attrs["description"] = "teacher PF-ODE states (Heun, Karras grid), T first, eps last"
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    dataset.to_netcdf(temporary, engine="h5netcdf")
-    os.replace(temporary, path)
+    with temporary_path(path) as temporary:
+        dataset.to_netcdf(temporary, engine="h5netcdf")
 
 
 def generate_trajectories(teacher, out_dir, count: int, first_seed: int = 0, num_steps: int = 18,
@@ -92,13 +94,23 @@ def generate_trajectories(teacher, out_dir, count: int, first_seed: int = 0, num
     teacher: a Teacher, an EDMPrecond, or a teacher checkpoint directory/name. Resumable: existing
     complete chunks are kept (after checking the manifest matches). Returns throughput statistics
     (images, seconds, images_per_second, nfe_per_second) for the chunks this rank generated.
+    The main rank holds an exclusive lock on out_dir throughout: a second generation into the same
+    directory is refused at once.
     """
-    from tqdm.auto import tqdm
-
     from ..checkpoint import resolve_device
-    from .sampler import heun_nfe, karras_grid
 
     context = context or DistributedContext(device=resolve_device(device))
+    with RunLock(out_dir, enabled=context.is_main):
+        return _generate(teacher, out_dir, count, first_seed, num_steps, chunk_size, batch_size, storage_dtype,
+                         rho, context, progress, log, autocast_dtype)
+
+
+def _generate(teacher, out_dir, count, first_seed, num_steps, chunk_size, batch_size, storage_dtype, rho,
+              context, progress, log, autocast_dtype) -> dict:
+    from tqdm.auto import tqdm
+
+    from .sampler import heun_nfe, karras_grid
+
     device = context.device
     if count < 1 or chunk_size < 1 or batch_size < 1:
         raise ValueError(f"count, chunk_size and batch_size must be >= 1 (got {count}, {chunk_size}, {batch_size})")
@@ -131,8 +143,9 @@ def generate_trajectories(teacher, out_dir, count: int, first_seed: int = 0, num
     if context.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         _check_or_write_manifest(out_dir, manifest)
-        for stale in out_dir.glob(".chunk-*.nc.tmp-*"):
-            stale.unlink()  # a chunk a kill left half-written: redone below
+        for pattern in (".chunk-*.nc.*.tmp", ".chunk-*.nc.tmp-*"):  # hkdviz.atomic's names, and older ones
+            for stale in out_dir.glob(pattern):
+                stale.unlink()  # a chunk a kill left half-written: redone below
     barrier(context)
 
     mine = list(range(num_chunks))[context.rank::context.world_size]
@@ -188,10 +201,9 @@ def _solve(denoiser, x_T: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
 def _check_or_write_manifest(out_dir: Path, manifest: dict) -> None:
     path = out_dir / MANIFEST_FILE
     if path.exists():
-        try:
-            existing = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise TrajectoryError(f"{path}: corrupt manifest ({error}); delete the directory to regenerate") from None
+        existing = read_json_file(path, TrajectoryError, what="manifest")
+        if not isinstance(existing, dict):
+            raise TrajectoryError(f"{path}: corrupt manifest (not a JSON object); delete the directory to regenerate")
         keys = [key for key in {**existing, **manifest} if key != "teacher"]
         differences = [f"{key}: {existing.get(key)!r} on disk vs {manifest.get(key)!r} asked"
                        for key in keys if existing.get(key) != manifest.get(key)]
@@ -213,10 +225,9 @@ def read_manifest(directory) -> dict:
     if not path.exists():
         raise TrajectoryError(f"{directory}: no {MANIFEST_FILE}: not a trajectory directory (generate one with "
                               f"`hkdviz train trajectories`)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise TrajectoryError(f"{path}: corrupt manifest ({error})") from None
+    manifest = read_json_file(path, TrajectoryError, what="manifest")
+    if not isinstance(manifest, dict):
+        raise TrajectoryError(f"{path}: corrupt manifest (not a JSON object)")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise TrajectoryError(f"{path}: unknown format_version {manifest.get('format_version')!r}")
     return manifest
@@ -227,6 +238,9 @@ def chunk_paths(directory, require_complete: bool = True) -> list[Path]:
     manifest = read_manifest(directory)
     paths = [directory / chunk_name(index) for index in range(manifest["num_chunks"])]
     missing = [path.name for path in paths if not path.exists()]
+    for path in paths:
+        if path.exists():
+            require_regular_file(path, TrajectoryError, what="trajectory chunk")
     if missing and require_complete:
         raise TrajectoryError(f"{directory}: trajectory set incomplete, {len(missing)} of {len(paths)} chunks missing "
                               f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); rerun the generation "

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...atomic import temporary_path
 from ..data import GUTTER, montage
 from ..style import DOUBLE_COLUMN, SINGLE_COLUMN, paper_rc, paper_style
 
@@ -58,7 +59,8 @@ def save_figure(figure, stem, formats=FORMATS, dpi: int = 300) -> list[Path]:
     with paper_style():
         for extension in formats:
             path = stem.with_name(f"{stem.name}.{extension}")
-            figure.savefig(path, dpi=dpi)
+            with temporary_path(path) as temporary:  # a failed save keeps the previous figure file
+                figure.savefig(temporary, dpi=dpi, format=extension)
             written.append(path)
     return written
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ...inputs import require_regular_file
 from .base import DatasetError, InMemoryDataset
 
 CIFAR10_LABEL_NAMES: tuple[str, ...] = (
@@ -56,6 +57,7 @@ class RestrictedUnpickler(pickle.Unpickler):
 def safe_unpickle(path: Path) -> Any:
     """Unpickle a file of plain data and numpy arrays; DatasetError on anything else."""
     try:
+        require_regular_file(path, DatasetError, what="CIFAR-10 batch file")  # a FIFO would block read_bytes
         payload = path.read_bytes()
     except OSError as error:
         raise DatasetError(f"cannot read {path}: {error}") from error

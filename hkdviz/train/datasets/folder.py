@@ -8,6 +8,11 @@ dropped) and the data set has 3. Sizes: all images must share one square size, u
 Headers (size, mode) of all images are checked when the data set is opened, so a file that is
 not an image fails at once; a file whose header is fine but whose pixel data is damaged fails
 when that image is first read. Both raise DatasetError naming the file.
+
+Zip archives are checked from their directory before anything is decompressed: a member may not
+declare more than MAX_MEMBER_BYTES, nor a compression ratio above MAX_COMPRESSION_RATIO (image
+files barely compress; a member that shrinks 100-fold is a zip bomb or not an image). In folders,
+only regular files are read (a FIFO named x.png would block forever).
 """
 
 from __future__ import annotations
@@ -21,10 +26,16 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ...inputs import JSON_LIMIT_BYTES, open_regular_file, read_json_file
 from .base import NO_LABEL, DatasetError, ImageDataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 LABELS_FILE = "dataset.json"
+# One image (or dataset.json) decompressed: 256 MiB is a 8192x8192 RGBA PNG, far beyond these models.
+MAX_MEMBER_BYTES = 256 << 20
+# PNG and JPEG data is already compressed (ratio ~1); small members (under 1 MiB) cannot bomb.
+MAX_COMPRESSION_RATIO = 100
+RATIO_CHECK_MIN_BYTES = 1 << 20
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
@@ -106,7 +117,11 @@ class ImageFolderDataset(ImageDataset):
 
     def _list_members(self) -> list[str]:
         if self.is_archive:
-            return [info.filename for info in self._zip().infolist() if not info.is_dir()]
+            members = [info for info in self._zip().infolist() if not info.is_dir()]
+            for info in members:
+                if info.filename.lower().endswith(IMAGE_EXTENSIONS) or info.filename == LABELS_FILE:
+                    self._check_member(info)
+            return [info.filename for info in members]
         if not self.path.is_dir():
             raise DatasetError(f"{self.path} is neither a directory nor a zip archive")
         names = []
@@ -116,11 +131,25 @@ class ImageFolderDataset(ImageDataset):
             names.extend((relative / file).as_posix() for file in files)
         return names
 
+    def _check_member(self, info: zipfile.ZipInfo) -> None:
+        """Refuse a member whose declared size or compression ratio is implausible for an image,
+        from the zip directory alone (nothing is decompressed)."""
+        is_labels = info.filename == LABELS_FILE
+        limit = JSON_LIMIT_BYTES if is_labels else MAX_MEMBER_BYTES
+        if info.file_size > limit:
+            raise DatasetError(f"{self._describe(info.filename)} declares {info.file_size:,} bytes uncompressed, "
+                               f"more than the {limit:,} allowed for one {'label file' if is_labels else 'image'}")
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size >= RATIO_CHECK_MIN_BYTES and ratio > MAX_COMPRESSION_RATIO:
+            raise DatasetError(f"{self._describe(info.filename)} expands {ratio:,.0f}-fold ({info.compress_size:,} "
+                               f"-> {info.file_size:,} bytes), more than the {MAX_COMPRESSION_RATIO} allowed: a zip "
+                               f"bomb, or not an image")
+
     def _open(self, name: str) -> BinaryIO:
         try:
             if self.is_archive:
                 return io.BytesIO(self._zip().read(name))
-            return open(self.path / name, "rb")
+            return open_regular_file(self.path / name, DatasetError, what="image file")
         except (OSError, zipfile.BadZipFile, KeyError) as error:
             raise DatasetError(f"cannot read {self._describe(name)}: {error}") from error
 
@@ -150,13 +179,17 @@ class ImageFolderDataset(ImageDataset):
             if LABELS_FILE not in self._zip().namelist():
                 return labels
             raw = self._zip().read(LABELS_FILE)
+            try:
+                entries = json.loads(raw)
+            except ValueError as error:
+                raise DatasetError(f"{self._describe(LABELS_FILE)} is not a JSON object: {error}") from error
         else:
-            if not (self.path / LABELS_FILE).is_file():
+            if not (self.path / LABELS_FILE).exists():
                 return labels
-            raw = (self.path / LABELS_FILE).read_bytes()
+            entries = read_json_file(self.path / LABELS_FILE, DatasetError, what="label file")
         where = self._describe(LABELS_FILE)
         try:
-            entries = json.loads(raw).get("labels")
+            entries = entries.get("labels")
         except (ValueError, AttributeError) as error:
             raise DatasetError(f"{where} is not a JSON object: {error}") from error
         if entries is None:
