@@ -61,9 +61,11 @@ def test_figures_with_a_teacher(tiny_checkpoint, tmp_path):
     torch.manual_seed(0)
     Teacher(EDMPrecond("tiny")).save(tmp_path / "teacher", meta={"dataset": "none (untrained test teacher)"})
     code = figures.main(["--checkpoint", str(tiny_checkpoint), "--teacher", str(tmp_path / "teacher"), "--quick",
-                         "--out", str(tmp_path / "out"), "--device", "cpu", "--only", "samples_nfe"])
+                         "--out", str(tmp_path / "out"), "--device", "cpu", "--only", "samples_nfe,faithfulness"])
     assert code == 0
-    assert_figure_files(tmp_path / "out", ["samples_nfe"])
+    assert_figure_files(tmp_path / "out", ["samples_nfe", "faithfulness"])
+    faith = open_dataset(tmp_path / "out" / "data" / "faithfulness.nc")
+    assert faith["koopman_error"].dims == ("sample", "time", "level") and faith.sizes["time"] == 19
     samples = open_dataset(tmp_path / "out" / "data" / "samples.nc")
     assert list(samples["method"].values) == ["HKD, 1 NFE", "teacher, 35 NFE", "teacher, 5 NFE", "teacher, 1 NFE"]
 

@@ -13,6 +13,7 @@ data directory; the figures are then drawn from the files alone (`hkdviz figures
     editing_metrics.nc      edit_metrics.editing_report                     lowpass_mse (method, ratio)
     zero_shot.nc            editing.inpaint + editing.colorize              image (stage, sample, channel, y, x)
     samples.nc              model.sample + teacher.sample (35/5/1 NFE)      image (method, sample, channel, y, x)
+    faithfulness.nc         analysis.faithfulness (needs a teacher)         koopman_error (sample, time, level)
 
 An analysis whose module is missing or fails is skipped with its reason (the figures needing it are
 skipped too); the rest still runs.
@@ -41,19 +42,20 @@ DEFAULTS = {
     "reference_seed": 1000,                 # the editing reference is the model's sample for this seed
     "zero_shot_seeds": [100, 101, 102],     # images to inpaint / colorize (the model's own samples)
     "teacher_steps": [18, 3, 1],            # Heun steps = 35 / 5 / 1 NFE
+    "faithfulness_seeds": list(range(8)),   # teacher PF-ODE trajectories (EDM's 18-step grid)
 }
 
 # --quick: the same files from fewer seeds and time points (tests, a first look on a slow machine).
 QUICK = {
     "sample_seeds": [0, 1, 2], "band_seeds": [0, 1], "trajectory_seeds": [0], "times": 6, "effect_seeds": [0, 1],
-    "edit_seeds": [0], "zero_shot_seeds": [100],
+    "edit_seeds": [0], "zero_shot_seeds": [100], "faithfulness_seeds": [0, 1],
 }
 
 FILES = {
     "spectrum": "spectrum.nc", "trajectory": "trajectory.nc", "band_decodes": "band_decodes.nc",
     "band_spectra": "band_spectra.nc", "cumulative_effect": "cumulative_effect.nc",
     "editing_sweep": "editing_sweep.nc", "editing_metrics": "editing_metrics.nc", "zero_shot": "zero_shot.nc",
-    "samples": "samples.nc",
+    "samples": "samples.nc", "faithfulness": "faithfulness.nc",
 }
 
 
@@ -153,10 +155,17 @@ def _samples(model, teacher, settings):
                                teacher_steps=settings["teacher_steps"] if teacher is not None else []))
 
 
+def _faithfulness(model, teacher, settings):
+    if teacher is None:
+        raise ValueError("faithfulness needs the model's teacher (none was found beside the checkpoint)")
+    faithfulness = _function("faithfulness", "faithfulness")
+    return faithfulness(model, teacher, settings["faithfulness_seeds"], progress=False)
+
+
 STEPS = {
     "spectrum": _spectrum, "trajectory": _trajectory, "band_decodes": _band_decodes, "band_spectra": _band_spectra,
     "cumulative_effect": _cumulative_effect, "editing_sweep": _editing_sweep, "editing_metrics": _editing_metrics,
-    "zero_shot": _zero_shot, "samples": _samples,
+    "zero_shot": _zero_shot, "samples": _samples, "faithfulness": _faithfulness,
 }
 
 

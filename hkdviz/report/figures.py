@@ -21,6 +21,8 @@ Files written into --out (each as .pdf and .png; sizes for two-column papers: 3.
     editing_metrics          editing_metrics.nc     low-pass MSE / high-pass correlation vs ratio
     zero_shot_editing        zero_shot.nc           paper Fig. 6: inpainting and colorization
     samples_nfe              samples.nc             one-step HKD vs teacher at 35 / 5 / 1 NFE
+    faithfulness             faithfulness.nc        Koopman path vs the encoder's own latents of teacher
+                                                    states, per level; one-step error from each state
 
 plus figures.json (what was drawn from which file, what was skipped and why). A figure whose data
 file is missing is skipped with a message; figures from an untrained model carry a red note.
@@ -72,6 +74,7 @@ def _builders():
         "editing_metrics": lambda ds: paper.edit_curves(ds, width="double"),
         "zero_shot_editing": lambda ds: paper.inpainting_grid(ds),
         "samples_nfe": lambda ds: paper.method_grid(ds),
+        "faithfulness": lambda ds: paper.faithfulness_curves(ds),
     }
 
 
@@ -105,6 +108,10 @@ FIGURES = [
                "the one-step map (Consistency Models' Algorithm 4).", paper="Fig. 6"),
     FigureSpec("samples_nfe", "samples", "One-step HKD samples against the teacher's Heun samples at 35 / 5 / 1 "
                "NFE from the same noise."),
+    FigureSpec("faithfulness", "faithfulness", "Faithfulness of the Koopman dynamics to the teacher's PF-ODE: per "
+               "level, the relative error of the linear latent path exp((s(t) - s(T)) A) E(x_T, T) to the encoder's "
+               "own latents E(x_t, t) of the teacher's states (solid) against a constant latent (dashed); and the "
+               "one-step map's RMS to the teacher's end from each state."),
 ]
 SPECS = {spec.stem: spec for spec in FIGURES}
 

@@ -112,3 +112,38 @@ def band_power_spectra(spectra, width="single"):
 
 
 __all__ = ["cumulative_effect", "energy_curves", "band_power_spectra"]
+
+
+@styled
+def faithfulness_curves(faith, width="double"):
+    """Left: per level, the Koopman path's relative error to the encoder's own latents of the teacher's
+    states (solid) against keeping the latent constant (dashed). Right: the one-step map's RMS to the
+    teacher's end from each teacher state, next to the teacher's own denoiser (`analysis.faithfulness`)."""
+    require(faith, variables=("koopman_error", "constant_error", "consistency_error"), dims=("time", "level"),
+            what="faithfulness dataset (hkdviz.analysis.faithfulness)")
+    koopman = faith["koopman_error"].mean("sample")
+    constant = faith["constant_error"].mean("sample")
+    names = (faith["level_name"].values.tolist() if "level_name" in faith.coords
+             else coordinate_labels(faith, "level", "level"))
+    time = faith["time"].values
+    inner = time < time[0]  # at T both errors are 0 by construction: log axes start one grid point later
+    figure, axes = new_figure(figure_width(width), 2.4, 1, 2)
+    left, right = axes[0, 0], axes[0, 1]
+    for index, (name, color) in enumerate(zip(names, category_colors(len(names), lines=True))):
+        left.plot(time[inner], koopman.isel(level=index).values[inner], color=color, label=f"{index}: {name}")
+        left.plot(time[inner], constant.isel(level=index).values[inner], color=color, linestyle="--", linewidth=0.8)
+    left.set_yscale("log")
+    left.set_ylabel("relative latent error")
+    left.set_title("Koopman path (solid) vs constant latent (dashed)", pad=2)
+    left.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=5, handlelength=1.2)
+    right.plot(time, faith["consistency_error"].mean("sample").values, color="black", label="HKD f(x_t, t)")
+    if "denoiser_error" in faith:
+        right.plot(time, faith["denoiser_error"].mean("sample").values, color="gray", linestyle="--",
+                   label="teacher D(x_t, t)")
+    right.set_ylabel(r"RMS to the teacher's $x_\epsilon$")
+    right.set_title("one call from the teacher's state", pad=2)
+    right.legend(loc="best", handlelength=1.5)
+    for axis in (left, right):
+        _time_axis(axis)
+        axis.grid(True, linewidth=0.3, alpha=0.5)
+    return figure
