@@ -173,3 +173,13 @@ def test_summary_counts_pairs_and_picks_the_reference_time():
     assert summary["reference_time"] == 2.1
     assert summary["koopman_error_median_at"] == pytest.approx(0.15)
     assert summary["koopman_contribution"] == pytest.approx(0.5)
+
+
+def test_trajectory_with_a_teacher_carries_the_faithfulness_pair():
+    model = tiny(output="consistency", time="log_sigma")
+    teacher = _FakeTeacher(model)
+    ds = hkdviz.trajectory(model, [0, 1], times=5, teacher=teacher, progress=False)
+    reference = faithfulness(model, teacher, [0, 1], num_steps=4, progress=False)  # the same 5-point Karras grid
+    np.testing.assert_allclose(ds["time"].values, reference["time"].values)
+    np.testing.assert_allclose(ds["koopman_error"].values, reference["koopman_error"].values, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ds["constant_error"].values, reference["constant_error"].values, rtol=1e-4, atol=1e-6)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ..model.koopman import koopman_time_label
 from .storage import provenance_attrs
 
 # Eigenvector arrays are (modes x components) complex; refuse requests that would exhaust memory.
@@ -36,8 +37,9 @@ def spectrum(model, step: float = 1.0, eigenvectors: bool = False, levels=None, 
 
     Coordinates (per mode): `level` (level index), `pair`, `y`, `x`. Variables: `alpha`, `beta`
     (real and imaginary part), `eigenvalue` (alpha + i beta), `magnitude` = |exp(eigenvalue * step)|
-    = e^{alpha step}, `frequency` = |beta| / (2 pi) (cycles per unit of sigma), `period` =
-    1 / frequency (inf when beta = 0). With eigenvectors=True also `right_eigenvector` and
+    = e^{alpha step}, `frequency` = |beta| / (2 pi) (cycles per unit of Koopman time), `period` =
+    1 / frequency (inf when beta = 0). Rates are per unit of the model's Koopman time (attrs
+    `koopman_time` and `time_unit`: sigma, ln sigma or sigma^(1/7); see hkdviz.model.koopman). With eigenvectors=True also `right_eigenvector` and
     `left_eigenvector` (mode, component), normalised so u^H v = 1; components beyond a level's
     channel count are NaN. `levels` (indices or names) restricts the levels read.
     `level_view(spec, level)` reshapes one level to (pair, y, x) maps.
@@ -99,13 +101,15 @@ def spectrum(model, step: float = 1.0, eigenvectors: bool = False, levels=None, 
     frequency = np.abs(beta) * (1 / (2 * math.pi))
     with np.errstate(divide="ignore"):
         period = 1 / frequency
+    unit = koopman_time_label(getattr(model, "koopman_time_kind", "sigma"))
     variables = {
-        "alpha": ("mode", alpha, {"long_name": "real part (growth/decay rate per unit sigma)"}),
-        "beta": ("mode", beta, {"long_name": "imaginary part (angular frequency per unit sigma)"}),
-        "eigenvalue": ("mode", eigenvalue, {"long_name": "generator eigenvalue alpha + i beta"}),
+        "alpha": ("mode", alpha, {"long_name": f"real part (growth/decay rate per unit {unit})"}),
+        "beta": ("mode", beta, {"long_name": f"imaginary part (angular frequency per unit {unit})"}),
+        "eigenvalue": ("mode", eigenvalue, {"long_name": "generator eigenvalue alpha + i beta",
+                                            "units": f"per unit {unit}"}),
         "magnitude": ("mode", np.exp(alpha * step), {"long_name": "|exp(eigenvalue * step)|"}),
-        "frequency": ("mode", frequency, {"long_name": "|beta| / (2 pi)", "units": "cycles per unit sigma"}),
-        "period": ("mode", period, {"long_name": "1 / frequency (inf for real eigenvalues)", "units": "sigma"}),
+        "frequency": ("mode", frequency, {"long_name": "|beta| / (2 pi)", "units": f"cycles per unit {unit}"}),
+        "period": ("mode", period, {"long_name": "1 / frequency (inf for real eigenvalues)", "units": unit}),
     }
     if eigenvectors:
         right = np.full((total, components), np.nan + 1j * np.nan, np.complex128)
@@ -127,6 +131,8 @@ def spectrum(model, step: float = 1.0, eigenvectors: bool = False, levels=None, 
     attrs = provenance_attrs(model)
     attrs.update({
         "step": step,
+        "koopman_time": getattr(model, "koopman_time_kind", "sigma"),
+        "time_unit": unit,
         "level_names": json.dumps([info.name for info in infos]),
         "level_shapes": json.dumps([[info.channels, info.height, info.width] for info in infos]),
         "level_operators": json.dumps([info.operator for info in infos]),

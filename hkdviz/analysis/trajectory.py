@@ -71,8 +71,10 @@ def trajectory(model, seeds, times=16, teacher=None, latents: bool = False, batc
     (sample, time, level) = mean square of each level's latent; with latents=True also
     `latent_<level name>` (sample, time, <name>_channel, <name>_y, <name>_x). With a teacher
     (any object with `states_at(x_T [N,C,H,W], sigmas [K]) -> [N, K, C, H, W]`, the PF-ODE states
-    from x_T at sigmas[0] = T): `teacher_image` (sample, time, channel, y, x) and
-    `latent_consistency` (sample, time, level) = ||E(x_t, t) - z_t|| / ||z_t||.
+    from x_T at sigmas[0] = T): `teacher_image` (sample, time, channel, y, x),
+    `latent_consistency` (sample, time, level) = ||E(x_t, t) - z_t|| / ||z_t||, and the faithfulness
+    pair `koopman_error` = ||z_t - E(x_t, t)|| / ||E(x_t, t)|| and `constant_error` = ||z_T - E(x_t, t)|| /
+    ||E(x_t, t)|| (the same measures as hkdviz.analysis.faithfulness, on this trajectory's grid).
     Coordinates: `sample` (0..N-1) with its `seed`, `time` (sigma), `level` with `level_name`.
     Memory stays bounded: at most `batch_size` sample-times are evolved and decoded at once.
     """
@@ -95,6 +97,8 @@ def trajectory(model, seeds, times=16, teacher=None, latents: bool = False, batc
                       for info in infos] if latents else None)
     if teacher is not None:
         consistency = np.empty_like(energy)
+        koopman_error = np.empty_like(energy)
+        constant_error = np.empty_like(energy)
         teacher_image = _teacher_images(model, teacher, seeds, grid, batch_size)
 
     # K <= batch_size: whole samples per chunk, so all times of a sample are one evolve broadcast.
@@ -131,9 +135,14 @@ def trajectory(model, seeds, times=16, teacher=None, latents: bool = False, batc
                     encoded = model.encode(states_t.reshape(n * k, *model.image_shape), sigma)
                     for index, (teacher_latent, latent) in enumerate(zip(encoded, z_t)):
                         latent = latent.float().transpose(0, 1).reshape(n * k, -1)
-                        difference = teacher_latent.float().reshape(n * k, -1) - latent
+                        own = teacher_latent.float().reshape(n * k, -1)
+                        still = z_T[index].float().reshape(n, 1, -1).expand(n, k, -1).reshape(n * k, -1)
+                        difference = own - latent
+                        own_norm = own.norm(dim=1).clamp_min(1e-12)
                         ratio = difference.norm(dim=1) / latent.norm(dim=1).clamp_min(1e-12)
                         consistency[rows, columns, index] = ratio.reshape(n, k).cpu().numpy()
+                        koopman_error[rows, columns, index] = (difference.norm(dim=1) / own_norm).reshape(n, k).cpu().numpy()
+                        constant_error[rows, columns, index] = ((own - still).norm(dim=1) / own_norm).reshape(n, k).cpu().numpy()
                 if bar is not None:
                     bar.update(len(chunk_seeds) * k)
     finally:
@@ -154,6 +163,11 @@ def trajectory(model, seeds, times=16, teacher=None, latents: bool = False, batc
                                       {"long_name": "teacher PF-ODE state x_t"})
         variables["latent_consistency"] = (("sample", "time", "level"), consistency,
                                            {"long_name": "||E(x_t, t) - z_t|| / ||z_t|| per level"})
+        # The faithfulness measures (analysis.faithfulness), relative to the encoder's own latents.
+        variables["koopman_error"] = (("sample", "time", "level"), koopman_error,
+                                      {"long_name": "||z_t - E(x_t, t)|| / ||E(x_t, t)|| (Koopman path)"})
+        variables["constant_error"] = (("sample", "time", "level"), constant_error,
+                                       {"long_name": "||z_T - E(x_t, t)|| / ||E(x_t, t)|| (latent kept constant)"})
     coords = {
         "sample": np.arange(num_samples),
         "seed": ("sample", np.asarray(seeds, dtype=np.int64)),

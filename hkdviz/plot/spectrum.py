@@ -22,6 +22,11 @@ _HOVER = ("<b>%{meta}</b><br>position y=%{customdata[0]:.0f}, x=%{customdata[1]:
           "<extra></extra>")
 
 
+
+def _time_unit(spec) -> str:
+    """The Koopman time unit the rates are per (spectra written before it was recorded: sigma)."""
+    return str(spec.attrs.get("time_unit", "sigma"))
+
 def _hover(x_name: str, y_name: str) -> str:
     return _HOVER.replace("{x_name}", x_name).replace("{y_name}", y_name)
 
@@ -76,7 +81,8 @@ def spectrum_scatter(spec, levels=None, max_points: int | None = MAX_POINTS, see
             customdata=_customdata(scoped, indices, step), hovertemplate=_hover("alpha", "beta")))
     figure.update_layout(
         title=f"Koopman spectrum per level: {_shown(groups, scoped.sizes['mode'])}",
-        xaxis_title="alpha (growth/decay rate)", yaxis_title="beta (angular frequency)",
+        xaxis_title=f"alpha (growth/decay rate per unit {_time_unit(scoped)})",
+        yaxis_title=f"beta (angular frequency per unit {_time_unit(scoped)})",
         legend={"title": "level", "itemsizing": "constant"}, template="plotly_white", height=520)
     figure.add_vline(x=0, line={"color": REFERENCE, "width": 1, "dash": "dot"})
     return figure

@@ -48,7 +48,8 @@ def spectrum_scatter(spec, width="double", columns: int | None = None, max_point
                      alpha=0.5, linewidths=0, rasterized=True)
         axis.axvline(0, color=REFERENCE, linewidth=0.5, linestyle=":")
         axis.set_title(f"{level}: {names[level]}", pad=2)
-    _hide_unused(axes, len(groups), r"$\alpha$")
+    unit = str(spec.attrs.get("time_unit", "sigma")).replace("sigma", r"$\sigma$")
+    _hide_unused(axes, len(groups), rf"$\alpha$ (per unit {unit})")
     for axis in axes[:, 0]:
         axis.set_ylabel(r"$\beta$")
     if shown < spec.sizes["mode"]:
