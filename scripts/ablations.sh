@@ -18,7 +18,8 @@
 #   full_seed1  the same with training seed 1: the run-to-run spread to read the others against
 #   bottleneck  Koopman evolution at the bottleneck only (non-hierarchical)
 #   no_tcons    no trajectory-consistency term (reconstruction from x_T only)
-#   none        no Koopman evolution (identity at every level), t-consistency kept
+#   none        no Koopman evolution (identity at every level), t-consistency kept (not a row of the paper)
+#   paper_none  the paper's Table-3 row 1: no Koopman evolution AND no t-consistency (direct distillation)
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
@@ -66,6 +67,7 @@ declare -A SETTINGS=(
     [bottleneck]="hkd.koopman.levels=bottleneck"
     [no_tcons]="hkd.t_consistency=false"
     [none]="hkd.koopman.levels=none"
+    [paper_none]="hkd.koopman.levels=none hkd.t_consistency=false"
 )
 for variant in "${VARIANTS[@]}"; do
     [ -n "${SETTINGS[$variant]+set}" ] || { echo "unknown variant: $variant (known: ${!SETTINGS[*]})" >&2; exit 2; }
@@ -85,7 +87,7 @@ for variant in "${VARIANTS[@]}"; do
     else
         echo "== $(date +%T) train $variant"
         sets=()
-        [ -n "${SETTINGS[$variant]}" ] && sets=(--set "${SETTINGS[$variant]}")
+        for setting in ${SETTINGS[$variant]}; do sets+=(--set "$setting"); done
         "$PYTHON" -m hkdviz.train hkd --preset "$PRESET" "${sets[@]}" --out "$OUT/$variant" \
             --teacher "$TEACHER" --trajectories "$RUN/trajectories" --threads "$THREADS" \
             --no-progress "${EXTRA[@]}" > "$OUT/$variant.log" 2>&1 \
