@@ -70,6 +70,8 @@ def check_images(model, images, name: str = "images", allow_single: bool = False
     if images.ndim != 4 or tuple(images.shape[1:]) != shape:
         expected = f"[{', '.join(map(str, shape))}] or [N, ...]" if allow_single else f"[N, {', '.join(map(str, shape))}]"
         raise ValueError(f"{name} must have shape {expected} to match the model's images, got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(images.shape)} holds no image")
     if not bool(torch.isfinite(images).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     low, high = float(images.min()), float(images.max())

@@ -32,7 +32,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ..model.hkd import check_seeds, sigma_tensor
+from ..model.hkd import check_batch_size, check_seeds, sigma_tensor
 from .bands import Band, as_band, band_masks, kept_fraction, selection_masks
 from .storage import provenance_attrs
 from .trajectory import time_grid
@@ -256,8 +256,7 @@ def latents_at(model, seeds: Sequence[int], time: float | None) -> list[torch.Te
 
 
 def _chunks(items: list, size: int):
-    if size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {size}")
+    size = check_batch_size(size)
     for start in range(0, len(items), size):
         yield items[start:start + size]
 

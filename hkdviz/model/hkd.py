@@ -170,10 +170,13 @@ class HKDModel(DiffusionModule):
         Seeds are drawn `batch_size` at a time, with a progress bar when there is more than one batch
         (progress=False hides it); the result must fit in memory (check_output_memory says so first).
         """
+        if isinstance(seeds, range):  # a huge range is refused before it becomes a list
+            check_output_memory(len(seeds), self.image_shape, self.device)
         seeds = check_seeds(seeds)
         batch_size = check_batch_size(batch_size)
         check_output_memory(len(seeds), self.image_shape, self.device)
-        outputs = []
+        # Filled batch by batch: no list of batches plus a concatenated copy (twice the memory at the end).
+        outputs = None
         starts = range(0, len(seeds), batch_size)
         if progress and len(starts) > 1:
             from tqdm.auto import tqdm
@@ -186,8 +189,10 @@ class HKDModel(DiffusionModule):
             labels = None if class_labels is None else class_labels[start:start + batch_size]
             with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 image = self(x_T, self.sigma_max, labels)
-            outputs.append(image.float().clamp(-1, 1))
-        return torch.cat(outputs)
+            if outputs is None:
+                outputs = torch.empty(len(seeds), *image.shape[1:], device=image.device)
+            outputs[start:start + len(chunk)] = image.float().clamp(-1, 1)
+        return outputs
 
     # -- persistence -------------------------------------------------------------------------------
     def save(self, directory, meta: dict | None = None) -> None:
