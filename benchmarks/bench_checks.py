@@ -6,8 +6,8 @@ without them, measured side by side (interleaved rounds) in one run.
 
 "Without the checks" is the model code of the commit before them (`--baseline`, default f8f0ae7),
 read with `git show` and executed as a sibling module, so both variants share weights, device, threads
-and load on the machine. Rounds alternate A, B, A, B, ...; the script prints the median of each and
-their ratio, and checks that both give bit-identical samples.
+and load on the machine. Rounds alternate the order (A B, B A, ...); the script prints the median of
+each and their ratio, and checks that both give bit-identical samples.
 """
 from __future__ import annotations
 
@@ -81,8 +81,9 @@ def main(argv=None) -> int:
         times = {name: [] for name in functions}
         for function in functions.values():  # warm-up
             function()
-        for _ in range(args.rounds):
-            for name, function in functions.items():
+        for round_index in range(args.rounds):
+            order = list(functions.items())
+            for name, function in (order if round_index % 2 else order[::-1]):  # A B, B A, ...: no order effect
                 synchronize(device)
                 start = time.perf_counter()
                 function()

@@ -11,7 +11,7 @@ import importlib
 import json
 import sys
 
-from .errors import OneLineParser, UsageError, check_device_option, run_guarded, split_debug
+from .errors import OneLineParser, UsageError, check_device_option, run_guarded
 
 # More seeds than this on one command line is almost surely a typo (0-999999999); it is refused before
 # any list is built. Larger jobs call the Python API in pieces.
@@ -154,13 +154,13 @@ def command_trajectory(args) -> int:
 
 
 def main(argv=None) -> int:
-    argv, debug = split_debug(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DISPATCHED:
-        # The dispatched command reports its own failures; it gets --debug back to know it was asked for.
+        # run_guarded takes --debug out of argv and tells the command through hkdviz.errors.debugging().
         module = importlib.import_module(DISPATCHED[argv[0]][0])
-        return run_guarded(f"hkdviz {argv[0]}", module.main, argv[1:] + (["--debug"] if debug else []))
+        return run_guarded(f"hkdviz {argv[0]}", module.main, argv[1:])
     prog = f"hkdviz {argv[0]}" if argv and argv[0] in ("info", "spectrum", "trajectory") else "hkdviz"
-    return run_guarded(prog, _run_core, argv + (["--debug"] if debug else []))
+    return run_guarded(prog, _run_core, argv)
 
 
 def _run_core(argv) -> int:

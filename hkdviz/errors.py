@@ -36,11 +36,25 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(USAGE_EXIT, f"{self.prog}: error: {message} (usage: {self.prog} --help)\n")
 
 
+# Set by run_guarded while its command runs: commands that report some errors themselves (figures, demo,
+# train) ask debugging() whether to add the traceback.
+_debug_requested = False
+
+
+def debugging() -> bool:
+    """Whether the running command was asked for tracebacks (--debug or HKDVIZ_DEBUG=1)."""
+    return _debug_requested or os.environ.get(DEBUG_VARIABLE, "").strip().lower() in ("1", "true", "yes")
+
+
 def split_debug(argv) -> tuple[list[str], bool]:
     """(argv without --debug, whether a traceback was asked for by --debug or HKDVIZ_DEBUG)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = DEBUG_FLAG in argv or os.environ.get(DEBUG_VARIABLE, "").strip().lower() in ("1", "true", "yes")
-    return [item for item in argv if item != DEBUG_FLAG], debug
+    return [item for item in argv if item != DEBUG_FLAG], DEBUG_FLAG in argv or debugging()
+
+
+def print_traceback_if_debugging() -> None:
+    if debugging():
+        traceback.print_exc()
 
 
 def _usage_types() -> tuple:
@@ -101,7 +115,9 @@ def run_guarded(prog: str, body, argv=None) -> int:
     """Run `body(argv) -> int` the way every hkdviz command runs: --debug stripped from argv, every
     exception turned into one line on stderr and an exit code (a traceback only when debugging).
     SystemExit (argparse, --help) and KeyboardInterrupt keep their meaning."""
+    global _debug_requested
     argv, debug = split_debug(argv)
+    previous, _debug_requested = _debug_requested, debug
     try:
         return body(argv)
     except SystemExit as exit_request:
@@ -118,6 +134,8 @@ def run_guarded(prog: str, body, argv=None) -> int:
             traceback.print_exc()
         print(f"{prog}: error: {describe(error)}", file=sys.stderr)
         return exit_code(error)
+    finally:
+        _debug_requested = previous
 
 
 
@@ -131,5 +149,5 @@ def check_device_option(value, flag: str = "--device"):
         raise UsageError(f"{flag} {value}: {error}") from None
 
 
-__all__ = ["UsageError", "OneLineParser", "split_debug", "exit_code", "describe", "run_guarded", "check_device_option",
+__all__ = ["UsageError", "OneLineParser", "split_debug", "debugging", "print_traceback_if_debugging", "exit_code", "describe", "run_guarded", "check_device_option",
            "USAGE_EXIT", "FAILURE_EXIT"]

@@ -120,7 +120,8 @@ def interactive_sections(data_dir: Path, figure_dir: Path, figure_results):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    from hkdviz.errors import split_debug
+    args = build_parser().parse_args(split_debug(argv)[0])
     from tqdm.auto import tqdm
     from hkdviz.checkpoint import CheckpointError
     from .html import write_report
@@ -142,12 +143,13 @@ def main(argv=None) -> int:
         bar.update()
 
     start = stage("model")
-    from hkdviz.errors import UsageError, check_device_option, describe, exit_code
+    from hkdviz.errors import UsageError, check_device_option, describe, exit_code, print_traceback_if_debugging
     try:
         check_device_option(args.device)
         source = find_teacher(open_model(args.checkpoint, args.device), args.teacher, args.device)
     except (UsageError, CheckpointError, RuntimeError) as error:
         bar.close()
+        print_traceback_if_debugging()
         print(f"hkdviz demo: error: {describe(error)}", file=sys.stderr)
         return exit_code(error)
     done("model", start)

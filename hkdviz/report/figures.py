@@ -235,7 +235,8 @@ def _parse_list(text, known, what):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    from hkdviz.errors import split_debug
+    args = build_parser().parse_args(split_debug(argv)[0])
     only = _parse_list(args.only, list(SPECS), "figure")
     formats = _parse_list(args.formats, ["pdf", "png", "svg", "eps", "jpg", "tif"], "format")
     out_dir = Path(args.out)
@@ -254,11 +255,12 @@ def main(argv=None) -> int:
         from hkdviz.checkpoint import CheckpointError
         from .source import find_teacher, open_model, print_banner
         data_dir = out_dir / "data"
-        from hkdviz.errors import UsageError, check_device_option, describe, exit_code
+        from hkdviz.errors import UsageError, check_device_option, describe, exit_code, print_traceback_if_debugging
         try:
             check_device_option(args.device)
             source = find_teacher(open_model(args.checkpoint, args.device), args.teacher, args.device)
         except (UsageError, CheckpointError, RuntimeError) as error:
+            print_traceback_if_debugging()
             print(f"hkdviz figures: error: {describe(error)}", file=sys.stderr)
             return exit_code(error)
         if source.banner:

@@ -20,6 +20,7 @@ import argparse
 import json
 import shutil
 import sys
+import traceback
 from pathlib import Path
 
 STAGES = ("teacher", "trajectories", "hkd", "classifier", "all")
@@ -65,7 +66,6 @@ def main(argv=None) -> int:
         return 130
     except Exception as error:  # noqa: BLE001 - every failure becomes one line: 2 for bad input, 1 for a failed run
         if debug:
-            import traceback
             traceback.print_exc()
         print(f"hkdviz train: error: {describe(error)}", file=sys.stderr)
         return 2 if _is_usage_error(error) else exit_code(error)
