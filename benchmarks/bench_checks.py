@@ -1,13 +1,18 @@
 """Cost of the input checks: `model.sample` and `hkdviz.load` with the checks against the same code
 without them, measured side by side (interleaved rounds) in one run.
 
-    python benchmarks/bench_checks.py                      # CPU, shipped default, ~2 minutes on 2 cores
+    python benchmarks/bench_checks.py --threads 1          # CPU, shipped default, ~2 minutes on 2 cores
     python benchmarks/bench_checks.py --device cuda        # the same on a GPU
 
 "Without the checks" is the model code of the commit before them (`--baseline`, default f8f0ae7),
 read with `git show` and executed as a sibling module, so both variants share weights, device, threads
 and load on the machine. Rounds alternate the order (A B, B A, ...); the script prints the median of
-each and their ratio, and checks that both give bit-identical samples.
+each and their ratio in wall time and in this process's CPU time (less disturbed by other work on a
+shared machine), and checks that both give bit-identical samples.
+
+Because a busy machine moves wall times by tens of percent between runs, the script also times the
+added checks alone (each one many times, on one batch's tensors) and prints their sum against one
+batch's forward pass: an upper bound on the checks' cost that no other process can blur.
 """
 from __future__ import annotations
 
@@ -51,9 +56,9 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", default="default")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--baseline", default="f8f0ae7", help="commit whose model code has no checks")
-    parser.add_argument("--seeds", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--seeds", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
@@ -78,28 +83,79 @@ def main(argv=None) -> int:
              "without": lambda: old_checkpoint.load(args.checkpoint, device=device)}
 
     def measure(functions):
-        times = {name: [] for name in functions}
+        wall = {name: [] for name in functions}
+        cpu = {name: [] for name in functions}
         for function in functions.values():  # warm-up
             function()
         for round_index in range(args.rounds):
             order = list(functions.items())
             for name, function in (order if round_index % 2 else order[::-1]):  # A B, B A, ...: no order effect
                 synchronize(device)
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 function()
                 synchronize(device)
-                times[name].append(time.perf_counter() - start)
-        return {name: statistics.median(values) for name, values in times.items()}
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+        return ({name: statistics.median(values) for name, values in wall.items()},
+                {name: statistics.median(values) for name, values in cpu.items()})
+
+    def line(what, times):
+        wall, cpu = times
+        return (f"{what}: wall with checks {wall['with checks'] * 1e3:.1f} ms, without {wall['without'] * 1e3:.1f} ms, "
+                f"ratio {wall['with checks'] / wall['without']:.4f}; CPU time ratio {cpu['with checks'] / cpu['without']:.4f}")
 
     sample_times = measure(variants)
     load_times = measure(loads)
+    check_seconds, forward_seconds = check_costs(checked, args.batch_size, device)
     print(f"device {device}, torch threads {torch.get_num_threads()}, {args.rounds} interleaved rounds, "
           f"baseline {args.baseline}; samples bit-identical: {same}")
-    print(f"model.sample({args.seeds} seeds, batch {args.batch_size}): with checks {sample_times['with checks'] * 1e3:.1f} ms, "
-          f"without {sample_times['without'] * 1e3:.1f} ms, ratio {sample_times['with checks'] / sample_times['without']:.4f}")
-    print(f"hkdviz.load({args.checkpoint!r}): with checks {load_times['with checks'] * 1e3:.1f} ms, "
-          f"without {load_times['without'] * 1e3:.1f} ms, ratio {load_times['with checks'] / load_times['without']:.4f}")
+    print(line(f"model.sample({args.seeds} seeds, batch {args.batch_size})", sample_times))
+    print(line(f"hkdviz.load({args.checkpoint!r})", load_times))
+    print("checks alone, per batch of %d: " % args.batch_size
+          + ", ".join(f"{name} {seconds * 1e6:.0f} us" for name, seconds in check_seconds.items())
+          + f"; total {sum(check_seconds.values()) * 1e3:.2f} ms = "
+            f"{100 * sum(check_seconds.values()) / forward_seconds:.3f} % of one batch's forward pass "
+            f"({forward_seconds * 1e3:.0f} ms)")
     return 0 if same else 1
+
+
+def check_costs(model, batch_size: int, device, repeats: int = 200):
+    """Seconds per batch of each check sample() added (median of `repeats`), and one forward pass."""
+    from hkdviz.model.hkd import LATENT_LIMIT, check_batch_size, check_output_memory, check_seeds, check_tau
+    seeds = list(range(batch_size))
+    x_T = model.noise(seeds)
+    sigma = torch.full((batch_size,), model.sigma_max, device=device)
+    with torch.no_grad():
+        latents = model.encode(x_T, sigma)
+    checks = {
+        "seeds": lambda: check_seeds(seeds),
+        "batch_size + output memory": lambda: (check_batch_size(batch_size),
+                                               check_output_memory(batch_size, model.image_shape, device)),
+        "finite x_T": lambda: bool(torch.isfinite(x_T).all()),
+        "finite sigma": lambda: bool(((sigma > 0) & (sigma < float("inf"))).all()),
+        "finite tau": lambda: check_tau(model.sigma_min - sigma),
+        "latents (evolve + decode)": lambda: (model._check_latents(latents), model._check_latents(latents)),
+        "latent clamp": lambda: [latent.clamp(-LATENT_LIMIT, LATENT_LIMIT) for latent in latents],
+    }
+    result = {}
+    for name, function in checks.items():
+        times = []
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            function()
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+        result[name] = statistics.median(times)
+    forward = []
+    with torch.no_grad():
+        for _ in range(5):
+            synchronize(device)
+            start = time.perf_counter()
+            model(x_T, model.sigma_max)
+            synchronize(device)
+            forward.append(time.perf_counter() - start)
+    return result, statistics.median(forward)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """How every `hkdviz` command reports a failure: one line on stderr, and an exit code that says whose
 problem it is.
 
-    exit 2  bad usage: wrong arguments, a path that does not exist, a value out of range, a config
-            key that does not exist, a checkpoint name that is not shipped;
-    exit 1  a run that failed: the output directory is read-only or full (OSError), the machine ran
-            out of memory, a data file or a checkpoint is corrupt, an unexpected error.
+    exit 2  bad usage: wrong arguments, a value out of range, a config key that does not exist, a
+            checkpoint or data path that does not exist (the commands check their inputs up front);
+    exit 1  a run that failed: any OSError while it runs (the output directory is read-only, full, or
+            cannot be created), the machine ran out of memory, a data file or a checkpoint is
+            corrupt, an unexpected error.
 
 A traceback is printed only when asked for: `--debug` anywhere on the command line, or the
 environment variable HKDVIZ_DEBUG=1. Everything else is one line `hkdviz <command>: error: ...`,
@@ -59,7 +60,7 @@ def print_traceback_if_debugging() -> None:
 
 def _usage_types() -> tuple:
     from .model.config import ConfigError
-    types = [UsageError, ConfigError, FileNotFoundError, NotADirectoryError, IsADirectoryError]
+    types = [UsageError, ConfigError]
     for module, name in (("hkdviz.checkpoint", "CheckpointNotFoundError"), ("hkdviz.train.presets", "PresetError"),
                          ("hkdviz.train.datasets.base", "DatasetError")):
         try:

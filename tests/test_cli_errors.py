@@ -144,7 +144,8 @@ def test_exit_codes_of_error_kinds():
     from hkdviz.model import ConfigError
     assert exit_code(CheckpointNotFoundError("x")) == 2 and exit_code(CheckpointError("x")) == 1
     assert exit_code(StorageError("x")) == 1 and exit_code(ConfigError("x")) == 2
-    assert exit_code(FileNotFoundError("x")) == 2 and exit_code(OSError(errno.EIO, "I/O error")) == 1
+    # Inputs are checked up front (CheckpointNotFoundError, --data, config files): an OSError is the run's failure.
+    assert exit_code(FileNotFoundError("x")) == 1 and exit_code(OSError(errno.EIO, "I/O error")) == 1
     assert exit_code(MemoryError()) == 1 and exit_code(ValueError("x")) == 2 and exit_code(KeyError("x")) == 1
     assert "unexpected; rerun with --debug" in describe(KeyError("level"))
 
