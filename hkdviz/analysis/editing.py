@@ -105,6 +105,8 @@ class EditSession:
                              f"got {reference.shape[0]} images")
         if isinstance(reference_seed, bool) or not isinstance(reference_seed, numbers.Integral):
             raise TypeError(f"reference_seed must be an integer, got {reference_seed!r}")
+        if not 0 <= reference_seed < 2 ** 63:
+            raise ValueError(f"reference_seed must be in [0, 2**63), got {reference_seed}")
         self.reference = reference
         self.reference_seed = int(reference_seed)
         self.time = edit_time(model, time)
@@ -246,6 +248,8 @@ def _check_sigmas(model, sigmas) -> list[float]:
 def _seed_generators(seed, count: int) -> list[torch.Generator]:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {seed!r}")
+    if not 0 <= seed < 2 ** 63 - count:
+        raise ValueError(f"seed must be in [0, 2**63 - {count}) (one generator per image: seed + index), got {seed}")
     # One generator per image (seed + index): an image's result does not depend on the batch around it.
     return [torch.Generator().manual_seed(int(seed) + index) for index in range(count)]
 

@@ -133,6 +133,12 @@ class Mix(Intervention):
         super().__post_init__()
         object.__setattr__(self, "other", tuple(self.other))
         object.__setattr__(self, "ratio", check_ratio(self.ratio))
+        for level, other in enumerate(self.other):
+            if not isinstance(other, torch.Tensor) or not other.is_floating_point():
+                raise TypeError(f"Mix: other latent of level {level} must be a floating-point tensor, got "
+                                f"{getattr(other, 'dtype', type(other).__name__)}")
+            if not bool(torch.isfinite(other).all()):
+                raise ValueError(f"Mix: other latent of level {level} contains NaN or infinite values")
 
     def edit(self, latents):
         if len(self.other) != len(latents):

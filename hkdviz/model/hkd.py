@@ -133,7 +133,7 @@ class HKDModel(DiffusionModule):
         """exp(tau A_l) per level, in closed form. tau broadcasts against the latents' leading dims:
         a number, [N] (one per sample) or [K, 1] (K times for every sample -> [K, N, ...])."""
         self._check_latents(latents)
-        check_tau(tau)
+        check_tau(tau, lead=latents[0].shape[:-3])
         return [level.evolve(latent, tau) for level, latent in zip(self.koopman, latents)]
 
     def decode(self, latents: Sequence[torch.Tensor], class_labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -175,6 +175,12 @@ class HKDModel(DiffusionModule):
         seeds = check_seeds(seeds)
         batch_size = check_batch_size(batch_size)
         check_output_memory(len(seeds), self.image_shape, self.device)
+        if autocast_dtype not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(f"autocast_dtype must be None, torch.bfloat16 or torch.float16, got {autocast_dtype!r}")
+        if class_labels is not None and self.unet.label_dim == 0:
+            raise ValueError("class_labels were given, but this model is unconditional (label_dim 0): pass None")
+        if class_labels is not None and len(class_labels) != len(seeds):
+            raise ValueError(f"class_labels must hold one row per seed ({len(seeds)}), got {len(class_labels)}")
         # Filled batch by batch: no list of batches plus a concatenated copy (twice the memory at the end).
         outputs = None
         starts = range(0, len(seeds), batch_size)
@@ -262,11 +268,18 @@ def check_batch_size(batch_size, name: str = "batch_size") -> int:
     return int(batch_size)
 
 
-def check_tau(tau) -> None:
-    """tau of `evolve`: a real number, or a real tensor/array of them, all finite."""
+def check_tau(tau, lead=None) -> None:
+    """tau of `evolve`: a real number, or a real tensor/array of them, all finite, whose shape broadcasts
+    against the latents' leading dims `lead` (number, [N], [K, 1], ...)."""
     if isinstance(tau, torch.Tensor):
         if tau.is_complex() or tau.dtype == torch.bool:
             raise TypeError(f"tau must be real, got a {tau.dtype} tensor")
+        if lead is not None:
+            try:
+                torch.broadcast_shapes(tau.shape, lead)
+            except RuntimeError:
+                raise ValueError(f"tau of shape {tuple(tau.shape)} does not broadcast against the latents' leading "
+                                 f"dims {tuple(lead)}: use a number, [{lead[-1] if lead else 'N'}] or [K, 1]") from None
         if tau.is_floating_point() and not bool(torch.isfinite(tau).all()):
             raise ValueError(f"tau must be finite, got NaN or inf in {tau.flatten()[:5].tolist()}")
         return
@@ -280,7 +293,7 @@ def check_tau(tau) -> None:
         values = torch.as_tensor(tau, dtype=torch.float64)  # a list or a numpy array
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"tau must be a real number or a tensor of them, got {type(tau).__name__}") from None
-    check_tau(values)
+    check_tau(values, lead)
 
 
 def available_memory_bytes(device: torch.device) -> int | None:
