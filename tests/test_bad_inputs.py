@@ -216,6 +216,16 @@ def test_latent_clamp_leaves_normal_decodes_bit_identical(tiny_model):
     assert torch.equal(decoded, unclamped)
 
 
+def test_saturate_passes_normal_latents_through_and_clamps_huge_ones():
+    from hkdviz.model.hkd import saturate
+    normal = [torch.randn(2, 4, 3, 3), torch.randn(2, 8, 2, 2) * 1e3]
+    assert all(out is latent for out, latent in zip(saturate(normal), normal))   # the same tensors, untouched
+    huge = [normal[0], torch.full((2, 8, 2, 2), -1e30)]
+    clamped = saturate(huge)
+    assert torch.equal(clamped[0], normal[0]) and float(clamped[1].min()) == -LATENT_LIMIT
+    assert saturate([torch.zeros(0, 4, 3, 3)])[0].shape == (0, 4, 3, 3)
+
+
 def test_sample_is_unchanged_by_streaming_and_checks(tiny_model):
     seeds = [5, 0, 7, 3, 11]
     together = tiny_model.sample(seeds, batch_size=8, progress=False)
