@@ -386,7 +386,8 @@ def main(argv=None) -> int:
         for argv_, code, expect in shell:
             rows.append(("shell", "hkdviz " + " ".join(argv_).replace(directory, "$TMP"),
                          *cli_try(argv_, code, expect, subprocess_run=True)))
-        rows = [(kind, name, outcome, detail.replace(directory, "$TMP")) for kind, name, outcome, detail in rows]
+        rows = [(kind, name, outcome, detail.replace(directory, "$TMP").replace(str(ROOT), "<repo>"))
+                for kind, name, outcome, detail in rows]
     counts = {outcome: sum(row[2] == outcome for row in rows) for outcome in (CLEAR, CORRECT, SILENT, TRACEBACK, HANG)}
     for kind, name, outcome, detail in rows:
         print(f"{outcome:<15} {kind:<5} {name[:70]:<70} {detail[:110]}")
