@@ -59,14 +59,15 @@ def print_traceback_if_debugging() -> None:
 
 
 def _usage_types() -> tuple:
+    from .checkpoint import CheckpointNotFoundError
     from .model.config import ConfigError
-    types = [UsageError, ConfigError]
-    for module, name in (("hkdviz.checkpoint", "CheckpointNotFoundError"), ("hkdviz.train.presets", "PresetError"),
-                         ("hkdviz.train.datasets.base", "DatasetError")):
-        try:
-            types.append(getattr(__import__(module, fromlist=[name]), name))
-        except (ImportError, AttributeError):  # a trimmed install without the training stack
-            pass
+    types = [UsageError, ConfigError, CheckpointNotFoundError]
+    try:
+        from .train.datasets.base import DatasetError
+        from .train.presets import PresetError
+        types += [PresetError, DatasetError]
+    except ImportError:  # pragma: no cover - an install without the training stack
+        pass
     return tuple(types)
 
 
