@@ -18,10 +18,10 @@ from .config import resolve_config, unet_kwargs
 from .koopman import make_level
 from .unet import SongUNet
 
-# Latents are clamped to +-LATENT_LIMIT before decoding, so that a huge evolution (`evolve(z, 1e9)` on a
-# growing mode) or gain (`Gain(band, 1e30)`) saturates the image instead of overflowing the decoder's
-# float32 arithmetic into inf/NaN. A trained model's latents are many orders of magnitude smaller
-# (docs/hardening-values.md), and below the limit the clamp returns its input bit for bit.
+# Latents are limited to +-LATENT_LIMIT before decoding (`saturate`), so that a huge evolution
+# (`evolve(z, 1e9)` on a growing mode) or gain (`Gain(band, 1e30)`) saturates the image instead of
+# overflowing the decoder's float32 arithmetic into inf/NaN. A trained model's latents are many orders
+# of magnitude smaller (docs/hardening-values.md); below the limit they are decoded untouched.
 LATENT_LIMIT = 1e8
 
 
