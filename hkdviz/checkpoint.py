@@ -39,10 +39,22 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read; the message names the file and the problem."""
 
 
+class CheckpointNotFoundError(CheckpointError):
+    """No checkpoint where one was named (a wrong path or name: bad usage, exit code 2 in the CLI)."""
+
+
 def resolve_device(device="auto") -> torch.device:
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    if not isinstance(device, (str, torch.device)) or isinstance(device, bool):
+        raise TypeError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or a torch.device, got {device!r}")
+    try:
+        device = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"device {device!r} is not a device name ({error}); use 'auto', 'cpu' or 'cuda[:N]'") from None
+    if device.type == "meta":
+        # A meta tensor has a shape but no values: a model there cannot sample; it only fails later.
+        raise ValueError("device 'meta' holds no values; use 'auto', 'cpu' or 'cuda[:N]'")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {device} was requested but CUDA is not available; use device='auto' or 'cpu'")
     return device
@@ -67,12 +79,13 @@ def resolve_checkpoint(name_or_dir, kind: str = "hkd") -> Path:
         if (candidate / kind).is_dir():
             return candidate / kind
         if candidate.is_dir():
-            raise CheckpointError(f"{candidate}: not a checkpoint directory (no {WEIGHTS_FILE} and no {kind}/ inside)")
+            raise CheckpointNotFoundError(f"{candidate}: not a checkpoint directory (no {WEIGHTS_FILE} and no "
+                                          f"{kind}/ inside)")
         what = "a file" if candidate.is_file() else file_kind(candidate.stat().st_mode)
-        raise CheckpointError(f"{candidate}: is {what}; a checkpoint is a directory holding {WEIGHTS_FILE}, "
+        raise CheckpointNotFoundError(f"{candidate}: is {what}; a checkpoint is a directory holding {WEIGHTS_FILE}, "
                               f"{CONFIG_FILE} and {META_FILE}")
     names = shipped_names()
-    raise CheckpointError(f"checkpoint {str(name_or_dir)!r} not found: no such directory, and not a shipped name "
+    raise CheckpointNotFoundError(f"checkpoint {str(name_or_dir)!r} not found: no such directory, and not a shipped name "
                           f"(shipped under {CHECKPOINT_ROOT}: {', '.join(names) if names else 'none'})")
 
 
@@ -233,10 +246,16 @@ def _short(items: list[str], limit: int = 5) -> str:
 
 
 def load(name_or_dir="default", device="auto", dtype: torch.dtype | None = None):
-    """Load a trained HKD model (a shipped name such as "default", or a checkpoint directory)."""
+    """Load a trained HKD model (a shipped name such as "default", or a checkpoint directory).
+
+    device: "auto" (CUDA when present), "cpu", "cuda[:N]" or a torch.device. dtype: None (as saved),
+    a floating torch.dtype, or its name ("float32", "float16", "bfloat16", "float64")."""
     from .model.config import ConfigError
     from .model.hkd import HKDModel
 
+    # Arguments first: a bad dtype or device should not cost reading the weights.
+    dtype = check_dtype(dtype)
+    device = resolve_device(device)
     directory = resolve_checkpoint(name_or_dir, kind="hkd")
     state, config, meta = read_checkpoint(directory, kind="hkd")
     try:
@@ -248,4 +267,22 @@ def load(name_or_dir="default", device="auto", dtype: torch.dtype | None = None)
     model.checkpoint_sha256 = file_sha256(directory / WEIGHTS_FILE)
     model.meta = meta
     model.eval().requires_grad_(False)
-    return model.to(device=resolve_device(device), dtype=dtype)
+    return model.to(device=device, dtype=dtype)
+
+
+DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+def check_dtype(dtype, name: str = "dtype") -> torch.dtype | None:
+    """None, a floating torch.dtype or its name -> torch.dtype (or None), with an error naming `name`."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, str):
+        if dtype.removeprefix("torch.") not in DTYPE_NAMES:
+            raise ValueError(f"{name} must be one of {', '.join(DTYPE_NAMES)} (or a torch.dtype), got {dtype!r}")
+        return DTYPE_NAMES[dtype.removeprefix("torch.")]
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"{name} must be None, a torch.dtype or one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"{name} must be a floating-point dtype ({', '.join(DTYPE_NAMES)}), got {dtype}")
+    return dtype

@@ -1,7 +1,8 @@
 """`hkdviz` command line: demo | train | eval | figures | info | spectrum | trajectory.
 
 The core commands live here; the others are owned by their packages and dispatched lazily, so
-`hkdviz info` does not import the training stack.
+`hkdviz info` does not import the training stack. Every failure is one line on stderr with exit code 2
+(bad usage) or 1 (a failed run); `--debug` or HKDVIZ_DEBUG=1 adds the traceback (hkdviz.errors).
 """
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ import argparse
 import importlib
 import json
 import sys
+
+from .errors import OneLineParser, UsageError, check_device_option, run_guarded
+
+# More seeds than this on one command line is almost surely a typo (0-999999999); it is refused before
+# any list is built. Larger jobs call the Python API in pieces.
+MAX_SEEDS = 100_000
 
 # command -> (module, help). Each module exposes main(argv) -> int.
 DISPATCHED = {
@@ -21,7 +28,8 @@ DISPATCHED = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hkdviz", description="See inside Hierarchical Koopman Diffusion models.")
+    parser = OneLineParser(prog="hkdviz", description="See inside Hierarchical Koopman Diffusion models.",
+                           epilog="Add --debug (or set HKDVIZ_DEBUG=1) to see the traceback of a failure.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in DISPATCHED.items():
         commands.add_parser(name, help=help_text, add_help=False)
@@ -46,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-3,8' -> [0, 1, 2, 3, 8]."""
-    seeds = []
+def parse_seeds(text: str, limit: int = MAX_SEEDS) -> list[int]:
+    """'0-3,8' -> [0, 1, 2, 3, 8]. Seeds lie in [0, 2**63); more than `limit` are refused before any
+    list is built."""
+    parts = []
     try:
         for part in text.split(","):
             part = part.strip()
@@ -56,14 +65,19 @@ def parse_seeds(text: str) -> list[int]:
                 first, last = (int(value) for value in part.split("-", 1))
                 if last < first:
                     raise ValueError
-                seeds.extend(range(first, last + 1))
+                parts.append(range(first, last + 1))
             elif part:
-                seeds.append(int(part))
+                parts.append(range(int(part), int(part) + 1))
     except ValueError:
         raise argparse.ArgumentTypeError(f"cannot read seeds {text!r}: use e.g. '0-7' or '1,5,9'") from None
-    if not seeds:
+    count = sum(len(part) for part in parts)
+    if not count:
         raise argparse.ArgumentTypeError("no seeds given")
-    return seeds
+    if count > limit:
+        raise argparse.ArgumentTypeError(f"seeds {text!r} name {count:,} seeds; at most {limit:,} per command")
+    if any(part.start < 0 or part.stop > 2 ** 63 for part in parts):
+        raise argparse.ArgumentTypeError(f"seeds {text!r}: every seed must lie in [0, 2**63)")
+    return [seed for part in parts for seed in part]
 
 
 def command_info(args) -> int:
@@ -81,23 +95,32 @@ def command_info(args) -> int:
         "meta": model.meta,
     }
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2, default=repr))
         return 0
     print(f"checkpoint  {summary['checkpoint']}")
     print(f"sha256      {summary['sha256']}")
     print(f"preset      {summary['preset']} ({model.config['unet']['model_channels']} channels)   "
           f"parameters {summary['parameters']:,}   image {tuple(model.image_shape)}")
     print(f"koopman     {summary['koopman']}")
-    print(f"trained     step {model.meta.get('step')} on {model.meta.get('dataset')}")
+    print(f"trained     step {model.meta.get('step')!s:.40} on {model.meta.get('dataset')!s:.200}")
     print(f"{'level':>5}  {'name':<16} {'channels':>8} {'size':>7}  operator")
     for level in model.levels:
         print(f"{level.index:>5}  {level.name:<16} {level.channels:>8} {level.height:>3}x{level.width:<3}  {level.operator}")
-    metrics = dict(model.meta.get("metrics") or {})
+    metrics = model.meta.get("metrics") or {}
+    if not isinstance(metrics, dict):  # meta.json is hand-editable: show what is there, do not crash on it
+        print(f"metrics     (not a mapping in meta.json) {json.dumps(metrics, default=repr)[:500]}")
+        return 0
+    metrics = dict(metrics)
     evaluation = metrics.pop("evaluation", None)
-    if evaluation and evaluation.get("rows"):
-        print_evaluation_summary(evaluation)
+    if isinstance(evaluation, dict) and evaluation.get("rows"):
+        try:
+            print_evaluation_summary(evaluation)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as error:
+            print(f"evaluation  (unreadable in meta.json: {type(error).__name__}: {error})")
+    elif evaluation is not None:
+        metrics["evaluation"] = evaluation
     if metrics:
-        print("metrics     " + json.dumps(metrics))
+        print("metrics     " + json.dumps(metrics, default=repr))
     return 0
 
 
@@ -134,8 +157,14 @@ def command_trajectory(args) -> int:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DISPATCHED:
+        # run_guarded takes --debug out of argv and tells the command through hkdviz.errors.debugging().
         module = importlib.import_module(DISPATCHED[argv[0]][0])
-        return module.main(argv[1:])
+        return run_guarded(f"hkdviz {argv[0]}", module.main, argv[1:])
+    prog = f"hkdviz {argv[0]}" if argv and argv[0] in ("info", "spectrum", "trajectory") else "hkdviz"
+    return run_guarded(prog, _run_core, argv)
+
+
+def _run_core(argv) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -146,13 +175,12 @@ def main(argv=None) -> int:
             args.seeds = parse_seeds(args.seeds)
         except argparse.ArgumentTypeError as error:
             parser.error(str(error))
-    from hkdviz.checkpoint import CheckpointError
+    if hasattr(args, "device"):
+        check_device_option(args.device)
+    if hasattr(args, "output") and not args.output.strip():
+        raise UsageError("-o/--output is empty")
     handlers = {"info": command_info, "spectrum": command_spectrum, "trajectory": command_trajectory}
-    try:
-        return handlers[args.command](args)
-    except (CheckpointError, ValueError, RuntimeError, OSError) as error:
-        print(f"hkdviz {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    return handlers[args.command](args)
 
 
 if __name__ == "__main__":

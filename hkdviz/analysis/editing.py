@@ -70,6 +70,8 @@ def check_images(model, images, name: str = "images", allow_single: bool = False
     if images.ndim != 4 or tuple(images.shape[1:]) != shape:
         expected = f"[{', '.join(map(str, shape))}] or [N, ...]" if allow_single else f"[N, {', '.join(map(str, shape))}]"
         raise ValueError(f"{name} must have shape {expected} to match the model's images, got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(images.shape)} holds no image")
     if not bool(torch.isfinite(images).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     low, high = float(images.min()), float(images.max())
@@ -103,6 +105,8 @@ class EditSession:
                              f"got {reference.shape[0]} images")
         if isinstance(reference_seed, bool) or not isinstance(reference_seed, numbers.Integral):
             raise TypeError(f"reference_seed must be an integer, got {reference_seed!r}")
+        if not 0 <= reference_seed < 2 ** 63:
+            raise ValueError(f"reference_seed must be in [0, 2**63), got {reference_seed}")
         self.reference = reference
         self.reference_seed = int(reference_seed)
         self.time = edit_time(model, time)
@@ -245,6 +249,8 @@ def _check_sigmas(model, sigmas) -> list[float]:
 def _seed_generators(seed, count: int) -> list[torch.Generator]:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {seed!r}")
+    if not 0 <= seed < 2 ** 63 - count:
+        raise ValueError(f"seed must be in [0, 2**63 - {count}) (one generator per image: seed + index), got {seed}")
     # One generator per image (seed + index): an image's result does not depend on the batch around it.
     return [torch.Generator().manual_seed(int(seed) + index) for index in range(count)]
 

@@ -32,7 +32,7 @@ import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from ..model.hkd import check_seeds, sigma_tensor
+from ..model.hkd import check_batch_size, check_seeds, sigma_tensor
 from .bands import Band, as_band, band_masks, kept_fraction, selection_masks
 from .storage import provenance_attrs
 from .trajectory import time_grid
@@ -133,6 +133,12 @@ class Mix(Intervention):
         super().__post_init__()
         object.__setattr__(self, "other", tuple(self.other))
         object.__setattr__(self, "ratio", check_ratio(self.ratio))
+        for level, other in enumerate(self.other):
+            if not isinstance(other, torch.Tensor) or not other.is_floating_point():
+                raise TypeError(f"Mix: other latent of level {level} must be a floating-point tensor, got "
+                                f"{getattr(other, 'dtype', type(other).__name__)}")
+            if not bool(torch.isfinite(other).all()):
+                raise ValueError(f"Mix: other latent of level {level} contains NaN or infinite values")
 
     def edit(self, latents):
         if len(self.other) != len(latents):
@@ -256,8 +262,7 @@ def latents_at(model, seeds: Sequence[int], time: float | None) -> list[torch.Te
 
 
 def _chunks(items: list, size: int):
-    if size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {size}")
+    size = check_batch_size(size)
     for start in range(0, len(items), size):
         yield items[start:start + size]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 from .koopman import KOOPMAN_TIMES
 
@@ -97,16 +98,73 @@ def resolve_config(preset_or_config=None, **overrides) -> dict:
     return config
 
 
+# Every key's type and range: (kind, low, high) with kind "int" (bool refused), "number" (finite real,
+# bool refused), "bool", or a tuple of allowed strings; low/high are inclusive bounds, None = open.
+# Checked before any module is built, so a bad value names its dotted key instead of surfacing as a
+# torch error (or, worse, as NaN samples: sigma_max = Infinity, decoder_sigma = -1).
+SCHEMA = {
+    "unet": {
+        "img_resolution": ("int", 1, 4096), "in_channels": ("int", 1, 4096), "out_channels": ("int", 1, 4096),
+        "label_dim": ("int", 0, None), "augment_dim": ("int", 0, None), "model_channels": ("int", 1, 1 << 16),
+        "channel_mult_emb": ("int", 1, 64), "num_blocks": ("int", 1, 64), "dropout": ("number", 0.0, 1.0),
+        "label_dropout": ("number", 0.0, 1.0), "embedding_type": (("positional", "fourier"), None, None),
+        "channel_mult_noise": ("int", 1, 64),
+    },
+    "diffusion": {"sigma_min": ("number", None, None), "sigma_max": ("number", None, None),
+                  "sigma_data": ("number", None, None), "decoder_sigma": ("number", None, None)},
+    "koopman": {"operator": (("block", "dense", "dense_shared"), None, None),
+                "levels": (("all", "bottleneck", "none"), None, None), "max_exponent": ("number", None, None),
+                "time": (KOOPMAN_TIMES, None, None)},
+}
+
+
+def _check_value(key: str, value, kind, low, high) -> None:
+    if isinstance(kind, tuple):
+        if value not in kind:
+            raise ConfigError(f"{key} must be one of {', '.join(map(repr, kind))}, got {value!r}")
+        return
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind == "int" and not isinstance(value, int)):
+        what = "an integer" if kind == "int" else "a number"
+        raise ConfigError(f"{key} must be {what}, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key} must be finite, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise ConfigError(f"{key} must lie in {bounds}, got {value!r}")
+
+
+def _check_int_list(key: str, value, allow_empty: bool, low: int = 1) -> None:
+    if not isinstance(value, (list, tuple)) or (not value and not allow_empty):
+        raise ConfigError(f"{key} must be a {'' if allow_empty else 'non-empty '}list of integers, got {value!r}")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int) or item < low:
+            raise ConfigError(f"{key} must hold integers >= {low}, got {item!r} in {value!r}")
+
+
 def validate_config(config: dict) -> None:
+    """Types and ranges of every key (errors name the dotted key and the value), then the cross-key rules."""
+    for section, schema in SCHEMA.items():
+        if not isinstance(config.get(section), dict):
+            raise ConfigError(f"{section} must be a mapping of keys, got {config.get(section)!r}")
+        for key, (kind, low, high) in schema.items():
+            _check_value(f"{section}.{key}", config[section][key], kind, low, high)
     unet, diffusion, koopman = config["unet"], config["diffusion"], config["koopman"]
-    if koopman["operator"] not in ("block", "dense", "dense_shared"):
-        raise ConfigError(f"koopman.operator must be 'block', 'dense' or 'dense_shared', got {koopman['operator']!r}")
-    if koopman["levels"] not in ("all", "bottleneck", "none"):
-        raise ConfigError(f"koopman.levels must be 'all', 'bottleneck' or 'none', got {koopman['levels']!r}")
-    if koopman["time"] not in KOOPMAN_TIMES:
-        raise ConfigError(f"koopman.time must be one of {KOOPMAN_TIMES}, got {koopman['time']!r}")
-    if config["output"] not in OUTPUTS:
-        raise ConfigError(f"output must be one of {OUTPUTS}, got {config['output']!r}")
+    _check_int_list("unet.channel_mult", unet["channel_mult"], allow_empty=False)
+    _check_int_list("unet.attn_resolutions", unet["attn_resolutions"], allow_empty=True)
+    if unet["dropout"] >= 1 or unet["label_dropout"] >= 1:
+        raise ConfigError(f"unet.dropout and unet.label_dropout must lie in [0, 1), got {unet['dropout']!r} "
+                          f"and {unet['label_dropout']!r}")
+    for key in ("sigma_min", "sigma_max", "sigma_data", "decoder_sigma"):
+        if diffusion[key] <= 0:
+            raise ConfigError(f"diffusion.{key} must be positive, got {diffusion[key]!r}")
+    if koopman["max_exponent"] <= 0:
+        raise ConfigError(f"koopman.max_exponent must be positive, got {koopman['max_exponent']!r}")
+    if config.get("output") not in OUTPUTS:
+        raise ConfigError(f"output must be one of {', '.join(map(repr, OUTPUTS))}, got {config.get('output')!r}")
     if not 0 < diffusion["sigma_min"] < diffusion["sigma_max"]:
         raise ConfigError(f"need 0 < sigma_min < sigma_max, got {diffusion['sigma_min']} and {diffusion['sigma_max']}")
     if unet["img_resolution"] % (2 ** (len(unet["channel_mult"]) - 1)):

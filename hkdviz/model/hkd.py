@@ -15,7 +15,9 @@ Output head (config "output"):
 """
 from __future__ import annotations
 
+import math
 import numbers
+import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -25,6 +27,12 @@ from torch import nn
 from .config import resolve_config, unet_kwargs
 from .koopman import koopman_time, make_level
 from .unet import SongUNet
+
+# Latents are limited to +-LATENT_LIMIT before decoding (`saturate`), so that a huge evolution
+# (`evolve(z, 1e9)` on a growing mode) or gain (`Gain(band, 1e30)`) saturates the image instead of
+# overflowing the decoder's float32 arithmetic into inf/NaN. A trained model's latents are many orders
+# of magnitude smaller (docs/hardening-values.md); below the limit they are decoded untouched.
+LATENT_LIMIT = 1e8
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,8 @@ def sigma_tensor(sigma, batch: int, device, dtype=torch.float32) -> torch.Tensor
         sigma = sigma.reshape(batch)
     else:
         raise ValueError(f"sigma must be a number or hold one value per sample ([{batch}]), got shape {tuple(sigma.shape)}")
-    if not bool((sigma > 0).all()):
-        raise ValueError("sigma must be positive")
+    if not bool(((sigma > 0) & (sigma < math.inf)).all()):  # one check (one device sync) for NaN, inf, <= 0
+        raise ValueError(f"sigma must be positive and finite, got {sigma.flatten()[:5].tolist()}")
     return sigma
 
 
@@ -123,6 +131,10 @@ class HKDModel(DiffusionModule):
             raise ValueError(f"x_t must have shape [N, {', '.join(map(str, self.image_shape))}], got {tuple(x_t.shape)}")
         if not x_t.is_floating_point():
             raise TypeError(f"x_t must be a floating-point tensor, got {x_t.dtype}")
+        if x_t.device != self.device:
+            raise ValueError(f"x_t is on {x_t.device} but the model is on {self.device}; move it with x_t.to(model.device)")
+        if not bool(torch.isfinite(x_t).all()):
+            raise ValueError("x_t contains NaN or infinite values")
         sigma = sigma_tensor(sigma, x_t.shape[0], x_t.device)
         c_in = 1 / (sigma ** 2 + self.sigma_data ** 2).sqrt()
         c_noise = sigma.log() / 4
@@ -134,6 +146,7 @@ class HKDModel(DiffusionModule):
         tau broadcasts against the latents' leading dims: a number, [N] (one per sample) or [K, 1]
         (K times for every sample -> [K, N, ...])."""
         self._check_latents(latents)
+        check_tau(tau, lead=latents[0].shape[:-3])
         return [level.evolve(latent, tau) for level, latent in zip(self.koopman, latents)]
 
     def koopman_time(self, sigma) -> torch.Tensor:
@@ -168,7 +181,7 @@ class HKDModel(DiffusionModule):
         """
         self._check_latents(latents)
         lead = latents[0].shape[:-3]
-        flat = [latent.reshape(-1, *latent.shape[-3:]) for latent in latents]
+        flat = saturate([latent.reshape(-1, *latent.shape[-3:]) for latent in latents])
         batch = flat[0].shape[0]
         decoder_sigma = torch.full((batch,), self.decoder_sigma, device=flat[0].device)
         emb = self.unet.embed(decoder_sigma.log() / 4, class_labels).to(flat[0].dtype)
@@ -217,17 +230,33 @@ class HKDModel(DiffusionModule):
 
     @torch.no_grad()
     def sample(self, seeds: Sequence[int], batch_size: int = 256, class_labels: torch.Tensor | None = None,
-               autocast_dtype: torch.dtype | None = None, channels_last: bool = False) -> torch.Tensor:
+               autocast_dtype: torch.dtype | None = None, channels_last: bool = False,
+               progress: bool = True) -> torch.Tensor:
         """One-step samples [N, C, H, W] in [-1, 1] for the given seeds, on the model's device.
 
         autocast_dtype (e.g. torch.bfloat16) enables mixed precision on GPU; channels_last converts
         the inputs to that memory format (convert the model too: model.to(memory_format=...)).
+        Seeds are drawn `batch_size` at a time, with a progress bar when there is more than one batch
+        (progress=False hides it); the result must fit in memory (check_output_memory says so first).
         """
+        if isinstance(seeds, range):  # a huge range is refused before it becomes a list
+            check_output_memory(len(seeds), self.image_shape, self.device)
         seeds = check_seeds(seeds)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        outputs = []
-        for start in range(0, len(seeds), batch_size):
+        batch_size = check_batch_size(batch_size)
+        check_output_memory(len(seeds), self.image_shape, self.device)
+        if autocast_dtype not in (None, torch.bfloat16, torch.float16):
+            raise ValueError(f"autocast_dtype must be None, torch.bfloat16 or torch.float16, got {autocast_dtype!r}")
+        if class_labels is not None and self.unet.label_dim == 0:
+            raise ValueError("class_labels were given, but this model is unconditional (label_dim 0): pass None")
+        if class_labels is not None and len(class_labels) != len(seeds):
+            raise ValueError(f"class_labels must hold one row per seed ({len(seeds)}), got {len(class_labels)}")
+        # Filled batch by batch: no list of batches plus a concatenated copy (twice the memory at the end).
+        outputs = None
+        starts = range(0, len(seeds), batch_size)
+        if progress and len(starts) > 1:
+            from tqdm.auto import tqdm
+            starts = tqdm(starts, desc="hkdviz sample", unit="batch")
+        for start in starts:
             chunk = seeds[start:start + batch_size]
             x_T = self.noise(chunk)
             if channels_last:
@@ -235,8 +264,10 @@ class HKDModel(DiffusionModule):
             labels = None if class_labels is None else class_labels[start:start + batch_size]
             with torch.autocast(self.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 image = self(x_T, self.sigma_max, labels)
-            outputs.append(image.float().clamp(-1, 1))
-        return torch.cat(outputs)
+            if outputs is None:
+                outputs = torch.empty(len(seeds), *image.shape[1:], device=image.device)
+            outputs[start:start + len(chunk)] = image.float().clamp(-1, 1)
+        return outputs
 
     # -- persistence -------------------------------------------------------------------------------
     def save(self, directory, meta: dict | None = None) -> None:
@@ -247,8 +278,29 @@ class HKDModel(DiffusionModule):
         return sum(parameter.numel() for parameter in self.parameters())
 
     def _check_latents(self, latents) -> None:
+        if isinstance(latents, torch.Tensor) or not hasattr(latents, "__len__"):
+            raise TypeError(f"latents must be a list of {len(self.koopman)} tensors (one per level), "
+                            f"got {type(latents).__name__}")
         if len(latents) != len(self.koopman):
             raise ValueError(f"expected {len(self.koopman)} latents (one per level), got {len(latents)}")
+        lead, device = None, self.device
+        for info, latent in zip(self._levels, latents):
+            expected = f"[..., {info.channels}, {info.height}, {info.width}]"
+            if not isinstance(latent, torch.Tensor):
+                raise TypeError(f"latent of level {info.index} ({info.name}) must be a tensor {expected}, "
+                                f"got {type(latent).__name__}")
+            if tuple(latent.shape[-3:]) != (info.channels, info.height, info.width) or latent.ndim < 4:
+                raise ValueError(f"latent of level {info.index} ({info.name}) must have shape [N, {info.channels}, "
+                                 f"{info.height}, {info.width}] (or more leading dims), got {tuple(latent.shape)}")
+            if not latent.is_floating_point():
+                raise TypeError(f"latent of level {info.index} ({info.name}) must be floating point, got {latent.dtype}")
+            if latent.device != device:
+                raise ValueError(f"latent of level {info.index} ({info.name}) is on {latent.device}, the model on {device}")
+            if lead is None:
+                lead = latent.shape[:-3]
+            elif latent.shape[:-3] != lead:
+                raise ValueError(f"latent of level {info.index} ({info.name}) has leading dims {tuple(latent.shape[:-3])}, "
+                                 f"level 0 has {tuple(lead)}: every level needs the same")
 
     def extra_repr(self) -> str:
         return f"preset={self.config['preset']!r}, levels={len(self._levels)}, parameters={self.num_parameters():,}"
@@ -269,6 +321,12 @@ def check_seeds(seeds) -> list[int]:
         seeds = [seeds]
     if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
         raise TypeError(f"seeds must be an integer or a sequence of integers, got {type(seeds).__name__}")
+    if isinstance(seeds, range):  # checked from its ends, without a loop over a possibly huge range
+        if len(seeds) and not (0 <= min(seeds) and max(seeds) < 2 ** 63):
+            raise ValueError(f"seeds must be in [0, 2**63), got {seeds}")
+        if not len(seeds):
+            raise ValueError("seeds is empty")
+        return list(seeds)
     seeds = list(seeds)
     if not seeds:
         raise ValueError("seeds is empty")
@@ -278,6 +336,76 @@ def check_seeds(seeds) -> list[int]:
         if not 0 <= int(seed) < 2 ** 63:
             raise ValueError(f"seeds must be in [0, 2**63), got {seed}")
     return [int(seed) for seed in seeds]
+
+
+def saturate(latents: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The latents clamped to +-LATENT_LIMIT; the very same tensors when none exceeds it. Looking first
+    (a read-only min/max, one device sync for all levels) is cheaper than clamping every time: a clamp
+    allocates a copy of every latent, and those fresh buffers measurably slowed sampling on the CPU."""
+    extremes = [torch.stack(torch.aminmax(latent)).abs().max() for latent in latents if latent.numel()]
+    if not extremes or not bool((torch.stack(extremes) > LATENT_LIMIT).any()):
+        return latents
+    return [latent.clamp(-LATENT_LIMIT, LATENT_LIMIT) for latent in latents]
+
+
+def check_batch_size(batch_size, name: str = "batch_size") -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"{name} must be >= 1, got {batch_size}")
+    return int(batch_size)
+
+
+def check_tau(tau, lead=None) -> None:
+    """tau of `evolve`: a real number, or a real tensor/array of them, all finite, whose shape broadcasts
+    against the latents' leading dims `lead` (number, [N], [K, 1], ...)."""
+    if isinstance(tau, torch.Tensor):
+        if tau.is_complex() or tau.dtype == torch.bool:
+            raise TypeError(f"tau must be real, got a {tau.dtype} tensor")
+        if lead is not None:
+            try:
+                torch.broadcast_shapes(tau.shape, lead)
+            except RuntimeError:
+                raise ValueError(f"tau of shape {tuple(tau.shape)} does not broadcast against the latents' leading "
+                                 f"dims {tuple(lead)}: use a number, [{lead[-1] if lead else 'N'}] or [K, 1]") from None
+        if tau.is_floating_point() and not bool(torch.isfinite(tau).all()):
+            raise ValueError(f"tau must be finite, got NaN or inf in {tau.flatten()[:5].tolist()}")
+        return
+    if isinstance(tau, bool) or isinstance(tau, (str, bytes, complex)):
+        raise TypeError(f"tau must be a real number or a tensor of them, got {tau!r}")
+    if isinstance(tau, numbers.Real):
+        if not math.isfinite(tau):
+            raise ValueError(f"tau must be finite, got {tau}")
+        return
+    try:
+        values = torch.as_tensor(tau, dtype=torch.float64)  # a list or a numpy array
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"tau must be a real number or a tensor of them, got {type(tau).__name__}") from None
+    check_tau(values, lead)
+
+
+def available_memory_bytes(device: torch.device) -> int | None:
+    """Free memory where an output of `device` lives: CUDA's free memory, the host's available RAM
+    (Linux), or None where it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cpu" and hasattr(os, "sysconf"):
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            return None
+    return None
+
+
+def check_output_memory(count: int, image_shape, device: torch.device) -> None:
+    """Refuse, before any work, a float32 result [count, C, H, W] larger than the free memory."""
+    needed = count * math.prod(image_shape) * 4
+    if needed < 1 << 30:  # under 1 GiB: not worth asking the system
+        return
+    free = available_memory_bytes(device)
+    if free is not None and needed > free:
+        raise MemoryError(f"{count:,} samples of {list(image_shape)} need {needed / 2**30:.1f} GiB on {device}, "
+                          f"{free / 2**30:.1f} GiB are free: sample fewer seeds per call")
 
 
 def build(preset_or_config=None, **overrides) -> HKDModel:
@@ -295,4 +423,5 @@ def karras_sigmas(num_points: int, sigma_min: float, sigma_max: float, rho: floa
     return (sigma_max ** (1 / rho) + index / (num_points - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
 
 
-__all__ = ["HKDModel", "LevelInfo", "build", "check_seeds", "seed_noise", "sigma_tensor", "karras_sigmas"]
+__all__ = ["HKDModel", "LevelInfo", "build", "check_seeds", "check_batch_size", "check_tau", "seed_noise", "sigma_tensor",
+           "karras_sigmas", "LATENT_LIMIT"]

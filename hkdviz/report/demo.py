@@ -25,7 +25,8 @@ from .source import cpu_threads, parse_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hkdviz demo", description=__doc__,
+    from hkdviz.errors import OneLineParser
+    parser = OneLineParser(prog="hkdviz demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="default", help="shipped name or checkpoint directory (default: default)")
     parser.add_argument("--out", default="hkdviz-demo", help="output directory (default: ./hkdviz-demo)")
@@ -119,7 +120,8 @@ def interactive_sections(data_dir: Path, figure_dir: Path, figure_results):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    from hkdviz.errors import split_debug
+    args = build_parser().parse_args(split_debug(argv)[0])
     from tqdm.auto import tqdm
     from hkdviz.checkpoint import CheckpointError
     from .html import write_report
@@ -141,12 +143,15 @@ def main(argv=None) -> int:
         bar.update()
 
     start = stage("model")
+    from hkdviz.errors import UsageError, check_device_option, describe, exit_code, print_traceback_if_debugging
     try:
+        check_device_option(args.device)
         source = find_teacher(open_model(args.checkpoint, args.device), args.teacher, args.device)
-    except (CheckpointError, RuntimeError) as error:
+    except (UsageError, CheckpointError, RuntimeError) as error:
         bar.close()
-        print(f"hkdviz demo: error: {error}", file=sys.stderr)
-        return 2
+        print_traceback_if_debugging()
+        print(f"hkdviz demo: error: {describe(error)}", file=sys.stderr)
+        return exit_code(error)
     done("model", start)
     if source.banner:
         bar.clear()
@@ -198,4 +203,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hkdviz.errors import run_guarded
+    sys.exit(run_guarded("hkdviz demo", main))

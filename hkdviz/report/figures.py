@@ -25,7 +25,9 @@ Files written into --out (each as .pdf and .png; sizes for two-column papers: 3.
                                                     states, per level; one-step error from each state
 
 plus figures.json (what was drawn from which file, what was skipped and why). A figure whose data
-file is missing is skipped with a message; figures from an untrained model carry a red note.
+file is missing is skipped with a message; figures from an untrained model carry a red note. A data
+file that cannot be read (corrupt, truncated, not netCDF) or drawn from fails only its own figures:
+each is named in a warning on stderr, the others are drawn, and the command exits with code 1.
 """
 from __future__ import annotations
 
@@ -125,6 +127,7 @@ class FigureResult:
     skipped: str | None = None
     caption: str = ""
     paper: str = ""
+    failed: bool = False     # skipped because its data could not be read or drawn (not merely absent)
 
 
 def is_untrained(ds) -> bool:
@@ -135,7 +138,7 @@ def is_untrained(ds) -> bool:
 
 def render_figures(data_dir, out_dir, formats=("pdf", "png"), only=None, progress=None) -> list[FigureResult]:
     """Draw every figure (or those in `only`) from the netCDF files in data_dir into out_dir."""
-    from hkdviz.analysis.storage import open_dataset
+    from hkdviz.analysis.storage import StorageError, open_dataset
     from hkdviz.plot.paper import save_figure
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     specs = [spec for spec in FIGURES if only is None or spec.stem in only]
@@ -146,18 +149,25 @@ def render_figures(data_dir, out_dir, formats=("pdf", "png"), only=None, progres
         result = FigureResult(spec.stem, FILES[spec.dataset], caption=spec.caption, paper=spec.paper)
         path = data_dir / FILES[spec.dataset]
         if spec.dataset not in cache:
-            cache[spec.dataset] = open_dataset(path) if path.exists() else None
+            try:
+                cache[spec.dataset] = open_dataset(path) if path.exists() else None
+            except (StorageError, OSError, ValueError) as error:  # one bad file fails only its own figures
+                cache[spec.dataset] = error
         ds = cache[spec.dataset]
         if ds is None:
             result.skipped = f"no data file {path}"
+        elif isinstance(ds, Exception):
+            result.skipped = f"cannot read {path}: {' '.join(str(ds).split())}"
+            result.failed = True
         else:
             try:
                 figure = builders[spec.stem](ds)
                 if is_untrained(ds):
                     figure.text(0.0, 0.0, "untrained model", color="#D55E00", fontsize=5, ha="left", va="bottom")
                 result.files = [str(file) for file in save_figure(figure, out_dir / spec.stem, formats)]
-            except (ValueError, KeyError, TypeError) as error:
-                result.skipped = f"cannot draw from {path.name}: {error}"
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+                result.skipped = f"cannot draw from {path}: {type(error).__name__}: {error}"
+                result.failed = True
         result.seconds = time.perf_counter() - start
         results.append(result)
         if progress is not None:
@@ -205,7 +215,8 @@ def compute_all(source, data_dir, names=None, settings=None, on_done=None) -> li
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hkdviz figures", description=__doc__,
+    from hkdviz.errors import OneLineParser
+    parser = OneLineParser(prog="hkdviz figures", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="default", help="shipped name or checkpoint directory (default: default)")
     parser.add_argument("--out", default="hkdviz-figures", help="output directory (default: ./hkdviz-figures)")
@@ -228,12 +239,13 @@ def _parse_list(text, known, what):
     items = [item.strip() for item in text.split(",") if item.strip()]
     unknown = [item for item in items if known is not None and item not in known]
     if unknown or not items:
-        raise SystemExit(f"hkdviz figures: unknown {what} {unknown or text!r}; choose from {', '.join(known)}")
+        raise SystemExit(f"hkdviz figures: error: unknown {what} {unknown or text!r}; choose from {', '.join(known)}")
     return items
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    from hkdviz.errors import split_debug
+    args = build_parser().parse_args(split_debug(argv)[0])
     only = _parse_list(args.only, list(SPECS), "figure")
     formats = _parse_list(args.formats, ["pdf", "png", "svg", "eps", "jpg", "tif"], "format")
     out_dir = Path(args.out)
@@ -252,11 +264,14 @@ def main(argv=None) -> int:
         from hkdviz.checkpoint import CheckpointError
         from .source import find_teacher, open_model, print_banner
         data_dir = out_dir / "data"
+        from hkdviz.errors import UsageError, check_device_option, describe, exit_code, print_traceback_if_debugging
         try:
+            check_device_option(args.device)
             source = find_teacher(open_model(args.checkpoint, args.device), args.teacher, args.device)
-        except (CheckpointError, RuntimeError) as error:
-            print(f"hkdviz figures: error: {error}", file=sys.stderr)
-            return 2
+        except (UsageError, CheckpointError, RuntimeError) as error:
+            print_traceback_if_debugging()
+            print(f"hkdviz figures: error: {describe(error)}", file=sys.stderr)
+            return exit_code(error)
         if source.banner:
             print_banner(source.banner)
         print(f"model: {source.description}\n{source.teacher_description}")
@@ -270,6 +285,8 @@ def main(argv=None) -> int:
     def report(result):
         where = result.skipped and f"skipped: {result.skipped}" or ", ".join(Path(file).name for file in result.files)
         print(f"  figure {result.stem:<26} {where} ({result.seconds:.1f} s)")
+        if result.failed:
+            print(f"hkdviz figures: warning: {result.stem} skipped: {result.skipped}", file=sys.stderr)
 
     results = render_figures(data_dir, out_dir, formats, only, progress=report)
     manifest = write_manifest(out_dir / "figures.json", results, outcomes, source)
@@ -278,8 +295,14 @@ def main(argv=None) -> int:
           f"manifest {manifest}")
     if source is not None and source.banner:
         print_banner(source.banner)
+    failed = [result.stem for result in results if result.failed]
+    if failed:
+        print(f"hkdviz figures: error: {len(failed)} figure(s) failed ({', '.join(failed)}); see the warnings above",
+              file=sys.stderr)
+        return 1
     return 0 if written else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hkdviz.errors import run_guarded
+    sys.exit(run_guarded("hkdviz figures", main))

@@ -3,7 +3,8 @@
 Where a checkout lacks the shipped `default` checkpoint (checkpoints/default/hkd),
 `hkdviz.load("default")` raises CheckpointError; reports then build an untrained `tiny` model (with
 small random Koopman generators, so its spectrum and trajectories are not degenerate) and say so in a
-banner in the terminal, the HTML and the manifest.
+banner in the terminal, the HTML and the manifest. Only the literal name "default" falls back: any
+other name that is not found (a typo such as "defualt") is an error, never a silent random model.
 """
 from __future__ import annotations
 
@@ -50,9 +51,12 @@ def untrained_tiny(device, seed: int = 0):
     return model.eval().requires_grad_(False).to(device)
 
 
+FALLBACK_NAME = "default"
+
+
 def open_model(checkpoint: str = "default", device="auto", fallback: bool = True) -> ModelSource:
     """Load `checkpoint`; when it is the shipped name "default" and missing, fall back to an untrained
-    tiny model (fallback=True) with a banner. A checkpoint given as a path must exist."""
+    tiny model (fallback=True) with a banner. Any other name, and any path, must exist."""
     import hkdviz
     from hkdviz.checkpoint import CheckpointError, resolve_checkpoint, resolve_device
 
@@ -60,9 +64,9 @@ def open_model(checkpoint: str = "default", device="auto", fallback: bool = True
     try:
         resolve_checkpoint(checkpoint, kind="hkd")
     except CheckpointError as error:
-        # Only a *missing* shipped name falls back; a corrupt checkpoint or a wrong path is an error.
-        is_shipped_name = isinstance(checkpoint, str) and not Path(checkpoint).exists() and os.sep not in checkpoint
-        if not (fallback and is_shipped_name):
+        # Only the *missing* shipped default falls back; a typo, a corrupt checkpoint or a wrong path is an error.
+        missing_default = checkpoint == FALLBACK_NAME and not Path(checkpoint).exists()
+        if not (fallback and missing_default):
             raise
         model = untrained_tiny(device)
         banner = UNTRAINED_BANNER.format(name=checkpoint, reason=str(error).split(";")[0])
@@ -160,5 +164,5 @@ def print_banner(text: str, stream=None) -> None:
     print("!" * width + end, file=stream)
 
 
-__all__ = ["ModelSource", "open_model", "find_teacher", "untrained_tiny", "print_banner", "UNTRAINED_BANNER", "cpu_threads",
+__all__ = ["ModelSource", "open_model", "FALLBACK_NAME", "find_teacher", "untrained_tiny", "print_banner", "UNTRAINED_BANNER", "cpu_threads",
            "parse_threads"]

@@ -10,26 +10,29 @@
 Every stage resumes when its output directory already holds a partial run. Layout of `all --out DIR`:
 DIR/config.json, DIR/teacher/ (run dir, checkpoint/ inside), DIR/trajectories/, DIR/hkd/ (run dir,
 checkpoint/), DIR/classifier/ (checkpoint), DIR/evaluation/, and DIR/export/{hkd,teacher,classifier}
-laid out like checkpoints/default/. Bad arguments exit with code 2 and a one-line error.
+laid out like checkpoints/default/. Bad arguments exit with code 2 and a one-line error; a run that
+fails (disk full, out of memory, NaN loss) exits with code 1 and a one-line error; --debug or
+HKDVIZ_DEBUG=1 adds the traceback.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
 STAGES = ("teacher", "trajectories", "hkd", "classifier", "all")
 
 
-class UsageError(ValueError):
-    """A command line that cannot run; exit code 2."""
+from ..errors import UsageError  # noqa: E402 - one UsageError for every hkdviz command (exit code 2)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .presets import PRESETS
 
-    parser = argparse.ArgumentParser(prog="hkdviz train", description="Train an EDM teacher, store its PF-ODE "
+    from ..errors import OneLineParser
+    parser = OneLineParser(prog="hkdviz train", description="Train an EDM teacher, store its PF-ODE "
                                      "trajectories, distil them into HKD (one GPU, CPU, or many through torchrun).")
     parser.add_argument("stage", choices=STAGES, help="which stage to run ('all' runs every stage in order)")
     parser.add_argument("--preset", default="default", help=f"training preset: {', '.join(PRESETS)} (default: default)")
@@ -48,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from ..errors import describe, exit_code, split_debug
+    argv, debug = split_debug(argv)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -58,20 +63,20 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("hkdviz train: interrupted (rerun the same command to resume)", file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001 - known input errors become one line and exit code 2
-        if _is_usage_error(error):
-            print(f"hkdviz train: error: {error}", file=sys.stderr)
-            return 2
-        raise
+    except Exception as error:  # noqa: BLE001 - every failure becomes one line: 2 for bad input, 1 for a failed run
+        if debug:
+            traceback.print_exc()
+        print(f"hkdviz train: error: {describe(error)}", file=sys.stderr)
+        return 2 if _is_usage_error(error) else exit_code(error)
 
 
 def _is_usage_error(error: Exception) -> bool:
-    from ..checkpoint import CheckpointError
+    from ..checkpoint import CheckpointNotFoundError  # a corrupt checkpoint is a failed run (1), a wrong path usage (2)
     from ..model.config import ConfigError
     from .common import TrainingError
     from .data import DatasetError
     from .presets import PresetError
-    known = (UsageError, PresetError, DatasetError, CheckpointError, ConfigError, TrainingError, FileNotFoundError)
+    known = (UsageError, PresetError, DatasetError, CheckpointNotFoundError, ConfigError, TrainingError, FileNotFoundError)
     try:
         from .classifier import ClassifierError
         known += (ClassifierError,)

@@ -261,19 +261,97 @@ def resolve_training_config(preset: str | None = "default", config=None, overrid
     return result
 
 
+# Type and range of every schema key: (kinds, low, high). kinds is a tuple of "int" (bool refused),
+# "number" (finite real, bool refused), "bool", "null", "string", "betas", or allowed string values;
+# low/high bound numbers (inclusive; None = open). Free-form parts are checked by their consumers.
+POSITIVE_INT = (("int",), 1, None)
+COUNT = (("int",), 0, None)
+OPTIONAL_POSITIVE_INT = (("int", "null"), 1, None)
+POSITIVE = (("number",), 1e-300, None)
+NON_NEGATIVE = (("number",), 0, None)
+AUTOCAST = (("bfloat16", "float16", "null"), None, None)
+CPU_AUTOCAST = (("bool", "auto"), None, None)
+FLAG = (("bool",), None, None)
+OPTIONAL_PATH = (("string", "null"), None, None)
+_OPTIMIZER = {"lr": POSITIVE, "betas": (("betas",), None, None), "eps": POSITIVE,
+              "ema_halflife_images": NON_NEGATIVE, "ema_rampup_ratio": (("number", "null"), 0, None),
+              "grad_clip": (("number", "null"), 1e-300, None), "autocast": AUTOCAST, "cpu_autocast": CPU_AUTOCAST,
+              "channels_last": FLAG, "data_memory_limit_mb": NON_NEGATIVE, "log_every": POSITIVE_INT,
+              "resume_every": POSITIVE_INT, "checkpoint_every": OPTIONAL_POSITIVE_INT, "steps": POSITIVE_INT,
+              "batch_size": POSITIVE_INT, "batch_per_device": OPTIONAL_POSITIVE_INT, "lr_cooldown_steps": COUNT}
+TRAINING_SCHEMA = {
+    (): {"seed": (("int",), 0, 2 ** 63 - 1), "device": (("string",), None, None), "steps_scale": POSITIVE},
+    ("teacher",): {**_OPTIMIZER, "lr_rampup_images": COUNT, "xflip": FLAG, "P_mean": (("number",), None, None),
+                   "P_std": POSITIVE},
+    ("trajectories",): {"count": POSITIVE_INT, "first_seed": (("int",), 0, 2 ** 63 - 1), "num_steps": POSITIVE_INT,
+                        "rho": POSITIVE, "chunk_size": POSITIVE_INT, "batch_size": POSITIVE_INT,
+                        "storage_dtype": (("float16", "float32"), None, None), "teacher": OPTIONAL_PATH,
+                        "autocast": AUTOCAST, "cpu_autocast": CPU_AUTOCAST},
+    ("hkd",): {**_OPTIMIZER, "epochs": (("number", "null"), 1e-300, None), "num_times": POSITIVE_INT,
+               "t_consistency": FLAG, "include_eps": FLAG, "dropout": (("number",), 0, 1),
+               "init_from_teacher": FLAG, "lambda1_start": NON_NEGATIVE, "lambda1_end": NON_NEGATIVE,
+               "lambda2": NON_NEGATIVE, "teacher": OPTIONAL_PATH, "trajectories": OPTIONAL_PATH,
+               "output": (("raw", "consistency"), None, None),
+               "decoder_sigma": (("number", "null", "sigma_max"), 1e-300, None),
+               "latent_weight": NON_NEGATIVE, "generator_lr_scale": POSITIVE},
+    ("classifier",): {"enabled": FLAG, "steps": POSITIVE_INT, "num_images": POSITIVE_INT, "batch_size": POSITIVE_INT,
+                      "num_held_out": COUNT, "learning_rate": POSITIVE},
+    ("evaluate",): {"enabled": FLAG},
+}
+
+
+def _kind_matches(kind: str, value) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "null":
+        return value is None
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "betas":
+        return (isinstance(value, list) and len(value) == 2
+                and all(_kind_matches("number", item) and 0 <= item < 1 for item in value))
+    return value == kind  # an allowed string value
+
+
+def _describe_kinds(kinds) -> str:
+    names = {"int": "an integer", "number": "a number", "bool": "true or false", "null": "null",
+             "string": "a string", "betas": "two numbers in [0, 1)"}
+    return " or ".join(names.get(kind, repr(kind)) for kind in kinds)
+
+
 def check_training_config(config: dict) -> None:
-    for section in ("teacher", "hkd"):
-        options = config[section]
-        for key in ("batch_size", "steps"):
-            value = options.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise PresetError(f"{section}.{key} must be a positive integer, got {value!r}")
-    if config["trajectories"]["storage_dtype"] not in ("float16", "float32"):
-        raise PresetError(f"trajectories.storage_dtype must be 'float16' or 'float32', "
-                          f"got {config['trajectories']['storage_dtype']!r}")
-    scale = config["steps_scale"]
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale <= 0:
-        raise PresetError(f"steps_scale must be a positive number, got {scale!r}")
+    """Type and range of every key of the schema; errors name the dotted key and the value as given
+    (so `--set hkd.lr=nan` reads "hkd.lr must be finite, got nan")."""
+    for path, schema in TRAINING_SCHEMA.items():
+        section = config
+        for part in path:
+            section = section[part]
+        for key, (kinds, low, high) in schema.items():
+            if key not in section:
+                continue
+            value, name = section[key], ".".join(path + (key,))
+            if not any(_kind_matches(kind, value) for kind in kinds):
+                raise PresetError(f"{name} must be {_describe_kinds(kinds)}, got {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise PresetError(f"{name} must be finite, got {value!r}")
+            if _kind_matches("number", value) and ((low is not None and value < low) or (high is not None and value > high)):
+                if low == 1e-300:
+                    raise PresetError(f"{name} must be positive, got {value!r}")
+                if "int" in kinds and high is None and low in (0, 1):
+                    raise PresetError(f"{name} must be a {'positive' if low else 'non-negative'} integer, got {value!r}")
+                bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+                raise PresetError(f"{name} must be {bounds}, got {value!r}")
+    if config["hkd"]["dropout"] >= 1:
+        raise PresetError(f"hkd.dropout must lie in [0, 1), got {config['hkd']['dropout']!r}")
+    from ..model.config import ConfigError, resolve_config
+    try:
+        resolve_config(config["model"])  # the model section's own types and ranges, before any training
+    except ConfigError as error:
+        raise PresetError(f"model config: {error}") from None
     json.dumps(config)
 
 

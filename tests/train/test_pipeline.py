@@ -100,7 +100,7 @@ def test_corrupt_config_file_and_corrupt_checkpoint(tmp_path, capsys):
     (fake / "config.json").write_text("{}")
     (fake / "meta.json").write_text('{"format_version": 1, "kind": "teacher"}')
     (fake / "model.safetensors").write_bytes(b"truncated")
-    assert cli("trajectories", "--preset", "smoke", "--teacher", fake, "--out", tmp_path / "t") == 2
+    assert cli("trajectories", "--preset", "smoke", "--teacher", fake, "--out", tmp_path / "t") == 1  # a failed run
     assert "corrupt or truncated" in capsys.readouterr().err
 
 
