@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def pyproject_requirements() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     requirements = set(project["dependencies"])
-    for extra, items in project["optional-dependencies"].items():
+    for items in project["optional-dependencies"].values():
         requirements |= {item for item in items if not item.startswith("hkdviz[")}
     return {re.sub(r"\s+", "", item) for item in requirements}
 

@@ -144,7 +144,7 @@ def test_cpu_autocast_policy(monkeypatch):
     assert resolve("teacher", {"autocast": None, "cpu_autocast": True}, cpu) is None
     assert resolve("hkd", {"autocast": "float16", "cpu_autocast": False}, cuda) is torch.float16
     for native in (True, False):
-        monkeypatch.setattr(common, "cpu_has_native_bfloat16", lambda: native)
+        monkeypatch.setattr(common, "cpu_has_native_bfloat16", lambda native=native: native)
         expected = torch.bfloat16 if native else None
         assert resolve("hkd", {"autocast": "bfloat16", "cpu_autocast": "auto"}, cpu) is expected
     with pytest.raises(TrainingError, match="teacher.cpu_autocast must be"):
