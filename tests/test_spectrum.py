@@ -226,6 +226,7 @@ def test_conjugate_pair_check_rejects_unpaired_eigenvalues():
     np.testing.assert_array_equal(keep, [[True, False, True]])
 
 
+@pytest.mark.slow
 def test_cifar10_spectrum_is_fast():
     model = hkdviz.build("cifar10")
     spectrum(model)  # warm-up

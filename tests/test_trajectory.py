@@ -122,6 +122,7 @@ class ScalingTeacher:
         return x_T[:, None] * (sigmas.to(x_T.dtype) / self.sigma_max)[None, :, None, None, None]
 
 
+@pytest.mark.slow
 def test_teacher_protocol(tiny_model):
     teacher = ScalingTeacher(tiny_model.sigma_max)
     times = [40.0, 1.0, 0.002]  # does not start at T: the teacher is asked for T too

@@ -59,6 +59,7 @@ WORKER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_single_process(tmp_path, single_thread, free_port):
     import hkdviz
     from hkdviz.model.config import resolve_config

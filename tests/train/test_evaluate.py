@@ -55,6 +55,7 @@ def test_heun_nfe():
     assert [heun_nfe(steps) for steps in (18, 8, 3, 1)] == [35, 15, 5, 1]
 
 
+@pytest.mark.slow
 def test_evaluate_scores_every_method_on_the_same_seeds(tiny_model, classifier, tmp_path):
     teacher = StubTeacher()
     seeds = list(range(100, 148))

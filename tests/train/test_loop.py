@@ -202,6 +202,7 @@ def test_hkd_resume_after_kill_continues_exactly(tmp_path, teacher_checkpoint, t
     assert model.meta["step"] == 5 and model.sample([0, 1]).shape == (2, 3, 16, 16)
 
 
+@pytest.mark.slow
 def test_hkd_resume_after_sigkill_in_a_subprocess(tmp_path, teacher_checkpoint, trajectory_dir):
     """A real kill: SIGKILL the CLI mid-run, rerun the same command, compare with an uninterrupted run."""
     overrides = [*SMALL, "hkd.steps=24", "hkd.batch_size=4", "hkd.log_every=2", "hkd.resume_every=4"]
