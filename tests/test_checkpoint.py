@@ -9,6 +9,9 @@ import hkdviz
 from hkdviz.checkpoint import CheckpointError, read_checkpoint
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
+
+
 def test_save_load_gives_bit_identical_outputs(tiny_model, tiny_checkpoint):
     loaded = hkdviz.load(tiny_checkpoint, device="cpu")
     seeds = [0, 1, 2]

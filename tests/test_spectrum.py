@@ -14,6 +14,9 @@ from hkdviz.analysis.spectrum import level_view, spectrum
 from hkdviz.analysis.storage import open_dataset, save_dataset
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
+
+
 def known_block_model(seed: int = 0):
     """tiny with alpha <= 0 and beta of both signs, all |beta| distinct from 0."""
     model = hkdviz.build("tiny")
@@ -226,7 +229,6 @@ def test_conjugate_pair_check_rejects_unpaired_eigenvalues():
     np.testing.assert_array_equal(keep, [[True, False, True]])
 
 
-@pytest.mark.slow
 def test_cifar10_spectrum_is_fast():
     model = hkdviz.build("cifar10")
     spectrum(model)  # warm-up

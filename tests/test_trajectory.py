@@ -10,6 +10,8 @@ from hkdviz.model import karras_sigmas
 
 SEEDS = [3, 0, 11]
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
+
 
 @pytest.fixture(scope="module")
 def reference(tiny_model):
@@ -122,7 +124,6 @@ class ScalingTeacher:
         return x_T[:, None] * (sigmas.to(x_T.dtype) / self.sigma_max)[None, :, None, None, None]
 
 
-@pytest.mark.slow
 def test_teacher_protocol(tiny_model):
     teacher = ScalingTeacher(tiny_model.sigma_max)
     times = [40.0, 1.0, 0.002]  # does not start at T: the teacher is asked for T too
