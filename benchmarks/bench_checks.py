@@ -7,7 +7,8 @@ without them, measured side by side (interleaved rounds) in one run.
 "Without the checks" is the model code of the commit before them (`--baseline`, default f8f0ae7),
 read with `git show` and executed as a sibling module; the baseline object shares the loaded model's
 modules and parameters (the very same tensors in memory: two separately loaded copies of the weights
-differed by up to 5% in speed here, more than the checks cost), so only the code differs. Rounds alternate the order (A B, B A, ...); the script prints the median of
+differed by up to 5% in speed here, more than the checks cost), so only the code differs. Rounds alternate the
+order (A B, B A, ...); the script prints the median of
 each and their ratio in wall time and in this process's CPU time (less disturbed by other work on a
 shared machine), and checks that both give bit-identical samples.
 

@@ -14,20 +14,16 @@ flatter the eigensolver). Timings are the best of a few repeats.
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-import hkdviz  # noqa: E402
-from hkdviz.model import randomize_generators  # noqa: E402
-from hkdviz.analysis.spectrum import spectrum  # noqa: E402
-from hkdviz.analysis.trajectory import time_grid, trajectory  # noqa: E402
-
+import hkdviz
+from hkdviz.model import randomize_generators
+from hkdviz.analysis.spectrum import spectrum
+from hkdviz.analysis.trajectory import time_grid, trajectory
 
 
 def best_time(function, repeats: int, synchronize=None) -> float:
@@ -54,7 +50,10 @@ class Table:
     def print(self):
         header = ("benchmark", "measured", "baseline", "ratio", "target")
         widths = [max(len(str(row[column])) for row in self.rows + [header]) for column in range(5)]
-        line = lambda row: "| " + " | ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + " |"
+
+        def line(row):
+            return "| " + " | ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + " |"
+
         print()
         print(line(header))
         print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
@@ -151,11 +150,12 @@ def bench_sampling(table: Table, quick: bool, device: torch.device):
                 model = model.to(memory_format=torch.channels_last)
             seeds = list(range(count))
             model.sample(seeds[:batch], batch_size=batch, **options)  # warm-up
-            seconds = best_time(lambda: model.sample(seeds, batch_size=batch, **options), 2 if quick else 3, synchronize)
+            seconds = best_time(functools.partial(model.sample, seeds, batch_size=batch, **options), 2 if quick else 3,
+                                synchronize)
             rate = count / seconds
             baseline = baseline or rate
-            table.add(f"(d) sample {preset} {label}", f"{rate:,.0f} images/s" if rate >= 100 else f"{rate:.3g} images/s", f"{name}, batch {batch}",
-                      f"{rate / baseline:.2f}x vs fp32")
+            measured = f"{rate:,.0f} images/s" if rate >= 100 else f"{rate:.3g} images/s"
+            table.add(f"(d) sample {preset} {label}", measured, f"{name}, batch {batch}", f"{rate / baseline:.2f}x vs fp32")
         del model
         if cuda:
             torch.cuda.empty_cache()

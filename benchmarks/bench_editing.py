@@ -32,15 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-import hkdviz  # noqa: E402
-from hkdviz.model import randomize_generators  # noqa: E402
-from hkdviz.analysis.edit_metrics import band_spectra, editing_report  # noqa: E402
-from hkdviz.analysis.editing import EditSession, edit_time  # noqa: E402
-from hkdviz.analysis.interventions import cumulative_effect  # noqa: E402
-from hkdviz.analysis.storage import save_dataset  # noqa: E402
-
+import hkdviz
+from hkdviz.model import randomize_generators
+from hkdviz.analysis.edit_metrics import band_spectra, editing_report
+from hkdviz.analysis.editing import EditSession, edit_time
+from hkdviz.analysis.interventions import cumulative_effect
+from hkdviz.analysis.storage import save_dataset
 
 
 def load_reference(spec: str, model) -> torch.Tensor:

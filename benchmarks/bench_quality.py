@@ -32,13 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-import hkdviz  # noqa: E402
-from hkdviz.checkpoint import CheckpointError, resolve_device  # noqa: E402
-from hkdviz.train.classifier import ClassifierError, load_classifier  # noqa: E402
-from hkdviz.train.common import atomic_write_text  # noqa: E402
-from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, EvaluationError, companion_checkpoint,  # noqa: E402
+import hkdviz
+from hkdviz.checkpoint import CheckpointError, resolve_device
+from hkdviz.train.classifier import ClassifierError, load_classifier
+from hkdviz.train.common import atomic_write_text
+from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, EvaluationError, companion_checkpoint,
                                    evaluate, format_table, held_out_reference, parse_teacher_steps)
 
 MEASURES = (("kid_x1e3", "local KID x1e3", "{:.1f}"), ("local_fd", "local FD", "{:.2f}"), ("swd", "SWD", "{:.4f}"))

@@ -23,18 +23,16 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from hkdviz.atomic import write_text  # noqa: E402
-from hkdviz.checkpoint import resolve_device  # noqa: E402
-from hkdviz.model.config import resolve_config  # noqa: E402
-from hkdviz.model.hkd import HKDModel  # noqa: E402
-from hkdviz.train.common import resolve_autocast, synchronize  # noqa: E402
-from hkdviz.train.distributed import DistributedContext  # noqa: E402
-from hkdviz.train.edm import EDMPrecond  # noqa: E402
-from hkdviz.train.loop import HKDLoop, TeacherLoop  # noqa: E402
-from hkdviz.train.presets import resolve_training_config  # noqa: E402
-from hkdviz.train.trajectories import generate_trajectories  # noqa: E402
+from hkdviz.atomic import write_text
+from hkdviz.checkpoint import resolve_device
+from hkdviz.model.config import resolve_config
+from hkdviz.model.hkd import HKDModel
+from hkdviz.train.common import resolve_autocast, synchronize
+from hkdviz.train.distributed import DistributedContext
+from hkdviz.train.edm import EDMPrecond
+from hkdviz.train.loop import HKDLoop, TeacherLoop
+from hkdviz.train.presets import resolve_training_config
+from hkdviz.train.trajectories import generate_trajectories
 
 
 def device_name(device: torch.device) -> str:
@@ -156,7 +154,8 @@ def measure(config: dict, context, args) -> dict:
         count = args.trajectory_count or 2 * args.batch
         trajectories, checkpoint = bench_trajectories(teacher_loop, work, context, count, args.batch, args.repeats,
                                                       resolve_autocast("trajectories", config["trajectories"], device))
-        print(f"trajectories       {trajectories['images_per_second']:9.1f} images/s ({trajectories['nfe_per_second']:.0f} NFE/s) "
+        print(f"trajectories       {trajectories['images_per_second']:9.1f} images/s "
+              f"({trajectories['nfe_per_second']:.0f} NFE/s) "
               f"vs bare 35 NFE {trajectories['bare_images_per_second']:.1f} images/s", flush=True)
         hkd = bench_hkd(config, work, context, checkpoint, args.repeats)
         print(f"hkd training       {hkd['samples_per_second']:9.1f} samples/s ({hkd['images_per_second']:.0f} images/s) "

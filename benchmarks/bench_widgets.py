@@ -16,20 +16,16 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-import hkdviz  # noqa: E402
-from hkdviz.model import randomize_generators  # noqa: E402
-from hkdviz.widgets.editing_app import EditingApp  # noqa: E402
-from hkdviz.widgets.spectrum_explorer import SpectrumExplorer  # noqa: E402
+import hkdviz
+from hkdviz.model import randomize_generators
+from hkdviz.widgets.editing_app import EditingApp
+from hkdviz.widgets.spectrum_explorer import SpectrumExplorer
 
 CPU_TARGET_SECONDS = 0.5
 GPU_TARGET_SECONDS = 0.05
-
 
 
 def device_name(device: torch.device) -> str:

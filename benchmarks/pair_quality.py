@@ -20,10 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_quality beside this file
+from hkdviz.atomic import write_text
 
-from bench_quality import MEASURES, _standard_error, label  # noqa: E402  (it puts the checkout on the path too)
-from hkdviz.atomic import write_text  # noqa: E402
+if __package__:  # python -m benchmarks.pair_quality, or imported as benchmarks.pair_quality
+    from .bench_quality import MEASURES, _standard_error, label
+else:  # python benchmarks/pair_quality.py: Python puts this file's directory first on sys.path
+    from bench_quality import MEASURES, _standard_error, label
 
 
 def load_record(path: str) -> dict:
@@ -69,7 +71,7 @@ def paired_differences(first: dict, second: dict) -> dict:
 
 
 def format_differences(differences: dict, first_name: str, second_name: str) -> str:
-    lines = [f"paired difference A - B (negative: A better), mean +- standard error [blocks A lower]",
+    lines = ["paired difference A - B (negative: A better), mean +- standard error [blocks A lower]",
              f"A = {first_name}", f"B = {second_name}"]
     width = max(len(name) for name in differences) + 2
     lines.append("method".ljust(width) + "".join(title.rjust(30) for _, title, _ in MEASURES))

@@ -23,16 +23,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_quality beside this file
-
-from bench_quality import _standard_error, load_models  # noqa: E402  (it puts the checkout on the path too)
-from hkdviz.atomic import write_text  # noqa: E402
-from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, held_out_reference, per_image_rmse,  # noqa: E402
+from hkdviz.atomic import write_text
+from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, held_out_reference, per_image_rmse,
                                    training_seeds)
+
+if __package__:  # python -m benchmarks.probe_fidelity, or imported as benchmarks.probe_fidelity
+    from .bench_quality import _standard_error, load_models
+else:  # python benchmarks/probe_fidelity.py: Python puts this file's directory first on sys.path
+    from bench_quality import _standard_error, load_models
 
 
 def _rmse(images: torch.Tensor, targets: torch.Tensor) -> dict:

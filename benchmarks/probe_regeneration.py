@@ -19,18 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
-
-import hkdviz  # noqa: E402
-from hkdviz.atomic import write_text  # noqa: E402
-from hkdviz.checkpoint import CheckpointError, resolve_device  # noqa: E402
-from hkdviz.train.classifier import ClassifierError, load_classifier  # noqa: E402
-from hkdviz.train.data import ShapesDataset  # noqa: E402
-from hkdviz.train.evaluate import REFERENCE_SEED, companion_checkpoint  # noqa: E402
+import hkdviz
+from hkdviz.atomic import write_text
+from hkdviz.checkpoint import CheckpointError, resolve_device
+from hkdviz.train.classifier import ClassifierError, load_classifier
+from hkdviz.train.data import ShapesDataset
+from hkdviz.train.evaluate import REFERENCE_SEED, companion_checkpoint
 
 
 def probe(teacher, classifier, images: torch.Tensor, labels: torch.Tensor, sigmas, head: str,

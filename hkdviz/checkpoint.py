@@ -124,7 +124,7 @@ def save_checkpoint(module: torch.nn.Module, directory, kind: str, meta: dict | 
     directory.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().to("cpu").contiguous() for name, tensor in module.state_dict().items()}
     config = module.config if config is None else config
-    config_text = json.dumps(config, indent=2, sort_keys=True) + "\n"  # fails before any file is touched
+    json.dumps(config)  # a config that is not plain data fails here, before any file is touched
     # Each file is replaced atomically; meta.json goes last and holds the weights' hash, so a kill
     # between two renames leaves a checkpoint that load refuses (hash mismatch) rather than mixes.
     with temporary_path(directory / WEIGHTS_FILE) as temporary:

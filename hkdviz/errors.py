@@ -151,5 +151,5 @@ def check_device_option(value, flag: str = "--device"):
         raise UsageError(f"{flag} {value}: {error}") from None
 
 
-__all__ = ["UsageError", "OneLineParser", "split_debug", "debugging", "print_traceback_if_debugging", "exit_code", "describe", "run_guarded", "check_device_option",
-           "USAGE_EXIT", "FAILURE_EXIT"]
+__all__ = ["UsageError", "OneLineParser", "split_debug", "debugging", "print_traceback_if_debugging", "exit_code",
+           "describe", "run_guarded", "check_device_option", "USAGE_EXIT", "FAILURE_EXIT"]

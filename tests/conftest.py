@@ -1,5 +1,6 @@
 """Shared fixtures. Everything runs on CPU unless a test is marked `gpu`."""
 import os
+import socket
 
 import pytest
 import torch
@@ -28,6 +29,14 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago, for a server the test starts (Jupyter, gloo)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

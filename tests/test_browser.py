@@ -12,7 +12,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -50,12 +49,6 @@ NO_BUSY_CELL_JS = """() => {
 }"""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def stop_process_group(process: subprocess.Popen) -> None:
     if process.poll() is not None:
         return
@@ -90,7 +83,7 @@ def png_pixels(data: list[int]):
     return np.asarray(Image.open(io.BytesIO(bytes(data))).convert("RGB"), dtype=np.int16)
 
 
-def test_editing_app_slider_changes_displayed_image(tmp_path, checkpoint):
+def test_editing_app_slider_changes_displayed_image(tmp_path, checkpoint, free_port):
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is absent (install it with: apt-get install -y chromium)")
     playwright_api = pytest.importorskip("playwright.sync_api")
@@ -115,7 +108,7 @@ def test_editing_app_slider_changes_displayed_image(tmp_path, checkpoint):
         path = tmp_path / "settings" / f"{name}.jupyterlab-settings"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
-    port, token = free_port(), secrets.token_hex(16)
+    port, token = free_port, secrets.token_hex(16)
     log = tmp_path / "jupyter.log"
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip", "127.0.0.1",
                "--port", str(port), "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",

@@ -9,6 +9,9 @@ import hkdviz
 from hkdviz.checkpoint import CheckpointError, read_checkpoint
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
+
+
 def test_save_load_gives_bit_identical_outputs(tiny_model, tiny_checkpoint):
     loaded = hkdviz.load(tiny_checkpoint, device="cpu")
     seeds = [0, 1, 2]
@@ -219,7 +222,8 @@ def test_fifo_posing_as_a_checkpoint_file_does_not_hang(tiny_checkpoint, tmp_pat
     directory = corrupt_copy(tiny_checkpoint, tmp_path)
     (directory / member).unlink()
     os.mkfifo(directory / member)
-    with pytest.raises(CheckpointError, match=f"{member.replace('.', '[.]')}: the .* is a FIFO \\(named pipe\\), not a regular file"):
+    pattern = f"{member.replace('.', '[.]')}: the .* is a FIFO \\(named pipe\\), not a regular file"
+    with pytest.raises(CheckpointError, match=pattern):
         hkdviz.load(directory, device="cpu")
 
 
@@ -244,5 +248,6 @@ def test_oversized_meta_json_is_refused_before_parsing(tiny_checkpoint, tmp_path
     meta = _meta(directory)
     meta["padding"] = "x" * (17 << 20)  # 17 MiB of padding, past the 16 MiB cap
     (directory / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match=r"meta.json: the checkpoint meta.json is 17,8\d\d,\d\d\d bytes, more than the 16,777,216 allowed"):
+    pattern = r"meta.json: the checkpoint meta.json is 17,8\d\d,\d\d\d bytes, more than the 16,777,216 allowed"
+    with pytest.raises(CheckpointError, match=pattern):
         hkdviz.load(directory, device="cpu")

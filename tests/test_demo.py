@@ -16,6 +16,7 @@ def demo_run(tiny_checkpoint, tmp_path_factory):
     return code, out
 
 
+@pytest.mark.slow
 def test_demo_writes_data_figures_and_report(demo_run):
     code, out = demo_run
     assert code == 0
@@ -29,6 +30,7 @@ def test_demo_writes_data_figures_and_report(demo_run):
     assert summary["trained"] is False and "UNTRAINED" in summary["banner"]
 
 
+@pytest.mark.slow
 def test_demo_report_is_standalone(demo_run):
     _, out = demo_run
     html = (out / "report.html").read_text()

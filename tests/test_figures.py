@@ -25,6 +25,7 @@ def computed(tiny_checkpoint, tmp_path_factory):
     return code, out
 
 
+@pytest.mark.slow
 def test_figures_from_checkpoint(computed):
     code, out = computed
     assert code == 0
@@ -40,6 +41,7 @@ def test_figures_from_checkpoint(computed):
         FILES[name] for name in ("spectrum", "band_decodes", "cumulative_effect", "editing_sweep", "samples"))
 
 
+@pytest.mark.slow
 def test_figures_redrawn_from_saved_data_only(computed, tmp_path, monkeypatch):
     _, out = computed
     import hkdviz

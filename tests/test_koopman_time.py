@@ -13,7 +13,6 @@ from hkdviz.model import randomize_generators
 from hkdviz.model.config import ConfigError, resolve_config
 from hkdviz.model.koopman import KOOPMAN_TIMES, koopman_time
 from hkdviz.train.edm import EDMPrecond, init_hkd_from_teacher
-from hkdviz.train.teacher import Teacher
 
 TINY = {"preset": "tiny", "unet": {"model_channels": 8}}
 
@@ -33,7 +32,8 @@ def tiny(**overrides) -> hkdviz.HKDModel:
 def test_time_maps_known_values():
     sigma = torch.tensor([0.002, 1.0, 80.0], dtype=torch.float64)
     assert torch.equal(koopman_time(sigma, "sigma"), sigma)
-    assert torch.allclose(koopman_time(sigma, "log_sigma"), torch.tensor([math.log(0.002), 0.0, math.log(80.0)], dtype=torch.float64))
+    expected = torch.tensor([math.log(0.002), 0.0, math.log(80.0)], dtype=torch.float64)
+    assert torch.allclose(koopman_time(sigma, "log_sigma"), expected)
     assert torch.allclose(koopman_time(sigma, "karras"), sigma ** (1 / 7))
     with pytest.raises(ValueError, match="unknown Koopman time"):
         koopman_time(sigma, "linear")
@@ -76,7 +76,8 @@ def test_evolve_between_semigroup_and_broadcast(kind):
         for a, b in zip([latent[2] for latent in many], one_leg):
             torch.testing.assert_close(a, b)
         # tau is the difference of Koopman times: the raw evolve with that tau agrees.
-        tau = float(koopman_time(torch.tensor(0.002, dtype=torch.float64), kind) - koopman_time(torch.tensor(80.0, dtype=torch.float64), kind))
+        eps, T = torch.tensor(0.002, dtype=torch.float64), torch.tensor(80.0, dtype=torch.float64)
+        tau = float(koopman_time(eps, kind) - koopman_time(T, kind))
         for a, b in zip(model.evolve(latents, tau), one_leg):
             torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="sigma_to"):

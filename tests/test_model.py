@@ -9,6 +9,9 @@ from hkdviz.model import BlockKoopman, DenseKoopman, IdentityKoopman, karras_sig
 from hkdviz.model.config import ConfigError
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
+
+
 def block_level(seed=0, channels=8, size=3, alpha_scale=0.3, beta_scale=2.0):
     generator = torch.Generator().manual_seed(seed)
     level = BlockKoopman(channels, size, size)

@@ -75,6 +75,7 @@ def test_kernel_runs_this_venv(kernel_environment, monkeypatch, tmp_path):
     assert notebook.cells[0].outputs[0]["text"].strip() == sys.executable
 
 
+@pytest.mark.slow
 def test_01_explore_model(checkpoint, kernel_environment, tmp_path, monkeypatch):
     notebook, seconds = execute("01_explore_model", checkpoint, kernel_environment, tmp_path, monkeypatch)
     text = "".join(output.get("text", "") for output in outputs(notebook))
@@ -83,6 +84,7 @@ def test_01_explore_model(checkpoint, kernel_environment, tmp_path, monkeypatch)
     print(f"executed in {seconds:.1f} s")
 
 
+@pytest.mark.slow
 def test_02_interventions(checkpoint, kernel_environment, tmp_path, monkeypatch):
     notebook, seconds = execute("02_interventions", checkpoint, kernel_environment, tmp_path, monkeypatch)
     widgets = list(outputs(notebook, WIDGET_MIME))
@@ -96,6 +98,7 @@ def test_02_interventions(checkpoint, kernel_environment, tmp_path, monkeypatch)
     print(f"executed in {seconds:.1f} s")
 
 
+@pytest.mark.slow
 def test_03_paper_figures(checkpoint, kernel_environment, tmp_path, monkeypatch):
     stems = ["spectrum_scatter", "band_decodes", "trajectory_filmstrip"]
     out = tmp_path / "figures"
@@ -115,6 +118,7 @@ SMOKE_OVERRIDES = ["dataset.num_images=64", "teacher.steps=4", "teacher.batch_si
                    "hkd.steps=4", "hkd.batch_size=4", "classifier.enabled=false", "evaluate.enabled=false"]
 
 
+@pytest.mark.slow
 def test_04_training_quickstart(kernel_environment, tmp_path, monkeypatch):
     run = tmp_path / "run"
     notebook, seconds = execute("04_training_quickstart", "unused", kernel_environment, tmp_path, monkeypatch,

@@ -5,6 +5,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -13,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def pyproject_requirements() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     requirements = set(project["dependencies"])
-    for extra, items in project["optional-dependencies"].items():
+    for items in project["optional-dependencies"].values():
         requirements |= {item for item in items if not item.startswith("hkdviz[")}
     return {re.sub(r"\s+", "", item) for item in requirements}
 
@@ -40,6 +41,7 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "hkdviz", *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_wrong_arguments_are_clear(tmp_path):
     result = run_cli("info", str(tmp_path / "missing"))
     assert result.returncode == 2 and "not found" in result.stderr
@@ -71,6 +73,7 @@ def test_cli_info_prints_the_recorded_evaluation(tiny_checkpoint, tmp_path):
     assert 'metrics     {"other": 1}' in result.stdout
 
 
+@pytest.mark.slow
 def test_cli_info_spectrum_trajectory(tiny_checkpoint, tmp_path):
     import xarray as xr
     result = run_cli("info", str(tiny_checkpoint))

@@ -14,6 +14,9 @@ from hkdviz.analysis.spectrum import level_view, spectrum
 from hkdviz.analysis.storage import open_dataset, save_dataset
 
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
+
+
 def known_block_model(seed: int = 0):
     """tiny with alpha <= 0 and beta of both signs, all |beta| distinct from 0."""
     model = hkdviz.build("tiny")

@@ -10,6 +10,8 @@ from hkdviz.model import karras_sigmas
 
 SEEDS = [3, 0, 11]
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
+
 
 @pytest.fixture(scope="module")
 def reference(tiny_model):

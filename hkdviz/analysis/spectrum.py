@@ -39,7 +39,8 @@ def spectrum(model, step: float = 1.0, eigenvectors: bool = False, levels=None, 
     (real and imaginary part), `eigenvalue` (alpha + i beta), `magnitude` = |exp(eigenvalue * step)|
     = e^{alpha step}, `frequency` = |beta| / (2 pi) (cycles per unit of Koopman time), `period` =
     1 / frequency (inf when beta = 0). Rates are per unit of the model's Koopman time (attrs
-    `koopman_time` and `time_unit`: sigma, ln sigma or sigma^(1/7); see hkdviz.model.koopman). With eigenvectors=True also `right_eigenvector` and
+    `koopman_time` and `time_unit`: sigma, ln sigma or sigma^(1/7); see hkdviz.model.koopman).
+    With eigenvectors=True also `right_eigenvector` and
     `left_eigenvector` (mode, component), normalised so u^H v = 1; components beyond a level's
     channel count are NaN. `levels` (indices or names) restricts the levels read.
     `level_view(spec, level)` reshapes one level to (pair, y, x) maps.

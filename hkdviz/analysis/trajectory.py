@@ -3,7 +3,8 @@
 From the noise x_T the encoder gives z_T = E(x_T, T); the Koopman state at sigma t is
 z_t = exp((s(t) - s(T)) A) z_T (s = the model's Koopman time), computed for all times in one broadcast
 (`model.evolve_between` with target sigmas of shape [K, 1]). Decoding z_t (with x_T as the consistency
-head's skip input) gives what the model "sees" at t; at t = eps it is the one-step sample (the semigroup law). A teacher, when given, supplies the PF-ODE
+head's skip input) gives what the model "sees" at t; at t = eps it is the one-step sample (the semigroup
+law). A teacher, when given, supplies the PF-ODE
 states x_t at the same sigmas; E(x_t, t) vs z_t then measures latent consistency.
 """
 from __future__ import annotations

@@ -67,7 +67,8 @@ class Conv2d(nn.Module):
         self.up = up
         self.down = down
         init = dict(mode=init_mode, fan_in=in_channels * kernel * kernel, fan_out=out_channels * kernel * kernel)
-        self.weight = nn.Parameter(_weight_init([out_channels, in_channels, kernel, kernel], **init) * init_weight) if kernel else None
+        self.weight = (nn.Parameter(_weight_init([out_channels, in_channels, kernel, kernel], **init) * init_weight)
+                       if kernel else None)
         self.bias = nn.Parameter(_weight_init([out_channels], **init) * init_bias) if kernel and bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,7 +204,8 @@ class SongUNet(nn.Module):
             self.map_noise = PositionalEmbedding(num_channels=noise_channels, endpoint=True)
         else:
             self.map_noise = FourierEmbedding(num_channels=noise_channels)
-        self.map_label = Linear(label_dim, noise_channels, init_mode="kaiming_normal", init_weight=np.sqrt(label_dim)) if label_dim else None
+        self.map_label = (Linear(label_dim, noise_channels, init_mode="kaiming_normal", init_weight=np.sqrt(label_dim))
+                          if label_dim else None)
         self.map_augment = Linear(augment_dim, noise_channels, bias=False) if augment_dim else None
         self.map_layer0 = Linear(noise_channels, emb_channels)
         self.map_layer1 = Linear(emb_channels, emb_channels)

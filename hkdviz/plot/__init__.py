@@ -16,7 +16,8 @@ import importlib
 _EXPORTS = {
     "spectrum_scatter": "spectrum", "eigenvalue_plane": "spectrum", "spectrum_histograms": "spectrum",
     "mode_map": "spectrum", "mode_maps": "spectrum",
-    "band_grid": "images", "trajectory_filmstrip": "images", "image_grid": "images", "sample_grid": "images", "method_grid": "images",
+    "band_grid": "images", "trajectory_filmstrip": "images", "image_grid": "images", "sample_grid": "images",
+    "method_grid": "images",
     "editing_grid": "editing", "edit_curves": "editing", "zero_shot_grid": "editing",
     "cumulative_effect": "curves", "energy_curves": "curves", "band_power_spectra": "curves",
     "to_rgb": "data", "subsample_modes": "data",

@@ -237,5 +237,6 @@ def evenly_spaced(count: int, keep: int) -> np.ndarray:
 
 
 __all__ = ["require", "require_dims", "level_names", "check_spectrum", "spectrum_step", "subsample_modes",
-           "level_grid", "pair_reduce", "pair_label", "histogram", "to_numpy", "to_rgb", "montage", "GUTTER", "image_table", "coordinate_labels", "format_value",
+           "level_grid", "pair_reduce", "pair_label", "histogram", "to_numpy", "to_rgb", "montage", "GUTTER", "image_table",
+           "coordinate_labels", "format_value",
            "evenly_spaced", "band_label", "BAND_LABELS"]

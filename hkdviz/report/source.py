@@ -164,5 +164,5 @@ def print_banner(text: str, stream=None) -> None:
     print("!" * width + end, file=stream)
 
 
-__all__ = ["ModelSource", "open_model", "FALLBACK_NAME", "find_teacher", "untrained_tiny", "print_banner", "UNTRAINED_BANNER", "cpu_threads",
-           "parse_threads"]
+__all__ = ["ModelSource", "open_model", "FALLBACK_NAME", "find_teacher", "untrained_tiny", "print_banner",
+           "UNTRAINED_BANNER", "cpu_threads", "parse_threads"]

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, e.g. --set hkd.lr=2e-4 --set dataset=cifar10:/data (repeatable)")
     parser.add_argument("--out", required=True, help="output directory (a run directory; for 'all' the root of every stage)")
-    parser.add_argument("--device", default=None, help="auto (CUDA when present), cpu, cuda, cuda:1 (default: the config's, auto)")
+    parser.add_argument("--device", default=None,
+                        help="auto (CUDA when present), cpu, cuda, cuda:1 (default: the config's, auto)")
     parser.add_argument("--teacher", help="teacher checkpoint directory, or an NVlabs/edm network .pkl (trajectories, hkd, all)")
     parser.add_argument("--trajectories", help="trajectory directory (hkd)")
     parser.add_argument("--threads", type=int, default=None,

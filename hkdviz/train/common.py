@@ -251,7 +251,8 @@ def load_resume(path: Path, map_location="cpu") -> dict:
         raise TrainingError(f"{path}: cannot read the resume file ({type(error).__name__}: {error}); "
                             f"delete it to start the run over") from None
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        raise TrainingError(f"{path}: not an hkdviz resume file (format {state.get('format') if isinstance(state, dict) else None!r})")
+        found = state.get("format") if isinstance(state, dict) else None
+        raise TrainingError(f"{path}: not an hkdviz resume file (format {found!r})")
     return state
 
 

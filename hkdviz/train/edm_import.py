@@ -400,7 +400,7 @@ def _check_filters(filters: dict, source: str) -> None:
 
 
 def _preset_name(unet: dict) -> str | None:
-    for name, preset in PRESETS.items():
+    for name in PRESETS:
         try:
             if resolve_config(name)["unet"] == unet:
                 return name

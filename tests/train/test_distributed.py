@@ -3,7 +3,6 @@ environment): the DDP gradient on a global batch equals the single-process gradi
 trajectory generation and HKD / teacher training run sharded with rank 0 writing the outputs."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -60,13 +59,8 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def test_two_gloo_ranks_match_single_process(tmp_path, single_thread):
+@pytest.mark.slow
+def test_two_gloo_ranks_match_single_process(tmp_path, single_thread, free_port):
     import hkdviz
     from hkdviz.model.config import resolve_config
     from hkdviz.train.edm import EDMPrecond
@@ -95,7 +89,7 @@ def test_two_gloo_ranks_match_single_process(tmp_path, single_thread):
     torch.save(inputs, tmp_path / "inputs.pt")
     (tmp_path / "worker.py").write_text(WORKER)
 
-    port = free_port()
+    port = free_port
     processes = []
     for rank in range(2):
         environment = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),

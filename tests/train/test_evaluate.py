@@ -38,6 +38,13 @@ def classifier():
 
 
 @pytest.fixture(scope="module")
+def two_heads():
+    """An untrained classifier with both shapes heads (shape and background)."""
+    torch.manual_seed(0)
+    return ImageClassifier(heads={"shape": list(SHAPE_NAMES), "background": list(BACKGROUND_NAMES)}).eval()
+
+
+@pytest.fixture(scope="module")
 def classifier_checkpoint(tmp_path_factory, classifier):
     from hkdviz.checkpoint import save_checkpoint
     directory = tmp_path_factory.mktemp("classifier")
@@ -48,6 +55,7 @@ def test_heun_nfe():
     assert [heun_nfe(steps) for steps in (18, 8, 3, 1)] == [35, 15, 5, 1]
 
 
+@pytest.mark.slow
 def test_evaluate_scores_every_method_on_the_same_seeds(tiny_model, classifier, tmp_path):
     teacher = StubTeacher()
     seeds = list(range(100, 148))
@@ -86,11 +94,10 @@ def test_evaluate_scores_every_method_on_the_same_seeds(tiny_model, classifier, 
     assert (tmp_path / "table.txt").read_text().startswith("method")
 
 
-def test_every_row_is_compared_seed_by_seed_with_the_target(tiny_model, classifier):
+def test_every_row_is_compared_seed_by_seed_with_the_target(tiny_model, two_heads):
     """The target is the teacher at its most steps (sampled first, listed in the given order). The stub's
     samples are the seed's data image plus noise of std 0.8 / steps drawn from generator seed `steps`,
     so the same step count reproduces the target exactly, and fewer steps move further from it."""
-    two_heads = ImageClassifier(heads={"shape": list(SHAPE_NAMES), "background": list(BACKGROUND_NAMES)}).eval()
     seeds = list(range(200, 232))
     result = evaluate(tiny_model, StubTeacher(), two_heads, seeds=seeds, teacher_steps=(8, 18, 18, 2),
                       batch_size=16, progress=False)
@@ -255,21 +262,10 @@ def test_cli_cuda_without_cuda_exits_2(tiny_checkpoint, capsys):
     assert "CUDA is not available" in capsys.readouterr().err
 
 
-def _benchmark(name: str):
-    """A script of benchmarks/ imported as a module (they are scripts, not a package)."""
-    import importlib.util
-    from pathlib import Path
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_bench_quality_pairs_blocks_by_seed():
     """benchmarks/bench_quality.py: per-block differences HKD - teacher, their mean and standard error."""
     import math
-    bench = _benchmark("bench_quality")
+    from benchmarks import bench_quality as bench
 
     def row(method, nfe, kid):
         return {"method": method, "nfe": nfe, "kid_x1e3": kid, "local_fd": kid / 10, "swd": float("nan")}
@@ -293,7 +289,7 @@ def test_bench_quality_pairs_blocks_by_seed():
 def test_bench_quality_record_after_every_block(tmp_path):
     """bench_quality's --json record is rewritten after every block, so a run stopped by a time limit keeps
     the blocks it finished (marked incomplete, with their summary from 2 blocks on)."""
-    bench = _benchmark("bench_quality")
+    from benchmarks import bench_quality as bench
     path = tmp_path / "quality.json"
     rows = [{"method": "HKD (one step)", "nfe": 1, "kid_x1e3": 1.0, "local_fd": 1.0, "swd": 0.1},
             {"method": "teacher (Heun)", "nfe": 5, "kid_x1e3": 2.0, "local_fd": 2.0, "swd": 0.2}]
@@ -312,7 +308,7 @@ def test_bench_quality_record_after_every_block(tmp_path):
 def test_pair_quality_pairs_two_records_block_by_block(tmp_path, capsys):
     """benchmarks/pair_quality.py: A - B per method over the blocks both records hold (by first seed)."""
     import math
-    pair = _benchmark("pair_quality")
+    from benchmarks import pair_quality as pair
 
     def record(kids, first_seeds, num_samples=1000):
         return {"checkpoint": "x", "classifier": "default", "num_samples": num_samples,
@@ -346,13 +342,13 @@ def test_pair_quality_pairs_two_records_block_by_block(tmp_path, capsys):
         pair.main([str(tmp_path / "a.json"), str(tmp_path / "bad.json")])
 
 
-def test_probe_fidelity_of_an_exact_and_a_shifted_student(capsys):
+def test_probe_fidelity_of_an_exact_and_a_shifted_student(two_heads, capsys):
     """benchmarks/probe_fidelity.py: a student that returns the teacher's own sample of each seed has RMSE 0,
     keeps every class and matches the teacher's class mix; one that answers with the next seed's sample
     does not."""
     from hkdviz.train.ideal import IdealDenoiser
     from hkdviz.train.teacher import Teacher
-    fidelity = _benchmark("probe_fidelity")
+    from benchmarks import probe_fidelity as fidelity
 
     images, _ = ShapesDataset(16, seed=11).materialize(progress=False)
     teacher = Teacher(IdealDenoiser(images.double() / 127.5 - 1.0))
@@ -364,8 +360,6 @@ def test_probe_fidelity_of_an_exact_and_a_shifted_student(capsys):
         def sample(self, seeds, batch_size=250):
             return teacher.sample([seed + self.shift for seed in seeds], 4, progress=False)
 
-    torch.manual_seed(0)
-    two_heads = ImageClassifier(heads={"shape": list(SHAPE_NAMES), "background": list(BACKGROUND_NAMES)}).eval()
     result = fidelity.probe({"exact": Student(0), "shifted": Student(1)}, teacher, two_heads, range(100, 124),
                             {"exact": range(8), "shifted": None}, num_steps=4, data_images=images, batch_size=10)
     exact, shifted = result["rmse"]["exact"], result["rmse"]["shifted"]
@@ -386,17 +380,15 @@ def test_probe_fidelity_of_an_exact_and_a_shifted_student(capsys):
         assert stopped.value.code == 2 and message in capsys.readouterr().err, arguments
 
 
-def test_probe_regeneration_of_a_memorising_teacher(capsys):
+def test_probe_regeneration_of_a_memorising_teacher(two_heads, capsys):
     """benchmarks/probe_regeneration.py: the ideal denoiser of the probed images themselves returns each image
     from a small sigma (up to eps/sigma of the noise), so every class keeps its clean accuracy there."""
     from hkdviz.train.ideal import IdealDenoiser
     from hkdviz.train.teacher import Teacher
-    probe = _benchmark("probe_regeneration")
+    from benchmarks import probe_regeneration as probe
 
     images, labels = ShapesDataset(24, seed=11).materialize(progress=False)
     teacher = Teacher(IdealDenoiser(images.double() / 127.5 - 1.0))
-    torch.manual_seed(0)
-    two_heads = ImageClassifier(heads={"shape": list(SHAPE_NAMES), "background": list(BACKGROUND_NAMES)}).eval()
     result = probe.probe(teacher, two_heads, images, labels["background"], (0.05, 80.0), "background",
                          num_steps=6, progress=False)
     assert result["classes"] == list(BACKGROUND_NAMES) and sum(result["count"]) == 24

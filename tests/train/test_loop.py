@@ -144,7 +144,7 @@ def test_cpu_autocast_policy(monkeypatch):
     assert resolve("teacher", {"autocast": None, "cpu_autocast": True}, cpu) is None
     assert resolve("hkd", {"autocast": "float16", "cpu_autocast": False}, cuda) is torch.float16
     for native in (True, False):
-        monkeypatch.setattr(common, "cpu_has_native_bfloat16", lambda: native)
+        monkeypatch.setattr(common, "cpu_has_native_bfloat16", lambda native=native: native)
         expected = torch.bfloat16 if native else None
         assert resolve("hkd", {"autocast": "bfloat16", "cpu_autocast": "auto"}, cpu) is expected
     with pytest.raises(TrainingError, match="teacher.cpu_autocast must be"):
@@ -202,6 +202,7 @@ def test_hkd_resume_after_kill_continues_exactly(tmp_path, teacher_checkpoint, t
     assert model.meta["step"] == 5 and model.sample([0, 1]).shape == (2, 3, 16, 16)
 
 
+@pytest.mark.slow
 def test_hkd_resume_after_sigkill_in_a_subprocess(tmp_path, teacher_checkpoint, trajectory_dir):
     """A real kill: SIGKILL the CLI mid-run, rerun the same command, compare with an uninterrupted run."""
     overrides = [*SMALL, "hkd.steps=24", "hkd.batch_size=4", "hkd.log_every=2", "hkd.resume_every=4"]

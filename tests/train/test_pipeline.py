@@ -26,6 +26,7 @@ def sets(assignments):
     return [item for assignment in assignments for item in ("--set", assignment)]
 
 
+@pytest.mark.slow
 def test_train_all_end_to_end_gives_loadable_checkpoints(tmp_path, single_thread):
     import hkdviz
     from hkdviz.train.teacher import load_teacher

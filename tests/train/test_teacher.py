@@ -355,7 +355,8 @@ def test_load_teacher_bad_paths(tmp_path, tiny_checkpoint, tiny_teacher):
     config = json.loads(config_path.read_text())
     config["unet"]["model_channels"] = 16
     config_path.write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=r"shape mismatches \[net\.dec\.16x16_block0\.affine\.bias: file \(24,\) vs config \(16,\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"shape mismatches \[net\.dec\.16x16_block0\.affine\.bias: file \(24,\) vs config \(16,\)"):
         load_teacher(tmp_path / "edited")
     config["unet"]["channel_mult"] = "oops"
     config_path.write_text(json.dumps(config))

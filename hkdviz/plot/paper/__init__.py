@@ -12,7 +12,8 @@ from .editing import edit_curves, editing_grid, inpainting_grid
 from .images import band_grid, image_grid, method_grid, sample_strip, trajectory_filmstrip
 from .spectrum import eigenvalue_plane, mode_maps, spectrum_histograms, spectrum_quantiles, spectrum_scatter
 
-__all__ = ["FORMATS", "figure_width", "save_figure", "band_power_spectra", "cumulative_effect", "energy_curves", "faithfulness_curves", "edit_curves",
+__all__ = ["FORMATS", "figure_width", "save_figure", "band_power_spectra", "cumulative_effect", "energy_curves",
+           "faithfulness_curves", "edit_curves",
            "editing_grid", "inpainting_grid", "band_grid", "image_grid", "method_grid", "sample_strip",
            "trajectory_filmstrip", "eigenvalue_plane", "mode_maps", "spectrum_histograms", "spectrum_quantiles",
            "spectrum_scatter"]
