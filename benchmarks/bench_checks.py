@@ -29,9 +29,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-import hkdviz  # noqa: E402
+import hkdviz
 
 
 def baseline_module(commit: str, path: str, name: str, package: str):

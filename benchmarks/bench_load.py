@@ -17,14 +17,12 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-import hkdviz  # noqa: E402
-from hkdviz import checkpoint  # noqa: E402
+import hkdviz
+from hkdviz import checkpoint
 
 
 def timed_load(path: str, device: str) -> float:
