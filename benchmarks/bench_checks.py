@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-
 import hkdviz
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def baseline_module(commit: str, path: str, name: str, package: str):
