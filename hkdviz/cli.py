@@ -16,6 +16,7 @@ DISPATCHED = {
     "train": ("hkdviz.train.cli", "train a teacher, make trajectories, train HKD (see `hkdviz train --help`)"),
     "eval": ("hkdviz.train.evaluate", "quality of HKD at 1 NFE against its teacher at 35/15/5/1 NFE"),
     "figures": ("hkdviz.report.figures", "regenerate the paper figures (PDF + PNG) from saved xarray data"),
+    "lens": ("hkdviz.analysis.lens_cli", "fit linear dynamics to a teacher's own U-Net features (a Koopman lens)"),
 }
 
 

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ..model.hkd import sigma_tensor
 from ..model.koopman import KOOPMAN_TIMES, koopman_time, koopman_time_label
 from .spectrum import _conjugate_pair_mask
 from .storage import provenance_attrs
@@ -89,14 +90,17 @@ class TeacherFeatures:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, sigma: float) -> list[torch.Tensor]:
         parameter = next(self.net.parameters())
-        batch = x.shape[0]
-        sigma_column = torch.full((batch,), float(sigma), dtype=torch.float32, device=parameter.device)
-        c_in = 1 / math.sqrt(float(sigma) ** 2 + self.sigma_data ** 2)
+        x = x.to(parameter.device)
+        # The same operations, in the same dtypes, as HKDModel.encode: the features equal an HKD encoder
+        # initialised from this teacher bit for bit.
+        sigma = sigma_tensor(float(sigma), x.shape[0], x.device)
+        c_in = 1 / (sigma ** 2 + self.sigma_data ** 2).sqrt()
         labels = None
         if self.class_labels is not None:
-            labels = self.class_labels[:batch].to(device=parameter.device, dtype=parameter.dtype)
-        emb = self.net.embed(sigma_column.log() / 4, labels).to(parameter.dtype)
-        return self.net.encode((x * c_in).to(device=parameter.device, dtype=parameter.dtype), emb)
+            labels = self.class_labels[:x.shape[0]].to(device=x.device, dtype=parameter.dtype)
+        emb = self.net.embed(sigma.log() / 4, labels).to(parameter.dtype)
+        x = x.to(parameter.dtype)
+        return self.net.encode(x * c_in.to(x.dtype).reshape(-1, 1, 1, 1), emb)
 
 
 # -- streaming moments ----------------------------------------------------------------------------------
@@ -198,11 +202,12 @@ def fit_level(second: torch.Tensor, cross: torch.Tensor, dt: torch.Tensor, rank:
 
     # 1. Trapezoidal finite differences, (z'-z)/dt ~ G (z+z')/2, solved in closed form twice: weighted as
     # a one-step prediction (w_k dt_k^2: large steps dominate) and as a derivative (w_k: the small steps,
-    # where the difference quotient is accurate, dominate). The start with the lower exact objective wins.
+    # where the difference quotient is accurate, dominate). The start with the lowest exact objective (G = 0
+    # included, so the fit never does worse than keeping the features constant) wins.
     now, after = second_r[:-1], second_r[1:]
     difference_mid = (cross_r + after - now - cross_r.transpose(-1, -2)) / (2 * dt[:, None, None])
     mid_mid = (now + cross_r + cross_r.transpose(-1, -2) + after) / 4
-    starts = []
+    starts = [torch.zeros(rank, rank, dtype=torch.float64)]   # G = 0, the constant baseline
     for fd_weight in (weight * dt ** 2, weight):
         numerator = (fd_weight[:, None, None] * difference_mid).sum(0)
         denominator = (fd_weight[:, None, None] * mid_mid).sum(0)
