@@ -47,6 +47,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+from time import perf_counter
 from typing import Sequence
 
 import numpy as np
@@ -477,8 +478,48 @@ def lens(teacher, seeds=64, held_out_seeds=None, num_steps: int = 18, time="sigm
     `model.koopman_time_kind`), or a callable. rank: largest generator fitted in full (None = all
     channels). features: a callable (x [N, C, H, W], sigma float) -> list of [N, d, h, w] with
     `level_shapes` [(d, h, w)] and optional `level_names`; default `TeacherFeatures(teacher)`.
-    Memory: the moments (levels x (2K+1) x d x d float64) plus one batch of trajectories and features.
+    Memory: the moments (per level 3K + 2 matrices d x d, float64; twice with held-out seeds) plus one
+    batch of trajectories and their features. `collect_moments` + `LensCollection.fit` split the two steps.
     """
+    start = perf_counter()
+    collection = collect_moments(teacher, seeds, held_out_seeds, num_steps=num_steps, features=features,
+                                 batch_size=batch_size, progress=progress, moments_device=moments_device)
+    collected = perf_counter()
+    ds = fit_lens(collection.moments, collection.sigmas, time=time, rank=rank, held_out=collection.held_out,
+                  level_names=collection.level_names, refine=refine, source=teacher, progress=progress,
+                  seeds=collection.seeds, held_out_seeds=collection.held_out_seeds, num_steps=int(num_steps),
+                  teacher=repr(teacher))
+    # Where the time went (trajectories + features vs the generator fits), for benchmarks.
+    ds.attrs["collect_seconds"] = round(collected - start, 3)
+    ds.attrs["fit_seconds"] = round(perf_counter() - collected, 3)
+    ds.attrs["moments_bytes"] = collection.nbytes
+    return ds
+
+
+class LensCollection:
+    """What `collect_moments` gathered: the grid `sigmas`, training and held-out `LensMoments`, the seeds
+    and level names. The moments do not depend on the Koopman time: `fit_lens` can refit them in any."""
+
+    def __init__(self, sigmas, moments, held_out, seeds, held_out_seeds, level_names):
+        self.sigmas, self.moments, self.held_out = sigmas, moments, held_out
+        self.seeds, self.held_out_seeds, self.level_names = seeds, held_out_seeds, level_names
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(matrix.numel() * matrix.element_size()
+                       for part in (self.moments, self.held_out) if part is not None
+                       for matrix in part.second + part.cross + part.start))
+
+    def fit(self, time="sigma", **options) -> xr.Dataset:
+        """`fit_lens` on these moments (options: rank, refine, source, progress, fit_threads, attrs)."""
+        return fit_lens(self.moments, self.sigmas, time=time, held_out=self.held_out, level_names=self.level_names,
+                        seeds=self.seeds, held_out_seeds=self.held_out_seeds, **options)
+
+
+def collect_moments(teacher, seeds=64, held_out_seeds=None, num_steps: int = 18, features=None,
+                    batch_size: int = 16, progress: bool = True, moments_device=None) -> LensCollection:
+    """Run `teacher`'s PF-ODE from each seed (in batches) and stream its features into moments
+    (arguments as for `lens`)."""
     from tqdm.auto import tqdm
 
     from ..model.hkd import check_seeds
@@ -516,9 +557,7 @@ def lens(teacher, seeds=64, held_out_seeds=None, num_steps: int = 18, time="sigm
             for k in range(sigmas.numel()):
                 target.add(k, features(states[:, k], float(sigmas[k])))
             del states
-    return fit_lens(moments, sigmas, time=time, rank=rank, held_out=held_out, level_names=names, refine=refine,
-                    source=teacher, progress=progress, seeds=seeds, held_out_seeds=held_out_seeds,
-                    num_steps=int(num_steps), teacher=repr(teacher))
+    return LensCollection(sigmas, moments, held_out, seeds, held_out_seeds, names)
 
 
 def lens_summary(ds: xr.Dataset) -> dict:
@@ -656,5 +695,5 @@ def linearity_and_faithfulness(lens_ds: xr.Dataset, faithfulness_ds: xr.Dataset)
                                                        "koopman_time": lens_ds.attrs.get("koopman_time", "")})
 
 
-__all__ = ["compare_spectra", "linearity_and_faithfulness", "spectrum_time_kind", "path_errors",
+__all__ = ["collect_moments", "LensCollection", "compare_spectra", "linearity_and_faithfulness", "spectrum_time_kind", "path_errors",
            "prediction_errors", "lens", "fit_lens", "fit_level", "relative_errors", "LensMoments", "TeacherFeatures", "lens_summary"]
