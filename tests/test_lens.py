@@ -253,6 +253,15 @@ def test_ideal_denoiser_without_a_feature_map_is_refused():
         lens(teacher, seeds=[0, 1], held_out_seeds=[1], features=MixedChannels(), progress=False)
 
 
+def test_class_conditional_teacher_is_refused_by_name():
+    from hkdviz.train.edm import EDMPrecond
+    from hkdviz.train.teacher import Teacher
+
+    teacher = Teacher(EDMPrecond({"preset": "tiny", "unet": {"label_dim": 3}}))
+    with pytest.raises(ValueError, match="class-conditional"):
+        lens(teacher, seeds=1, progress=False)
+
+
 def test_compare_spectra_known_shift(tiny_lens, tiny_model):
     import hkdviz
 

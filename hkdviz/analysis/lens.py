@@ -76,15 +76,17 @@ class TeacherFeatures:
     pickle). An `IdealDenoiser` has no network and so no features: pass your own feature map to `lens`.
     """
 
-    def __init__(self, teacher, class_labels: torch.Tensor | None = None):
+    def __init__(self, teacher):
         denoiser = getattr(teacher, "denoiser", teacher)
         net = getattr(denoiser, "net", None)
         if net is None or not callable(getattr(net, "encode", None)) or not callable(getattr(net, "level_shapes", None)):
             raise TypeError(f"the lens reads U-Net features: {type(denoiser).__name__} has no SongUNet `.net` "
                             "(an IdealDenoiser has none; pass features=your_feature_map to lens)")
+        if getattr(net, "map_label", None) is not None:
+            # The trajectories and the features would both need per-sample labels; not supported yet.
+            raise ValueError("the lens does not support class-conditional teachers (label_dim > 0) yet")
         self.net = net
         self.sigma_data = float(denoiser.sigma_data)
-        self.class_labels = class_labels
         self.level_names = [name for name, _, _ in net.level_shapes()]
         self.level_shapes = [(channels, resolution, resolution) for _, channels, resolution in net.level_shapes()]
 
@@ -96,10 +98,7 @@ class TeacherFeatures:
         # initialised from this teacher bit for bit.
         sigma = sigma_tensor(float(sigma), x.shape[0], x.device)
         c_in = 1 / (sigma ** 2 + self.sigma_data ** 2).sqrt()
-        labels = None
-        if self.class_labels is not None:
-            labels = self.class_labels[:x.shape[0]].to(device=x.device, dtype=parameter.dtype)
-        emb = self.net.embed(sigma.log() / 4, labels).to(parameter.dtype)
+        emb = self.net.embed(sigma.log() / 4).to(parameter.dtype)
         x = x.to(parameter.dtype)
         return self.net.encode(x * c_in.to(x.dtype).reshape(-1, 1, 1, 1), emb)
 
