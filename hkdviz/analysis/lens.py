@@ -244,7 +244,9 @@ def fit_level(second: torch.Tensor, cross: torch.Tensor, dt: torch.Tensor, rank:
 
     try:
         optimizer.step(closure)
-    except RuntimeError:  # a matrix_exp overflow inside the line search: keep the initial generator
+    except (RuntimeError, IndexError):
+        # A matrix_exp overflow inside the line search (torch's strong-Wolfe search can then fail with an
+        # IndexError, seen with dt ~ 77 on a 2-step grid): keep the initial generator.
         return result
     refined = parameter.detach()
     with torch.no_grad():
