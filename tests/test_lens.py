@@ -334,3 +334,41 @@ def test_cli_lens_writes_a_dataset(tiny_teacher, tiny_checkpoint, tmp_path, caps
     assert "bottleneck" in json.loads(ds.attrs["comparison"])
     assert main(["lens", str(tmp_path / "missing"), "-o", str(tmp_path / "x.nc")]) == 2
     assert "hkdviz lens: error" in capsys.readouterr().err
+
+
+def test_mode_amplitude_maps_show_where_each_mode_lives(tiny_teacher, tiny_lens):
+    # Known answer: two rotating pairs in the standard basis, the first present only in the left half of
+    # the image, the second only in the right half: each mode's map is zero where its pair is absent.
+    from hkdviz.analysis.lens import ModeAmplitudes, lens_mode_amplitudes
+    from hkdviz.analysis.spectrum import level_view
+    from hkdviz.plot import mode_map
+
+    generator = torch.zeros(4, 4, dtype=torch.float64)
+    generator[0, 0] = generator[1, 1] = -0.05
+    generator[0, 1], generator[1, 0] = 0.3, -0.3
+    generator[2, 2] = generator[3, 3] = 0.02
+    generator[2, 3], generator[3, 2] = 0.1, -0.1
+    times = koopman_time(SIGMAS, "log_sigma")
+    start = torch.randn(5, 4, 4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
+    start[:, :2, :, 3:] = 0      # pair 1 (channels 0, 1): left half only
+    start[:, 2:, :, :3] = 0      # pair 2 (channels 2, 3): right half only
+    states = [torch.einsum("ij,njhw->nihw", torch.linalg.matrix_exp((t - times[0]) * 0.3 * generator), start)
+              for t in times]
+    moments = LensMoments([(4, 4, 6)], SIGMAS.numel())
+    for k, state in enumerate(states):
+        moments.add(k, [state])
+    ds = fit_lens(moments, SIGMAS, time="log_sigma", progress=False)
+    accumulator = ModeAmplitudes(ds)
+    for state in states:
+        accumulator.add([state])
+    view = level_view(accumulator.result(), 0)
+    # Modes sorted by real part: pair 0 is 0.02 + 0.1i (right half), pair 1 is -0.05 + 0.3i (left half).
+    np.testing.assert_allclose(view["eigenvalue"].values[:, 0, 0] / 0.3, [0.02 + 0.1j, -0.05 + 0.3j], atol=1e-6)
+    amplitude = view["amplitude"].values
+    assert amplitude[0][:, :3].max() < 1e-6 < 0.1 < amplitude[0][:, 3:].min()
+    assert amplitude[1][:, 3:].max() < 1e-6 < 0.1 < amplitude[1][:, :3].min()
+
+    # On a teacher: one map per mode and position, finite, drawable.
+    maps = lens_mode_amplitudes(tiny_teacher, tiny_lens, seeds=2, progress=False)
+    assert np.isfinite(maps["amplitude"].values).all() and (maps["amplitude"].values >= 0).all()
+    mode_map(maps, 0, "amplitude", pair=0)

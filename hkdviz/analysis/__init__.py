@@ -11,6 +11,7 @@ _EXPORTS = {
     "inpaint": "editing", "colorize": "editing",
     "faithfulness": "faithfulness", "summarize_faithfulness": "faithfulness",
     "lens": "lens", "lens_summary": "lens", "compare_spectra": "lens", "linearity_and_faithfulness": "lens",
+    "lens_mode_amplitudes": "lens",
     "editing_report": "edit_metrics", "band_spectra": "edit_metrics", "radial_power_spectrum": "edit_metrics",
 }
 

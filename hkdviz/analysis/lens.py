@@ -294,14 +294,24 @@ def path_errors(second: torch.Tensor, start: torch.Tensor, times: torch.Tensor, 
     return prediction_errors(second, start, first, times - times[0], basis, generator)
 
 
-def _eigen_modes(index: int, name: str, generator: torch.Tensor, height: int, width: int) -> dict:
-    """A shared generator's eigenvalues as spectrum modes (pair, y, x), broadcast over positions.
-    As `hkdviz.spectrum` reads a dense_shared level: each conjugate pair once (imag > 0), real ones
-    each on their own, sorted by real part, largest first."""
-    eigenvalue = torch.linalg.eigvals(generator.to(torch.float64)).numpy()[None, :]
+def _sorted_modes(index: int, name: str, generator: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """A shared generator's reported eigenvalues and their left projections (rows of V^-1, so that the
+    mode coordinates of a state x are c = V^-1 x with unit-norm right eigenvectors V), kept and ordered
+    as `hkdviz.spectrum` reads a dense_shared level: each conjugate pair once (imag > 0), real ones each
+    on their own, sorted by real part, largest first. A defective generator gets NaN projections."""
+    eigenvalue, right = torch.linalg.eig(generator.detach().to("cpu", torch.float64))
+    inverse, info = torch.linalg.inv_ex(right)
+    projections = inverse.numpy() if int(info) == 0 else np.full(inverse.shape, np.nan + 1j * np.nan)
+    eigenvalue = eigenvalue.numpy()[None, :]
     keep = _conjugate_pair_mask(eigenvalue, index, name, 0)[0]
-    eigenvalue = eigenvalue[0][keep]
-    eigenvalue = eigenvalue[np.lexsort((-eigenvalue.imag, -eigenvalue.real))]
+    eigenvalue, projections = eigenvalue[0][keep], projections[keep]
+    order = np.lexsort((-eigenvalue.imag, -eigenvalue.real))
+    return eigenvalue[order], projections[order]
+
+
+def _eigen_modes(index: int, name: str, generator: torch.Tensor, height: int, width: int) -> dict:
+    """A shared generator's eigenvalues as spectrum modes (pair, y, x), broadcast over positions."""
+    eigenvalue, _ = _sorted_modes(index, name, generator)
     pairs, positions = eigenvalue.size, height * width
     return {
         "level": index, "count": pairs * positions,
@@ -696,5 +706,78 @@ def linearity_and_faithfulness(lens_ds: xr.Dataset, faithfulness_ds: xr.Dataset)
                                                        "koopman_time": lens_ds.attrs.get("koopman_time", "")})
 
 
-__all__ = ["collect_moments", "LensCollection", "compare_spectra", "linearity_and_faithfulness", "spectrum_time_kind", "path_errors",
+# -- spatial maps of the modes ---------------------------------------------------------------------------
+class ModeAmplitudes:
+    """Where each fitted mode lives: per level, mode and position, the RMS over samples and grid times of
+    the mode's coordinate |c_j(y, x)|, c = V^-1 U^T z(y, x) (V: the generator's unit-norm right
+    eigenvectors, U: the level's basis). Feed features with `add` (any times, any batches), then
+    `result()` is the lens dataset with a variable `amplitude` (mode), which `mode_map(ds, level,
+    "amplitude", pair=j)` draws. A second pass: the projections exist only once the fit is done."""
+
+    def __init__(self, ds: xr.Dataset):
+        if "fit_residual" not in ds or "level_names" not in ds.attrs:
+            raise TypeError("ModeAmplitudes expects a lens dataset (hkdviz.lens)")
+        self.ds = ds
+        self.names = json.loads(ds.attrs["level_names"])
+        self.shapes = [tuple(shape) for shape in json.loads(ds.attrs["level_shapes"])]
+        self.projections, self.sums = [], []
+        for index, name in enumerate(self.names):
+            _, left = _sorted_modes(index, name, torch.as_tensor(ds[f"generator_{name}"].values))
+            basis = ds[f"basis_{name}"].values                                  # [d, r]
+            self.projections.append(torch.as_tensor(left @ basis.T))            # [modes, d] complex128
+            _, height, width = self.shapes[index]
+            self.sums.append(torch.zeros(left.shape[0], height, width, dtype=torch.float64))
+        self.count = 0
+
+    def add(self, features: Sequence[torch.Tensor]) -> None:
+        if len(features) != len(self.names):
+            raise ValueError(f"ModeAmplitudes.add: {len(features)} feature levels, expected {len(self.names)}")
+        for index, feature in enumerate(features):
+            if feature.ndim != 4 or tuple(feature.shape[1:]) != self.shapes[index]:
+                raise ValueError(f"level {index}: features of shape {tuple(feature.shape)}, expected [N, "
+                                 f"{', '.join(map(str, self.shapes[index]))}]")
+            state = feature.detach().to("cpu", torch.complex128)
+            coordinates = torch.einsum("md,ndhw->nmhw", self.projections[index], state)
+            self.sums[index] += coordinates.abs().square().sum(0)
+        self.count += features[0].shape[0]
+
+    def result(self) -> xr.Dataset:
+        if self.count == 0:
+            raise ValueError("ModeAmplitudes: no features were added")
+        amplitude = np.full(self.ds.sizes["mode"], np.nan)
+        levels = self.ds["level"].values
+        for index, total in enumerate(self.sums):
+            rows = np.flatnonzero(levels == index)
+            pair = self.ds["pair"].values[rows].astype(np.int64)
+            y, x = self.ds["y"].values[rows].astype(np.int64), self.ds["x"].values[rows].astype(np.int64)
+            amplitude[rows] = (total / self.count).sqrt().numpy()[pair, y, x]
+        out = self.ds.copy()
+        out["amplitude"] = ("mode", amplitude, {"long_name": "RMS over samples and grid times of the mode's "
+                                                              "coordinate |(V^-1 U^T z)_j| at this position"})
+        return out
+
+
+def lens_mode_amplitudes(teacher, ds: xr.Dataset, seeds=4, features=None, batch_size: int = 16,
+                         progress: bool = True) -> xr.Dataset:
+    """`ds` with `amplitude` maps (see ModeAmplitudes) from `teacher`'s trajectories on the lens's own grid
+    (attr num_steps), from `seeds` (a count or a list; a few are enough for a map)."""
+    from tqdm.auto import tqdm
+
+    from ..model.hkd import check_seeds
+
+    if isinstance(seeds, numbers.Integral) and not isinstance(seeds, bool):
+        seeds = list(range(int(seeds)))
+    seeds = check_seeds(seeds)
+    features = TeacherFeatures(teacher) if features is None else features
+    accumulator = ModeAmplitudes(ds)
+    sigmas = teacher.grid(int(json.loads(str(ds.attrs["num_steps"]))))
+    with torch.no_grad():
+        for start in tqdm(range(0, len(seeds), batch_size), desc="lens: mode maps", disable=not progress):
+            states = teacher.states_at(teacher.noise(seeds[start:start + batch_size]), sigmas)
+            for k in range(sigmas.numel()):
+                accumulator.add(features(states[:, k], float(sigmas[k])))
+    return accumulator.result()
+
+
+__all__ = ["ModeAmplitudes", "lens_mode_amplitudes", "collect_moments", "LensCollection", "compare_spectra", "linearity_and_faithfulness", "spectrum_time_kind", "path_errors",
            "prediction_errors", "lens", "fit_lens", "fit_level", "relative_errors", "LensMoments", "TeacherFeatures", "lens_summary"]
