@@ -35,7 +35,7 @@ def test_05_koopman_lens(tiny_checkpoint, kernel_environment, tmp_path, monkeypa
     text = "".join(output.get("text", "") for output in outputs(notebook))
     assert "round trip exact: True" in text
     assert "bottleneck" in text and "hkd_koopman_error" in text
-    # residuals, eigenvalue plane, comparison plane, comparison bars
-    assert len(list(outputs(notebook, "application/vnd.plotly.v1+json"))) == 4
+    # residuals, eigenvalue plane, mode map, comparison plane, comparison bars
+    assert len(list(outputs(notebook, "application/vnd.plotly.v1+json"))) == 5
     assert (tmp_path / "lens.nc").is_file()
     print(f"executed in {seconds:.1f} s")
