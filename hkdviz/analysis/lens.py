@@ -170,8 +170,9 @@ def fit_level(second: torch.Tensor, cross: torch.Tensor, dt: torch.Tensor, rank:
               refine: bool = True, seed: int = 0, iterations: int = REFINE_ITERATIONS) -> dict:
     """One level's generator from its moments (second [K+1, d, d], cross [K, d, d], dt [K] float64).
 
-    Returns basis U [d, r], generator G [r, r] (float64, CPU), the initial (finite-difference) G,
-    the objective before and after refinement, and `method` ("exponential" or "finite_difference").
+    Returns basis U [d, r], generator G [r, r] (float64, CPU), the best start (`initial_generator`),
+    the objective before and after refinement, and `method`: "exponential" (refined), else the start
+    kept, "finite_difference" or "constant" (G = 0: nothing beat keeping the features constant).
     """
     second = second.detach().to("cpu", torch.float64)
     cross = cross.detach().to("cpu", torch.float64)
@@ -208,6 +209,7 @@ def fit_level(second: torch.Tensor, cross: torch.Tensor, dt: torch.Tensor, rank:
     difference_mid = (cross_r + after - now - cross_r.transpose(-1, -2)) / (2 * dt[:, None, None])
     mid_mid = (now + cross_r + cross_r.transpose(-1, -2) + after) / 4
     starts = [torch.zeros(rank, rank, dtype=torch.float64)]   # G = 0, the constant baseline
+    start_names = ["constant", "finite_difference", "finite_difference"]
     for fd_weight in (weight * dt ** 2, weight):
         numerator = (fd_weight[:, None, None] * difference_mid).sum(0)
         denominator = (fd_weight[:, None, None] * mid_mid).sum(0)
@@ -226,7 +228,8 @@ def fit_level(second: torch.Tensor, cross: torch.Tensor, dt: torch.Tensor, rank:
     values = [value if math.isfinite(value) else math.inf for value in values]
     initial_objective = min(values)
     initial = starts[values.index(initial_objective)]
-    result = {"basis": basis, "generator": initial, "initial_generator": initial, "method": "finite_difference",
+    result = {"basis": basis, "generator": initial, "initial_generator": initial,
+              "method": start_names[values.index(initial_objective)],
               "initial_objective": initial_objective, "objective": initial_objective}
     if not refine:
         return result
@@ -270,7 +273,7 @@ def prediction_errors(target_second: torch.Tensor, cross: torch.Tensor, source_s
     else:
         tau = torch.as_tensor(tau, dtype=torch.float64)
         propagator = torch.linalg.matrix_exp(tau[:, None, None] * generator)
-        # ||y - U M U^T x||^2 = ||y||^2 - 2 tr(M U^T C U^T^T) + tr(M U^T S U M^T): U orthonormal.
+        # ||y - U M U^T x||^2 summed = tr(Y) - 2 tr(M (U^T C U)^T) + tr(M (U^T S U) M^T), U orthonormal.
         source_r = basis.T @ source_second @ basis
         cross_r = basis.T @ cross @ basis
         squared = (target - 2 * (propagator * cross_r).sum((-1, -2))
