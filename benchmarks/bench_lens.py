@@ -81,7 +81,8 @@ def main(argv=None) -> int:
                    f"{args.threads} thread(s)",
         "teacher": args.preset and f"untrained {args.preset}" or args.teacher,
         "seeds": args.seeds, "held_out": args.held_out, "steps": args.steps, "koopman_time": kind,
-        "seconds": round(seconds, 1), "collect_seconds": ds.attrs["collect_seconds"], "fit_seconds": ds.attrs["fit_seconds"],
+        "seconds": round(seconds, 1), "collect_seconds": ds.attrs["collect_seconds"],
+        "fit_seconds": ds.attrs["fit_seconds"],
         "peak_rss_mib_before_fit": round(rss_loaded, 1), "peak_rss_mib": round(rss_after, 1),
         "moments_mib": round(ds.attrs["moments_bytes"] / 2 ** 20, 1),
         "levels": summary["levels"],
@@ -93,7 +94,8 @@ def main(argv=None) -> int:
           f"{record['fit_seconds']:.1f} s); peak RSS {rss_after:.0f} MiB ({rss_loaded:.0f} MiB after loading); "
           f"moments {record['moments_mib']:.1f} MiB; {record['machine']}")
     print(f"\n{'level':<16}{'rank':>5}{'fit':>8}{'held out':>10}{'G = 0':>8}{'path':>8}{'path G=0':>10}")
-    for row, path, constant in zip(summary["levels"], record["path_error_median"], record["constant_path_error_median"]):
+    paths = zip(summary["levels"], record["path_error_median"], record["constant_path_error_median"])
+    for row, path, constant in paths:
         print(f"{row['name']:<16}{row['rank']:>5}{row['fit_residual']:>8.3f}{row['held_out_error']:>10.3f}"
               f"{row['constant_residual']:>8.3f}{path:>8.3f}{constant:>10.3f}")
     print("(medians over the grid transitions / grid times after T; relative errors)")
@@ -122,7 +124,8 @@ def main(argv=None) -> int:
                                     num_steps=args.steps, progress=False)
         table = linearity_and_faithfulness(ds, faith).isel(time=slice(1, None))
         record["comparison"] = []
-        print(f"\nvs HKD {args.hkd} (per unit of Koopman time {kind}); faithfulness on the {args.held_out} held-out seeds")
+        print(f"\nvs HKD {args.hkd} (per unit of Koopman time {kind}); faithfulness on the {args.held_out} "
+              "held-out seeds")
         print(f"{'level':<16}{'W1 alpha':>9}{'W1 |beta|':>10}{'alpha lens':>11}{'alpha HKD':>10}"
               f"{'|beta| lens':>12}{'|beta| HKD':>11}{'teacher path':>13}{'HKD path':>10}")
         for index, name in enumerate(comparison["level_name"].values):

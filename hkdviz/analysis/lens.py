@@ -79,7 +79,7 @@ class TeacherFeatures:
     def __init__(self, teacher):
         denoiser = getattr(teacher, "denoiser", teacher)
         net = getattr(denoiser, "net", None)
-        if net is None or not callable(getattr(net, "encode", None)) or not callable(getattr(net, "level_shapes", None)):
+        if net is None or not all(callable(getattr(net, name, None)) for name in ("encode", "level_shapes")):
             raise TypeError(f"the lens reads U-Net features: {type(denoiser).__name__} has no SongUNet `.net` "
                             "(an IdealDenoiser has none; pass features=your_feature_map to lens)")
         if getattr(net, "map_label", None) is not None:
@@ -254,7 +254,8 @@ def fit_level(second: torch.Tensor, cross: torch.Tensor, dt: torch.Tensor, rank:
     refined = parameter.detach()
     with torch.no_grad():
         refined_objective = float(objective(refined))
-    if math.isfinite(refined_objective) and bool(torch.isfinite(refined).all()) and refined_objective <= initial_objective:
+    improved = math.isfinite(refined_objective) and refined_objective <= initial_objective
+    if improved and bool(torch.isfinite(refined).all()):
         result.update(generator=refined, method="exponential", objective=refined_objective)
     return result
 
@@ -669,7 +670,8 @@ def compare_spectra(lens_spec: xr.Dataset, hkd_spec: xr.Dataset) -> xr.Dataset:
         "lens_modes": "distinct eigenvalues (one per conjugate pair) of the fitted generator",
         "hkd_modes": "HKD modes (pair, position)",
     }
-    variables = {key: ("level", np.asarray(values), {"long_name": descriptions[key]}) for key, values in columns.items()}
+    variables = {key: ("level", np.asarray(values), {"long_name": descriptions[key]})
+                 for key, values in columns.items()}
     coords = {"level": np.asarray(shared, np.int16),
               "level_name": ("level", np.array([lens_names[index] for index in shared], dtype=object))}
     attrs = {"analysis": "lens_comparison", "koopman_time": lens_time,
@@ -782,5 +784,6 @@ def lens_mode_amplitudes(teacher, ds: xr.Dataset, seeds=4, features=None, batch_
     return accumulator.result()
 
 
-__all__ = ["ModeAmplitudes", "lens_mode_amplitudes", "collect_moments", "LensCollection", "compare_spectra", "linearity_and_faithfulness", "spectrum_time_kind", "path_errors",
-           "prediction_errors", "lens", "fit_lens", "fit_level", "relative_errors", "LensMoments", "TeacherFeatures", "lens_summary"]
+__all__ = ["lens", "collect_moments", "LensCollection", "fit_lens", "fit_level", "LensMoments", "TeacherFeatures",
+           "lens_summary", "compare_spectra", "linearity_and_faithfulness", "spectrum_time_kind", "ModeAmplitudes",
+           "lens_mode_amplitudes", "prediction_errors", "relative_errors", "path_errors"]
