@@ -20,6 +20,7 @@ def __getattr__(name):
         "trajectory": ("hkdviz.analysis.trajectory", "trajectory"),
         "frequency_edit": ("hkdviz.analysis.editing", "frequency_edit"),
         "faithfulness": ("hkdviz.analysis.faithfulness", "faithfulness"),
+        "lens": ("hkdviz.analysis.lens", "lens"),
         "load_teacher": ("hkdviz.train.teacher", "load_teacher"),
         "spectral_masking": ("hkdviz.analysis.interventions", "spectral_masking"),
         "intervene": ("hkdviz.analysis.interventions", "intervene"),

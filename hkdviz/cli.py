@@ -24,6 +24,7 @@ DISPATCHED = {
     "eval": ("hkdviz.train.evaluate", "quality of HKD at 1 NFE against its teacher at 35/15/5/1 NFE"),
     "figures": ("hkdviz.report.figures", "regenerate the paper figures (PDF + PNG) from saved xarray data"),
     "teacher": ("hkdviz.train.teacher_cli", "import an NVlabs/edm network pickle as a teacher checkpoint (any EDM kind)"),
+    "lens": ("hkdviz.analysis.lens_cli", "fit linear dynamics to a teacher's own U-Net features (a Koopman lens)"),
 }
 
 

@@ -10,6 +10,8 @@ _EXPORTS = {
     "EditSession": "editing", "frequency_edit": "editing", "editing_sweep": "editing",
     "inpaint": "editing", "colorize": "editing",
     "faithfulness": "faithfulness", "summarize_faithfulness": "faithfulness",
+    "lens": "lens", "lens_summary": "lens", "compare_spectra": "lens", "linearity_and_faithfulness": "lens",
+    "lens_mode_amplitudes": "lens",
     "editing_report": "edit_metrics", "band_spectra": "edit_metrics", "radial_power_spectrum": "edit_metrics",
 }
 

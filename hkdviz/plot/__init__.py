@@ -21,6 +21,7 @@ _EXPORTS = {
     "editing_grid": "editing", "edit_curves": "editing", "zero_shot_grid": "editing",
     "cumulative_effect": "curves", "energy_curves": "curves", "band_power_spectra": "curves",
     "to_rgb": "data", "subsample_modes": "data",
+    "lens_residuals": "lens", "lens_comparison_plane": "lens", "lens_comparison_bars": "lens",
 }
 
 __all__ = sorted(_EXPORTS) + ["paper", "style", "data", "tables"]
@@ -30,6 +31,6 @@ def __getattr__(name):
     # plotly and matplotlib load on first use, so `import hkdviz.plot` stays cheap.
     if name in _EXPORTS:
         return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    if name in ("paper", "style", "data", "tables", "spectrum", "images", "editing", "curves"):
+    if name in ("paper", "style", "data", "tables", "spectrum", "images", "editing", "curves", "lens"):
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
