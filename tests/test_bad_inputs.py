@@ -274,3 +274,12 @@ def test_huge_gain_saturates_to_the_limit(tiny_model):
     # Every nonzero latent entry is beyond the limit at gain 1e30 and 1e35 alike: the same saturated image.
     assert torch.equal(images, gain_edit(tiny_model, [0, 1], band="all", gain=1e35))
     assert np.isfinite(gain_edit(tiny_model, [0], band="all", gain=-1e30).numpy()).all()
+
+
+def test_decode_refuses_nan_latents_outside_training():
+    model = hkdviz.build({"preset": "tiny", "unet": {"model_channels": 8}}).eval()
+    with torch.no_grad():
+        latents = model.encode(model.noise([0]), model.sigma_max)
+        latents[2][0, 0, 0, 0] = float("nan")
+        with pytest.raises(ValueError, match=r"latents hold NaN values \(levels \[2\]\)"):
+            model.decode(latents)

@@ -343,7 +343,15 @@ def saturate(latents: list[torch.Tensor]) -> list[torch.Tensor]:
     (a read-only min/max, one device sync for all levels) is cheaper than clamping every time: a clamp
     allocates a copy of every latent, and those fresh buffers measurably slowed sampling on the CPU."""
     extremes = [torch.stack(torch.aminmax(latent)).abs().max() for latent in latents if latent.numel()]
-    if not extremes or not bool((torch.stack(extremes) > LATENT_LIMIT).any()):
+    if not extremes:
+        return latents
+    extremes = torch.stack(extremes)
+    # NaN latents would decode to NaN images silently. Outside training (no grad) that is an input error;
+    # in training a NaN is left to the loop's non-finite-loss check, which says what to change.
+    if not torch.is_grad_enabled() and bool(extremes.isnan().any()):
+        levels = [index for index, value in enumerate(extremes.tolist()) if value != value]
+        raise ValueError(f"latents hold NaN values (levels {levels}); decode needs finite latents")
+    if not bool((extremes > LATENT_LIMIT).any()):
         return latents
     return [latent.clamp(-LATENT_LIMIT, LATENT_LIMIT) for latent in latents]
 
