@@ -18,6 +18,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..errors import UsageError
+
 DISTILLABLE_NOTE = ("HKD can be initialised from it (EDMPrecond + DDPM++ splits into HKD's encoder and decoder)")
 TEACHER_ONLY_NOTE = ("a teacher for sampling, trajectories and evaluation; HKD cannot be initialised from it (only "
                      "EDMPrecond + DDPM++ splits into HKD's encoder and decoder)")
@@ -99,10 +101,6 @@ def command_info(args) -> int:
     record = summary(teacher)
     print(json.dumps(record, indent=2) if args.json else f"{args.source}: {_describe(record)}")
     return 0
-
-
-class UsageError(ValueError):
-    """A command line that cannot run; exit code 2."""
 
 
 def main(argv=None) -> int:
