@@ -142,3 +142,17 @@ def test_make_figures_bad_input_raises_named_errors(tmp_path, capsys):
     assert exit_code(not_found.value) == 2
     assert capsys.readouterr().out == ""  # progress=False prints nothing
     assert not (tmp_path / "figures.json").exists()
+
+
+def test_make_figures_reports_a_corrupt_data_file_as_failed_like_the_cli(tmp_path, capsys):
+    from hkdviz.report import make_figures
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / FILES["spectrum"]).write_bytes(b"not netCDF")
+    report = make_figures(data=tmp_path / "data", out=tmp_path / "api", only=["spectrum_scatter"], progress=False)
+    assert [result.stem for result in report.failed] == ["spectrum_scatter"] and not report.ok
+    assert "cannot read" in report.failed[0].skipped
+    captured = capsys.readouterr()
+    assert captured.out == "" and "warning: spectrum_scatter skipped: cannot read" in captured.err  # loud when quiet
+    assert figures.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "cli"),
+                         "--only", "spectrum_scatter"]) == 1  # the command's exit code for the same outcome
+    assert manifest_entries(tmp_path / "api") == manifest_entries(tmp_path / "cli")

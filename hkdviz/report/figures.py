@@ -3,6 +3,8 @@
     hkdviz figures --checkpoint default --out DIR            # compute DIR/data/*.nc, then draw
     hkdviz figures --data DIR/data --out DIR                 # draw from existing netCDF files only
 
+From Python: hkdviz.report.make_figures(checkpoint, out=..., data=..., only=[...]), which this command runs.
+
 Files written into --out (each as .pdf and .png; sizes for two-column papers: 3.3 in / 6.9 in):
 
     figure stem              data file              content
@@ -264,9 +266,10 @@ def make_figures(checkpoint="default", out="figures", data=None, only=None, quic
     with a banner when the shipped model is missing); data: draw from the netCDF files in this directory
     instead (no model is loaded); only: figure stems (FIGURES) to draw, default all; quick: fewer seeds
     and time points; teacher: teacher checkpoint for the NFE rows (default: the checkpoint's sibling);
-    formats: file types per figure; progress: print one line per data file and figure (and the banner,
-    and warnings for failed figures on stderr); threads: torch CPU threads while computing ("auto": 1
-    for small models on CPU).
+    formats: file types per figure; progress: print one line per data file and figure; threads: torch
+    CPU threads while computing ("auto": 1 for small models on CPU). Whatever `progress` says, the
+    untrained-model banner and a warning per failed figure go to stderr (the report holds both too:
+    report.model.banner, report.failed).
 
     Raises UsageError for bad arguments (unknown stem or format, a `data` directory that is missing or
     holds none of the data files, a bad device), CheckpointError when the model cannot be loaded. A data
@@ -290,7 +293,7 @@ def make_figures(checkpoint="default", out="figures", data=None, only=None, quic
         data_dir = out_dir / "data"
         check_device_option(device)
         source = find_teacher(open_model(checkpoint, device), teacher, device)
-        if source.banner and progress:
+        if source.banner:  # loud even when quiet: an untrained stand-in must never pass for the model
             print_banner(source.banner)
         say(f"model: {source.description}\n{source.teacher_description}")
         needed = sorted({SPECS[stem].dataset for stem in only}) if only else None
@@ -303,14 +306,14 @@ def make_figures(checkpoint="default", out="figures", data=None, only=None, quic
         where = result.skipped and f"skipped: {result.skipped}" or ", ".join(Path(file).name for file in result.files)
         say(f"  figure {result.stem:<26} {where} ({result.seconds:.1f} s)")
         if result.failed:
-            say(f"hkdviz figures: warning: {result.stem} skipped: {result.skipped}", file=sys.stderr)
+            print(f"hkdviz figures: warning: {result.stem} skipped: {result.skipped}", file=sys.stderr)
 
     results = render_figures(data_dir, out_dir, formats, only, progress=report)
     manifest = write_manifest(out_dir / "figures.json", results, outcomes, source)
     written = [result for result in results if result.files]
     say(f"wrote {len(written)} of {len(results)} figures ({', '.join(formats)}) to {out_dir}; data in {data_dir}; "
         f"manifest {manifest}")
-    if source is not None and source.banner and progress:
+    if source is not None and source.banner:
         from .source import print_banner
         print_banner(source.banner)
     return FigureReport(results, outcomes, data_dir, manifest, source)
