@@ -7,6 +7,8 @@
         --trajectories runs/default/trajectories --set hkd.koopman.levels=bottleneck --out runs/ablation
     torchrun --nproc_per_node 8 -m hkdviz.train all --preset cifar10 --set dataset=cifar10:/data/cifar10 --out runs/c10
 
+From Python: `hkdviz.train.run(stage, preset=..., out=..., overrides=[...])`, which this command runs.
+
 Every stage resumes when its output directory already holds a partial run. Layout of `all --out DIR`:
 DIR/config.json, DIR/teacher/ (run dir, checkpoint/ inside), DIR/trajectories/, DIR/hkd/ (run dir,
 checkpoint/), DIR/classifier/ (checkpoint), DIR/evaluation/, and DIR/export/{hkd,teacher,classifier}
