@@ -109,6 +109,8 @@ def test_03_paper_figures(checkpoint, kernel_environment, tmp_path, monkeypatch)
     assert len(list(outputs(notebook, "image/png"))) == len(stems)
     manifest = json.loads((out / "figures.json").read_text())
     assert sorted(entry["stem"] for entry in manifest["figures"] if entry["files"]) == sorted(stems)
+    text = "".join(output.get("text", "") for output in outputs(notebook))
+    assert f"3 figures drawn, 0 failed; manifest: {out / 'figures.json'}" in text  # hkdviz.report.make_figures' report
     print(f"executed in {seconds:.1f} s")
 
 
@@ -126,5 +128,6 @@ def test_04_training_quickstart(kernel_environment, tmp_path, monkeypatch):
     assert (run / "export" / "hkd" / "model.safetensors").is_file()
     text = "".join(output.get("text", "") for output in outputs(notebook))
     assert "trained for 4 steps" in text
+    assert f"{run / 'export'}\n" in text  # hkdviz.train.run("all", ...) returns the export directory
     assert len(list(outputs(notebook, "application/vnd.plotly.v1+json"))) == 2  # samples and spectrum
     print(f"executed in {seconds:.1f} s")

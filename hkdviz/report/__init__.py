@@ -4,6 +4,24 @@ figures and a standalone HTML report for one checkpoint).
     hkdviz demo [--checkpoint default] [--out hkdviz-demo] [--device auto]
     hkdviz figures --checkpoint default --out DIR [--data DIR]
 
+The figures from Python (the same call the command makes; nothing heavy is imported until first use):
+
+    from hkdviz.report import make_figures
+    report = make_figures("default", out="paper-figures", only=["spectrum_scatter"], quick=True)
+    report.written, report.failed, report.manifest
+
 Modules: `source` (model/teacher lookup with the untrained fallback), `datasets` (compute and save the
-netCDF files), `figures` (render PDF/PNG from them), `html` (standalone HTML), `demo` (all of it).
+netCDF files), `figures` (render PDF/PNG from them; `make_figures`), `html` (standalone HTML), `demo`
+(all of it).
 """
+import importlib
+
+_LAZY = {"make_figures": "figures", "FigureReport": "figures", "FigureResult": "figures", "FIGURES": "figures"}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,6 +3,8 @@
     hkdviz figures --checkpoint default --out DIR            # compute DIR/data/*.nc, then draw
     hkdviz figures --data DIR/data --out DIR                 # draw from existing netCDF files only
 
+From Python: hkdviz.report.make_figures(checkpoint, out=..., data=..., only=[...]), which this command runs.
+
 Files written into --out (each as .pdf and .png; sizes for two-column papers: 3.3 in / 6.9 in):
 
     figure stem              data file              content
@@ -214,6 +216,109 @@ def compute_all(source, data_dir, names=None, settings=None, on_done=None) -> li
     return outcomes
 
 
+FORMATS = ("pdf", "png", "svg", "eps", "jpg", "tif")
+
+
+@dataclass
+class FigureReport:
+    """What `make_figures` did: every figure it drew or skipped, the data it computed, the model."""
+    figures: list                     # FigureResult per figure asked for, in FIGURES order
+    datasets: list                    # DatasetOutcome per netCDF file computed ([] when drawn from `data`)
+    data_dir: Path                    # where the netCDF files are
+    manifest: Path                    # out/figures.json
+    model: object | None = None       # the ModelSource the data came from (None when drawn from `data`)
+
+    @property
+    def written(self) -> list:
+        """The figures that were drawn (their files exist)."""
+        return [result for result in self.figures if result.files]
+
+    @property
+    def failed(self) -> list:
+        """The figures whose data file could not be read or drawn from (not those merely without data)."""
+        return [result for result in self.figures if result.failed]
+
+    @property
+    def ok(self) -> bool:
+        """At least one figure drawn and none failed: what `hkdviz figures` exits 0 for."""
+        return bool(self.written) and not self.failed
+
+
+def _checked_names(values, known, what) -> list | None:
+    """`values` (None, a comma-separated string or a list) as a list, every item one of `known`."""
+    from hkdviz.errors import UsageError
+    if values is None:
+        return None
+    items = [item.strip() for item in values.split(",")] if isinstance(values, str) else [str(item) for item in values]
+    items = [item for item in items if item]
+    unknown = [item for item in items if item not in known]
+    if unknown or not items:
+        raise UsageError(f"unknown {what} {unknown or values!r}; choose from {', '.join(known)}")
+    return items
+
+
+def make_figures(checkpoint="default", out="figures", data=None, only=None, quick=False, device="auto",
+                 teacher=None, formats=("pdf", "png"), progress=True, threads="auto") -> FigureReport:
+    """Compute the netCDF data from a checkpoint (or take it from `data`) and draw the paper figures into
+    `out` with out/figures.json; what `hkdviz figures` runs.
+
+    checkpoint: a shipped name or a checkpoint directory ("default" falls back to an untrained stand-in
+    with a banner when the shipped model is missing); data: draw from the netCDF files in this directory
+    instead (no model is loaded); only: figure stems (FIGURES) to draw, default all; quick: fewer seeds
+    and time points; teacher: teacher checkpoint for the NFE rows (default: the checkpoint's sibling);
+    formats: file types per figure; progress: print one line per data file and figure; threads: torch
+    CPU threads while computing ("auto": 1 for small models on CPU). Whatever `progress` says, the
+    untrained-model banner and a warning per failed figure go to stderr (the report holds both too:
+    report.model.banner, report.failed).
+
+    Raises UsageError for bad arguments (unknown stem or format, a `data` directory that is missing or
+    holds none of the data files, a bad device), CheckpointError when the model cannot be loaded. A data
+    file that cannot be read or drawn from does not raise: its figures are marked failed in the report.
+    """
+    from hkdviz.errors import UsageError, check_device_option
+    only = _checked_names(only, list(SPECS), "figure")
+    formats = _checked_names(formats, list(FORMATS), "format")
+    out_dir = Path(out)
+    say = print if progress else (lambda *args, **kwargs: None)
+    source, outcomes = None, []
+    if data is not None:
+        data_dir = Path(data)
+        if not data_dir.is_dir():
+            raise UsageError(f"data directory {data_dir} is not a directory")
+        if not any((data_dir / file).exists() for file in FILES.values()):
+            raise UsageError(f"{data_dir} holds none of the data files ({', '.join(FILES.values())}); "
+                             f"compute them from a checkpoint (no data / no --data)")
+    else:
+        from .source import find_teacher, open_model, print_banner
+        data_dir = out_dir / "data"
+        check_device_option(device)
+        source = find_teacher(open_model(checkpoint, device), teacher, device)
+        if source.banner:  # loud even when quiet: an untrained stand-in must never pass for the model
+            print_banner(source.banner)
+        say(f"model: {source.description}\n{source.teacher_description}")
+        needed = sorted({SPECS[stem].dataset for stem in only}) if only else None
+        with cpu_threads(source.model, threads):
+            outcomes = compute_all(source, data_dir, needed, QUICK if quick else None, on_done=lambda outcome: say(
+                f"  data {outcome.name:<18} {'skipped: ' + outcome.skipped if outcome.skipped else outcome.path} "
+                f"({outcome.seconds:.1f} s)"))
+
+    def report(result):
+        where = result.skipped and f"skipped: {result.skipped}" or ", ".join(Path(file).name for file in result.files)
+        say(f"  figure {result.stem:<26} {where} ({result.seconds:.1f} s)")
+        if result.failed:
+            print(f"hkdviz figures: warning: {result.stem} skipped: {result.skipped}", file=sys.stderr)
+
+    results = render_figures(data_dir, out_dir, formats, only, progress=report)
+    manifest = write_manifest(out_dir / "figures.json", results, outcomes, source)
+    written = [result for result in results if result.files]
+    say(f"wrote {len(written)} of {len(results)} figures ({', '.join(formats)}) to {out_dir}; data in {data_dir}; "
+        f"manifest {manifest}")
+    if source is not None and source.banner:
+        from .source import print_banner
+        print_banner(source.banner)
+    return FigureReport(results, outcomes, data_dir, manifest, source)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hkdviz.errors import OneLineParser
     parser = OneLineParser(prog="hkdviz figures", description=__doc__,
@@ -244,63 +349,26 @@ def _parse_list(text, known, what):
 
 
 def main(argv=None) -> int:
-    from hkdviz.errors import split_debug
+    """`hkdviz figures`: the arguments parsed, `make_figures` called, its outcome as an exit code (0 when
+    every figure asked for was drawn, 1 when one failed or none was drawn, 2 for bad usage)."""
+    from hkdviz.checkpoint import CheckpointError
+    from hkdviz.errors import UsageError, describe, exit_code, print_traceback_if_debugging, split_debug
     args = build_parser().parse_args(split_debug(argv)[0])
     only = _parse_list(args.only, list(SPECS), "figure")
-    formats = _parse_list(args.formats, ["pdf", "png", "svg", "eps", "jpg", "tif"], "format")
-    out_dir = Path(args.out)
-    source, outcomes = None, []
-    if args.data is not None:
-        data_dir = Path(args.data)
-        if not data_dir.is_dir():
-            print(f"hkdviz figures: error: --data {data_dir} is not a directory", file=sys.stderr)
-            return 2
-        present = [name for name, file in FILES.items() if (data_dir / file).exists()]
-        if not present:
-            print(f"hkdviz figures: error: {data_dir} holds none of the data files ({', '.join(FILES.values())}); "
-                  f"run without --data to compute them", file=sys.stderr)
-            return 2
-    else:
-        from hkdviz.checkpoint import CheckpointError
-        from .source import find_teacher, open_model, print_banner
-        data_dir = out_dir / "data"
-        from hkdviz.errors import UsageError, check_device_option, describe, exit_code, print_traceback_if_debugging
-        try:
-            check_device_option(args.device)
-            source = find_teacher(open_model(args.checkpoint, args.device), args.teacher, args.device)
-        except (UsageError, CheckpointError, RuntimeError) as error:
-            print_traceback_if_debugging()
-            print(f"hkdviz figures: error: {describe(error)}", file=sys.stderr)
-            return exit_code(error)
-        if source.banner:
-            print_banner(source.banner)
-        print(f"model: {source.description}\n{source.teacher_description}")
-        needed = sorted({SPECS[stem].dataset for stem in only}) if only else None
-        settings = QUICK if args.quick else None
-        with cpu_threads(source.model, args.threads):
-            outcomes = compute_all(source, data_dir, needed, settings, on_done=lambda outcome: print(
-                f"  data {outcome.name:<18} {'skipped: ' + outcome.skipped if outcome.skipped else outcome.path} "
-                f"({outcome.seconds:.1f} s)"))
-
-    def report(result):
-        where = result.skipped and f"skipped: {result.skipped}" or ", ".join(Path(file).name for file in result.files)
-        print(f"  figure {result.stem:<26} {where} ({result.seconds:.1f} s)")
-        if result.failed:
-            print(f"hkdviz figures: warning: {result.stem} skipped: {result.skipped}", file=sys.stderr)
-
-    results = render_figures(data_dir, out_dir, formats, only, progress=report)
-    manifest = write_manifest(out_dir / "figures.json", results, outcomes, source)
-    written = [result for result in results if result.files]
-    print(f"wrote {len(written)} of {len(results)} figures ({', '.join(formats)}) to {out_dir}; data in {data_dir}; "
-          f"manifest {manifest}")
-    if source is not None and source.banner:
-        print_banner(source.banner)
-    failed = [result.stem for result in results if result.failed]
-    if failed:
-        print(f"hkdviz figures: error: {len(failed)} figure(s) failed ({', '.join(failed)}); see the warnings above",
-              file=sys.stderr)
+    formats = _parse_list(args.formats, list(FORMATS), "format")
+    try:
+        report = make_figures(checkpoint=args.checkpoint, out=args.out, data=args.data, only=only, quick=args.quick,
+                              device=args.device, teacher=args.teacher, formats=formats, progress=True,
+                              threads=args.threads)
+    except (UsageError, CheckpointError, RuntimeError) as error:
+        print_traceback_if_debugging()
+        print(f"hkdviz figures: error: {describe(error)}", file=sys.stderr)
+        return exit_code(error)
+    if report.failed:
+        print(f"hkdviz figures: error: {len(report.failed)} figure(s) failed "
+              f"({', '.join(result.stem for result in report.failed)}); see the warnings above", file=sys.stderr)
         return 1
-    return 0 if written else 1
+    return 0 if report.written else 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,11 @@
 Nothing heavy is imported here; names resolve on first use:
 
     from hkdviz.train import train_teacher, generate_trajectories, train_hkd, resolve_training_config
+
+`run(stage, preset=..., out=..., overrides=...)` is what `hkdviz train STAGE` runs:
+
+    from hkdviz.train import run
+    export = run("all", preset="smoke", out="runs/smoke", overrides=["hkd.steps=4"])
 """
 import importlib
 
@@ -17,6 +22,7 @@ _LAZY = {
     "train_teacher": "loop", "train_hkd": "loop",
     "resolve_training_config": "presets", "PRESETS": "presets",
     "init_distributed": "distributed",
+    "run": "cli", "STAGES": "cli",
 }
 
 __all__ = sorted(_LAZY)

@@ -7,6 +7,8 @@
         --trajectories runs/default/trajectories --set hkd.koopman.levels=bottleneck --out runs/ablation
     torchrun --nproc_per_node 8 -m hkdviz.train all --preset cifar10 --set dataset=cifar10:/data/cifar10 --out runs/c10
 
+From Python: `hkdviz.train.run(stage, preset=..., out=..., overrides=[...])`, which this command runs.
+
 Every stage resumes when its output directory already holds a partial run. Layout of `all --out DIR`:
 DIR/config.json, DIR/teacher/ (run dir, checkpoint/ inside), DIR/trajectories/, DIR/hkd/ (run dir,
 checkpoint/), DIR/classifier/ (checkpoint), DIR/evaluation/, and DIR/export/{hkd,teacher,classifier}
@@ -87,59 +89,87 @@ def _is_usage_error(error: Exception) -> bool:
 
 
 def _run(args) -> int:
-    from .presets import resolve_training_config, scaled
-
-    config = scaled(resolve_training_config(args.preset, args.config, args.overrides))
-    if args.device is not None:
-        config["device"] = args.device
     if args.print_config:
+        from .presets import resolve_training_config, scaled
+        config = scaled(resolve_training_config(args.preset, args.config, args.overrides))
+        if args.device is not None:
+            config["device"] = args.device
         print(json.dumps(config, indent=2, sort_keys=True))
         return 0
-    _check_dataset(config, args.stage)
-    if args.stage == "all":
-        _check_evaluate_options(config)
-    out = Path(args.out)
+    run(args.stage, preset=args.preset, out=args.out, overrides=args.overrides, config=args.config,
+        teacher=args.teacher, trajectories=args.trajectories, device=args.device, progress=not args.no_progress,
+        threads=args.threads)
+    return 0
+
+
+def run(stage: str, preset: str = "default", out=None, overrides=(), config=None, teacher=None, trajectories=None,
+        device=None, progress: bool = True, threads: int | None = None):
+    """Run one training stage, or every stage ("all"), into `out`; what `hkdviz train STAGE` runs.
+
+    stage: teacher, trajectories, hkd, classifier or all; preset: a name in PRESETS; overrides: "key=value"
+    strings as for --set (applied after `config`: a partial config, a dict or a JSON/YAML file); teacher: a
+    teacher checkpoint directory or an NVlabs/edm .pkl (trajectories, hkd, all); trajectories: a
+    trajectory directory (hkd); device: auto, cpu, cuda[:N] (default: the config's); threads: torch CPU
+    threads (set for the rest of the process). A stage resumes when `out` already holds a partial run.
+
+    Returns the stage's result: the checkpoint directory (teacher, hkd, classifier: out/checkpoint or
+    out), the trajectory directory (trajectories), out/export (all; laid out like checkpoints/default/).
+    Raises UsageError (and PresetError, DatasetError, ...) for bad input before any training.
+    """
+    from .presets import resolve_training_config, scaled
+
+    if stage not in STAGES:
+        raise UsageError(f"unknown stage {stage!r}; choose from {', '.join(STAGES)}")
+    if out is None:
+        raise UsageError("run() needs out=, the output directory")
+    overrides = [overrides] if isinstance(overrides, str) else list(overrides)  # one "key=value" or several
+    resolved = scaled(resolve_training_config(preset, config, overrides))
+    if device is not None:
+        resolved["device"] = device
+    _check_dataset(resolved, stage)
+    if stage == "all":
+        _check_evaluate_options(resolved)
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a directory")
 
     from ..checkpoint import resolve_device
     from .distributed import init_distributed, shutdown
     try:
-        resolve_device(config["device"])
+        resolve_device(resolved["device"])
     except (RuntimeError, TypeError, ValueError) as error:
-        raise UsageError(f"bad --device {config['device']!r}: {error}") from None
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        raise UsageError(f"bad --device {resolved['device']!r}: {error}") from None
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {threads}")
         import torch
-        torch.set_num_threads(args.threads)
-    context = init_distributed(config["device"])
-    progress = not args.no_progress
-    if context.device.type == "cpu" and args.threads is None and context.is_main:
+        torch.set_num_threads(threads)
+    context = init_distributed(resolved["device"])
+    if context.device.type == "cpu" and threads is None and context.is_main:
         import os
         if hasattr(os, "getloadavg") and os.getloadavg()[0] > (os.cpu_count() or 1):
             print("hkdviz train: note: the machine is busy (load above the core count); --threads 1 is often "
                   "much faster for small models then", file=sys.stderr)
-    if context.device.type == "cpu" and context.is_main and args.stage != "classifier":
-        note = cpu_duration_note(config, stage=args.stage)
+    if context.device.type == "cpu" and context.is_main and stage != "classifier":
+        note = cpu_duration_note(resolved, stage=stage)
         if note:
             print(f"hkdviz train: note: {note}", file=sys.stderr)
     try:
-        if args.stage == "teacher":
-            stage_teacher(config, out, context, progress)
-        elif args.stage == "trajectories":
-            stage_trajectories(config, out, _required(args.teacher or config["trajectories"]["teacher"], "--teacher"),
+        if stage == "teacher":
+            return stage_teacher(resolved, out, context, progress)
+        if stage == "trajectories":
+            stage_trajectories(resolved, out, _required(teacher or resolved["trajectories"]["teacher"], "--teacher"),
                                context, progress)
-        elif args.stage == "hkd":
-            stage_hkd(config, out, _required(args.teacher or config["hkd"]["teacher"], "--teacher"),
-                      _required(args.trajectories or config["hkd"]["trajectories"], "--trajectories"), context, progress)
-        elif args.stage == "classifier":
-            stage_classifier(config, out, context, progress, force=True)
-        else:
-            run_all(config, out, context, progress, teacher=args.teacher)
+            return out
+        if stage == "hkd":
+            return stage_hkd(resolved, out, _required(teacher or resolved["hkd"]["teacher"], "--teacher"),
+                             _required(trajectories or resolved["hkd"]["trajectories"], "--trajectories"), context,
+                             progress)
+        if stage == "classifier":
+            return stage_classifier(resolved, out, context, progress, force=True)
+        return run_all(resolved, out, context, progress, teacher=teacher)
     finally:
         shutdown(context)
-    return 0
 
 
 def _required(value, flag: str):

@@ -1,5 +1,6 @@
 """`hkdviz train all` end to end (a reduced smoke preset) and the CLI's handling of bad input."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -269,3 +270,41 @@ def test_cpu_duration_note_estimates_from_measured_rates():
                                                   stage="trajectories")
     with pytest.raises(PresetError, match="no CPU estimate"):
         estimated_cpu_minutes(resolve_training_config("default"), True, stages=("classifier",))
+
+
+# -- hkdviz.train.run: the function `hkdviz train STAGE` runs ------------------------------------------
+def test_run_gives_the_cli_checkpoints_stage_by_stage(tmp_path, single_thread):
+    import hkdviz
+    from hkdviz.train import run
+    common = dict(preset="smoke", overrides=REDUCED, device="cpu", progress=False)
+    assert cli("teacher", "--preset", "smoke", *sets(REDUCED), "--device", "cpu", "--no-progress",
+               "--out", tmp_path / "cli-teacher") == 0
+    teacher = run("teacher", out=tmp_path / "teacher", **common)
+    assert teacher == tmp_path / "teacher" / "checkpoint"
+    # Same config, same seed: the function trains the very weights the command trains.
+    assert (teacher / "model.safetensors").read_bytes() == (
+        tmp_path / "cli-teacher" / "checkpoint" / "model.safetensors").read_bytes()
+    trajectories = run("trajectories", out=tmp_path / "trajectories", teacher=teacher, **common)
+    assert trajectories == tmp_path / "trajectories" and (trajectories / "trajectories.json").is_file()
+    hkd = run("hkd", out=tmp_path / "hkd", teacher=teacher, trajectories=trajectories, **common)
+    assert hkd == tmp_path / "hkd" / "checkpoint"
+    model = hkdviz.load(hkd, device="cpu")
+    assert model.meta["step"] == 3 and model.meta["kind"] == "hkd"
+
+
+@pytest.mark.parametrize("stage, options, error, message", [
+    ("nonsense", {}, "UsageError", "unknown stage 'nonsense'"),
+    ("all", {"preset": "nonexistent"}, "PresetError", "unknown preset 'nonexistent'"),
+    ("all", {"preset": "smoke", "overrides": "hkd.no_such_key=1"}, "PresetError", "unknown config key 'hkd.no_such_key'"),
+    ("hkd", {"preset": "smoke"}, "UsageError", "needs --teacher"),
+    ("teacher", {"preset": "smoke", "device": "tpu"}, "UsageError", "bad --device"),
+    ("teacher", {"preset": "smoke", "threads": 0}, "UsageError", "--threads must be >= 1"),
+])
+def test_run_refuses_bad_input_like_the_cli(tmp_path, stage, options, error, message):
+    from hkdviz import errors
+    from hkdviz.train import presets, run
+    expected = getattr(errors, error, None) or getattr(presets, error)
+    with pytest.raises(expected, match=re.escape(message)) as raised:
+        run(stage, out=tmp_path / "out", **options)
+    assert errors.exit_code(raised.value) == 2
+    assert not (tmp_path / "out" / "teacher").exists()  # refused before any training
