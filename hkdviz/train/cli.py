@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (on a busy machine 1 is often fastest for small models)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs still go to the run directory)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    shown.add_argument("--explain-config", action="store_true",
+                       help="print every config key with its resolved value, default and meaning, and exit")
     return parser
 
 
@@ -94,6 +97,10 @@ def _run(args) -> int:
         config["device"] = args.device
     if args.print_config:
         print(json.dumps(config, indent=2, sort_keys=True))
+        return 0
+    if args.explain_config:
+        from .presets import explain_config
+        print(explain_config(config))
         return 0
     _check_dataset(config, args.stage)
     if args.stage == "all":
