@@ -123,6 +123,23 @@ def test_presets_levels_and_parameter_counts():
     assert [level.operator for level in override.levels].count("block") == 1
 
 
+def test_default_preset_is_the_shipped_architecture():
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from hkdviz.model.config import resolve_config
+    shipped_directory = Path(__file__).resolve().parents[1] / "checkpoints" / "default" / "hkd"
+    shipped = resolve_config(json.loads((shipped_directory / "config.json").read_text()))
+    model = hkdviz.build("default")
+    assert model.config["preset"] == "default" and shipped["preset"] == "tiny"
+    assert {**model.config, "preset": None} == {**shipped, "preset": None}
+    assert model.config["unet"]["model_channels"] == 48
+    # The shipped weights fit it tensor for tensor (strict: no missing or unexpected keys, same shapes).
+    model.load_state_dict(load_file(str(shipped_directory / "model.safetensors")), strict=True)
+
+
 @pytest.mark.parametrize("channels", [20, 40, 48])
 def test_any_even_width_runs(channels):
     # EDM's group count min(32, C // 4) does not divide every width (48 channels: a 144-channel skip

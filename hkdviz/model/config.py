@@ -50,6 +50,10 @@ PRESETS = {
     "ffhq64": {"unet": {"img_resolution": 64, "model_channels": 128, "channel_mult": [1, 2, 2, 2], "num_blocks": 4,
                         "attn_resolutions": [16], "dropout": 0.05, "augment_dim": 9}},
 }
+# The shipped architecture (checkpoints/default/hkd/config.json): "tiny" at twice the width, 48 channels.
+# That config.json names preset "tiny" with the width as an override; this name is what
+# `hkdviz.build("default")` takes for the same architecture, untrained.
+PRESETS["default"] = {"unet": {**PRESETS["tiny"]["unet"], "model_channels": 48}}
 
 SECTIONS = {"unet": UNET_DEFAULTS, "diffusion": DIFFUSION_DEFAULTS, "koopman": KOOPMAN_DEFAULTS, "output": "raw"}
 

@@ -409,7 +409,7 @@ def existing_classifier_matches(directory, options: Mapping[str, Any], seed: int
     if not isinstance(recorded, dict):
         raise ClassifierError(f"{directory / META_FILE}: no 'training' record; delete {directory} to retrain "
                               f"the classifier")
-    asked = {key: options.get(key) for key in TRAINING_SETTINGS if key != "seed"}
+    asked = {key: options[key] for key in TRAINING_SETTINGS if key != "seed"}
     asked["config"] = dict(asked["config"]) if asked["config"] else None
     asked["seed"] = int(seed)
     differences = [("seed" if key == "seed" else f"classifier.{key}", recorded[key], value)

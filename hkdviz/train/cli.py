@@ -49,7 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (on a busy machine 1 is often fastest for small models)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs still go to the run directory)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    shown.add_argument("--explain-config", action="store_true",
+                       help="print every config key with its resolved value, default and meaning, and exit")
     return parser
 
 
@@ -95,6 +98,13 @@ def _run(args) -> int:
         if args.device is not None:
             config["device"] = args.device
         print(json.dumps(config, indent=2, sort_keys=True))
+        return 0
+    if args.explain_config:
+        from .presets import explain_config, resolve_training_config, scaled
+        config = scaled(resolve_training_config(args.preset, args.config, args.overrides))
+        if args.device is not None:
+            config["device"] = args.device
+        print(explain_config(config))
         return 0
     run(args.stage, preset=args.preset, out=args.out, overrides=args.overrides, config=args.config,
         teacher=args.teacher, trajectories=args.trajectories, device=args.device, progress=not args.no_progress,

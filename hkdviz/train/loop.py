@@ -51,17 +51,25 @@ class TrainingLoop:
         if self.section not in self.config:
             raise TrainingError(f"the training config has no {self.section!r} section")
         self.options = self.config[self.section]
+        # The loops read every key of their section directly (no defaults repeated here): a hand-built
+        # config that skipped resolve_training_config is named here, not as a KeyError mid-run.
+        from .presets import BASE
+        missing = [key for key in ("seed", "model", "dataset") if key not in self.config]
+        missing += [f"{self.section}.{key}" for key in BASE[self.section] if key not in self.options]
+        if missing:
+            raise TrainingError(f"the training config lacks {', '.join(missing)}; build it with "
+                                "hkdviz.train.presets.resolve_training_config, which fills every key from BASE")
         self.context = context or init_distributed(device)
         self.device = self.context.device
         self.progress = progress
         self.run = RunDirectory(out_dir, is_main=self.context.is_main, echo=echo)
-        self.seed = int(self.config.get("seed", 0))
+        self.seed = int(self.config["seed"])
         configure_backend(self.device)
         # Mixed precision on CUDA, and on the CPU where `cpu_autocast` asks for it (bf16 with native
         # support it is faster on an AVX512-BF16 CPU: docs/benchmarks.md, "Training").
         self.autocast_dtype = resolve_autocast(self.section, self.options, self.device)
         # channels_last pays off with cuDNN only (on the CPU it slows the bf16 convolutions down).
-        self.channels_last = bool(self.options.get("channels_last", False)) and self.device.type == "cuda"
+        self.channels_last = bool(self.options["channels_last"]) and self.device.type == "cuda"
 
     # -- subclass interface -------------------------------------------------------------------------
     def build_model(self) -> torch.nn.Module:
@@ -87,7 +95,7 @@ class TrainingLoop:
         """lr, times a linear ramp-up over `lr_rampup_images` (where the section has it) and a linear
         cool-down to zero over the last `lr_cooldown_steps` steps (a warmup-stable-decay schedule;
         the last step runs at lr / lr_cooldown_steps)."""
-        rampup = float(self.options.get("lr_rampup_images") or 0)
+        rampup = float(self.options.get("lr_rampup_images", 0))  # only the teacher's section has a ramp-up
         scale = min(images_seen / rampup, 1.0) if rampup > 0 else 1.0
         if self.cooldown_steps:
             remaining = self.total_steps - images_seen // self.batch_size
@@ -96,7 +104,7 @@ class TrainingLoop:
 
     @property
     def cooldown_steps(self) -> int:
-        steps = int(self.options.get("lr_cooldown_steps") or 0)
+        steps = int(self.options["lr_cooldown_steps"])
         if not 0 <= steps <= self.total_steps:
             raise TrainingError(f"{self.section}.lr_cooldown_steps must lie in [0, {self.section}.steps = "
                                 f"{self.total_steps}], got {steps}")
@@ -110,7 +118,7 @@ class TrainingLoop:
     def run_config(self) -> dict:
         """What config.json records and a resume must match: the shared keys and this stage's section
         (another stage's settings may change between reruns of `train all`)."""
-        return {key: copy.deepcopy(self.config.get(key)) for key in ("seed", "model", "dataset", self.section)}
+        return {key: copy.deepcopy(self.config[key]) for key in ("seed", "model", "dataset", self.section)}
 
     def checkpoint_meta(self) -> dict:
         return {}
@@ -128,7 +136,7 @@ class TrainingLoop:
         return int(self.options["steps"])
 
     def rounds(self, local: np.ndarray) -> list[np.ndarray]:
-        per_device = self.options.get("batch_per_device") or len(local)
+        per_device = self.options["batch_per_device"] or len(local)
         return [local[start:start + per_device] for start in range(0, len(local), per_device)]
 
     def setup(self) -> None:
@@ -148,10 +156,10 @@ class TrainingLoop:
             # No augmentation pipeline here: the augment embedding (augment_dim > 0 in EDM's presets)
             # never receives gradients; freezing it keeps DDP from waiting for them.
             network.map_augment.requires_grad_(False)
-        self.ema = EMA(self.model, self.options["ema_halflife_images"], self.options.get("ema_rampup_ratio"))
+        self.ema = EMA(self.model, self.options["ema_halflife_images"], self.options["ema_rampup_ratio"])
         self.optimizer = torch.optim.Adam(self.parameter_groups(), lr=self.learning_rate(0),
-                                          betas=tuple(self.options.get("betas", (0.9, 0.999))),
-                                          eps=float(self.options.get("eps", 1e-8)),
+                                          betas=tuple(self.options["betas"]),
+                                          eps=float(self.options["eps"]),
                                           fused=True if self.device.type == "cuda" else None)
         self.wrapped = wrap_model(self.model, context)
         seed_everything(derive_seed(self.seed, context.rank, 5))  # per-rank global draws (dropout)
@@ -233,7 +241,7 @@ class TrainingLoop:
             # Stats stay tensors (on the device) until a log line: no GPU sync per step.
             for key, value in stats.items():
                 stats_sum[key] = stats_sum.get(key, 0.0) + value.detach() * (len(part) / len(local))
-        clip = self.options.get("grad_clip")
+        clip = self.options["grad_clip"]
         if clip:
             stats_sum["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(clip))
         self.optimizer.step()
@@ -292,9 +300,9 @@ class TrainingLoop:
         self.run.log(f"{self.section}: {'resumed at' if resumed else 'starting at'} step {self.step}/{self.total_steps}, "
                      f"{parameters:,} parameters, global batch {self.batch_size} on {self.context.world_size} rank(s), "
                      f"device {self.device}{', autocast ' + str(self.autocast_dtype) if self.autocast_dtype else ''}")
-        log_every = int(self.options.get("log_every", 100))
-        resume_every = int(self.options.get("resume_every", 1000))
-        checkpoint_every = self.options.get("checkpoint_every")
+        log_every = int(self.options["log_every"])
+        resume_every = int(self.options["resume_every"])
+        checkpoint_every = self.options["checkpoint_every"]
         bar = tqdm(total=self.total_steps, initial=self.step, desc=self.section, unit="step",
                    disable=not self.progress or not self.context.is_main)
         interval_start, interval_steps = time.perf_counter(), 0
@@ -399,10 +407,10 @@ class TeacherLoop(TrainingLoop):
     def build_data(self) -> int:
         from .edm import EDMLoss
         options = self.options
-        self.loss = EDMLoss(P_mean=options.get("P_mean", -1.2), P_std=options.get("P_std", 1.2),
+        self.loss = EDMLoss(P_mean=options["P_mean"], P_std=options["P_std"],
                             sigma_data=self.model.sigma_data)
-        self.source = ImageSource(self.config["dataset"], options.get("xflip", True), self.device,
-                                  int(options.get("data_memory_limit_mb", 4096)) << 20,
+        self.source = ImageSource(self.config["dataset"], options["xflip"], self.device,
+                                  int(options["data_memory_limit_mb"]) << 20,
                                   progress=self.progress and self.context.is_main)
         expected = self.model.image_shape
         if self.source.image_shape != tuple(expected):
@@ -435,15 +443,15 @@ class HKDLoop(TrainingLoop):
 
     def __init__(self, config: dict, out_dir, teacher=None, trajectories=None, **kwargs):
         super().__init__(config, out_dir, **kwargs)
-        self.teacher_path = teacher or self.options.get("teacher")
-        self.trajectory_path = trajectories or self.options.get("trajectories")
+        self.teacher_path = teacher or self.options["teacher"]
+        self.trajectory_path = trajectories or self.options["trajectories"]
         if not self.teacher_path:
             raise TrainingError("HKD training needs a teacher checkpoint (hkd.teacher or --teacher)")
         if not self.trajectory_path:
             raise TrainingError("HKD training needs a trajectory directory (hkd.trajectories or --trajectories)")
 
     def run_config(self) -> dict:
-        config = {key: copy.deepcopy(self.config.get(key)) for key in ("seed", "model", "hkd")}
+        config = {key: copy.deepcopy(self.config[key]) for key in ("seed", "model", "hkd")}
         # Relative to the run directory where they lie beside it (`train all`'s layout), so a moved
         # tree keeps matching; the content identity lets a resume accept a moved input anyway.
         config["hkd"]["teacher"] = self.run.relative(self.teacher_path)
@@ -465,22 +473,21 @@ class HKDLoop(TrainingLoop):
 
         teacher = load_teacher(self.teacher_path, device="cpu")
         self.teacher_sha256 = teacher.checkpoint_sha256
-        if self.options.get("init_from_teacher", True) and hasattr(teacher.denoiser, "network_spec"):
+        if self.options["init_from_teacher"] and hasattr(teacher.denoiser, "network_spec"):
             raise TrainingError(f"{self.teacher_path}: a {teacher.denoiser.describe()} teacher cannot initialise HKD's "
                                 "encoder and decoder (only EDMPrecond + DDPM++ splits into them; docs/teachers.md); "
                                 "use it for trajectories, or set hkd.init_from_teacher=false to train HKD from scratch")
         config = copy.deepcopy(teacher.config)
-        config["koopman"].update(self.options.get("koopman") or {})
-        if self.options.get("dropout") is not None:
-            config["unet"]["dropout"] = float(self.options["dropout"])
+        config["koopman"].update(self.options["koopman"] or {})
+        config["unet"]["dropout"] = float(self.options["dropout"])
         # The output head and the decoder's fixed noise level are HKD's own (the teacher has neither).
-        config["output"] = self.options.get("output", "raw")
-        if self.options.get("decoder_sigma") is not None:
+        config["output"] = self.options["output"]
+        if self.options["decoder_sigma"] is not None:
             decoder_sigma = self.options["decoder_sigma"]
             config["diffusion"]["decoder_sigma"] = (config["diffusion"]["sigma_max"] if decoder_sigma == "sigma_max"
                                                     else float(decoder_sigma))
         model = HKDModel(resolve_config(config))
-        if self.options.get("init_from_teacher", True):
+        if self.options["init_from_teacher"]:
             init_hkd_from_teacher(model, teacher)
         if model.config["unet"]["label_dim"]:
             raise TrainingError("class-conditional HKD training is not supported yet (model.unet.label_dim > 0)")
@@ -493,12 +500,12 @@ class HKDLoop(TrainingLoop):
         others = [parameter for name, parameter in self.model.named_parameters() if not name.startswith("koopman.")]
         groups = [{"params": others, "lr_scale": 1.0}]
         if generators:
-            groups.append({"params": generators, "lr_scale": float(self.options.get("generator_lr_scale", 1.0))})
+            groups.append({"params": generators, "lr_scale": float(self.options["generator_lr_scale"])})
         return groups
 
     @property
     def total_steps(self) -> int:
-        epochs = self.options.get("epochs")
+        epochs = self.options["epochs"]
         if epochs:
             return max(1, math.ceil(float(epochs) * self._count / self.batch_size))
         return int(self.options["steps"])
@@ -509,15 +516,13 @@ class HKDLoop(TrainingLoop):
 
         options = self.options
         self._count = int(read_manifest(self.trajectory_path)["count"])
-        distance = HKDDistance(make_distance(options.get("distance"), device=self.device),
-                               lambda1_start=options.get("lambda1_start", 1.0),
-                               lambda1_end=options.get("lambda1_end", 1e-3), lambda2=options.get("lambda2", 1.0))
-        self.loss = HKDLoss(distance, num_times=options.get("num_times", 4),
-                            t_consistency=options.get("t_consistency", True),
-                            include_eps=options.get("include_eps", True),
-                            latent_weight=options.get("latent_weight", 0.0))
+        distance = HKDDistance(make_distance(options["distance"], device=self.device),
+                               lambda1_start=options["lambda1_start"], lambda1_end=options["lambda1_end"],
+                               lambda2=options["lambda2"])
+        self.loss = HKDLoss(distance, num_times=options["num_times"], t_consistency=options["t_consistency"],
+                            include_eps=options["include_eps"], latent_weight=options["latent_weight"])
         self.data = TrajectoryDataset(self.trajectory_path,
-                                      memory_limit_bytes=int(options.get("data_memory_limit_mb", 4096)) << 20,
+                                      memory_limit_bytes=int(options["data_memory_limit_mb"]) << 20,
                                       progress=self.progress and self.context.is_main)
         super().setup()
 

@@ -300,6 +300,113 @@ TRAINING_SCHEMA = {
 }
 
 
+# What every key of BASE means, one line each, keyed like TRAINING_SCHEMA (a free-form part such as
+# hkd.koopman has one meaning for the whole mapping). `hkdviz train --explain-config` prints these beside
+# the resolved values and BASE's defaults; tests/train/test_pipeline.py fails when a BASE key lacks one.
+# The teacher and HKD loops share the optimizer keys (hkdviz/train/loop.py, TrainingLoop).
+_OPTIMIZER_MEANINGS = {
+    "steps": "optimizer steps of this stage (scaled by steps_scale)",
+    "batch_size": "global batch per optimizer step, summed over every rank",
+    "batch_per_device": "most items one device takes at once (a rank's share runs in gradient-accumulation "
+                        "rounds of this size); null = its whole share at once",
+    "lr": "Adam's peak learning rate",
+    "lr_cooldown_steps": "the learning rate falls linearly toward zero over the last N steps (0 = no cool-down; "
+                         "scaled by steps_scale)",
+    "betas": "Adam's (beta1, beta2)",
+    "eps": "Adam's epsilon",
+    "ema_halflife_images": "half-life, in training items, of the weight EMA that the checkpoint stores",
+    "ema_rampup_ratio": "early on the EMA half-life is at most items seen x this ratio (EDM's ramp-up); "
+                        "null = no ramp-up",
+    "grad_clip": "clip the global gradient norm to this value; null = no clipping",
+    "autocast": "mixed-precision dtype of the network on CUDA: bfloat16, float16, or null (float32)",
+    "cpu_autocast": "autocast on the CPU too (bfloat16 only): true, false, or \"auto\" (when the CPU has "
+                    "native bfloat16)",
+    "channels_last": "channels-last memory layout on CUDA (ignored on the CPU, where it is slower)",
+    "log_every": "a log line and a stats.jsonl record every N steps (may change on resume)",
+    "resume_every": "write the resume state (resume.pt) every N steps and at the end (may change on resume)",
+    "checkpoint_every": "also keep the EMA weights as checkpoint-NNNNNNN/ every N steps; null = the final "
+                        "checkpoint only (may change on resume)",
+}
+MEANINGS = {
+    (): {
+        "preset": "the training preset the config starts from (set by resolution; null = BASE alone)",
+        "seed": "root seed of every stage's draws: initial weights, batch order, noise, classifier split",
+        "device": "where to train: auto (CUDA when present), cpu, cuda, cuda:1 (--device overrides it)",
+        "steps_scale": "multiplies the teacher, HKD and classifier step counts (cool-downs included) and the "
+                       "trajectory count",
+        "model": "model config shared by teacher and HKD: a preset name plus section overrides "
+                 "(hkdviz.build's config)",
+        "dataset": "training images: a name (\"shapes\", \"cifar10:/path\", \"zip:/path\") or a dict "
+                   "(name, num_images, seed, ...)",
+    },
+    ("teacher",): {
+        **_OPTIMIZER_MEANINGS,
+        "lr_rampup_images": "the learning rate rises linearly from zero over the first N training images "
+                            "(0 = none)",
+        "xflip": "also train on mirrored images (index N + i mirrors image i), as EDM does",
+        "P_mean": "mean of ln(sigma) for the training noise levels (EDM: ln sigma ~ N(P_mean, P_std^2))",
+        "P_std": "standard deviation of ln(sigma) for the training noise levels",
+        "data_memory_limit_mb": "the training images are loaded once onto the device when they fit in this "
+                                "many MiB (uint8), else read from the data set per batch",
+    },
+    ("trajectories",): {
+        "count": "number of teacher trajectories to solve and store (scaled by steps_scale)",
+        "first_seed": "noise seed of trajectory 0; trajectory i uses seed first_seed + i",
+        "num_steps": "Heun steps of the teacher's PF-ODE solve (N steps: 2N - 1 evaluations, N + 1 states)",
+        "rho": "exponent of EDM's time grid between sigma_max and sigma_min",
+        "chunk_size": "trajectories per stored chunk file (the unit of resume and of work across ranks)",
+        "batch_size": "trajectories solved at once on one device",
+        "storage_dtype": "dtype of the stored states: float16 (half the disk and memory) or float32",
+        "teacher": "teacher checkpoint for `train trajectories` when --teacher is not given",
+        "autocast": "mixed-precision dtype of the teacher network on CUDA: bfloat16, float16, or null (float32)",
+        "cpu_autocast": "autocast on the CPU too (bfloat16 only): true, false, or \"auto\" (when the CPU has "
+                        "native bfloat16)",
+    },
+    ("hkd",): {
+        **_OPTIMIZER_MEANINGS,
+        "steps": "optimizer steps of HKD training (scaled by steps_scale; epochs, when set, replaces it)",
+        "batch_size": "global batch of trajectories per optimizer step, summed over every rank",
+        "epochs": "when set, steps = ceil(epochs x trajectory count / batch_size); null = use steps",
+        "num_times": "intermediate trajectory times drawn per trajectory and step (besides T)",
+        "t_consistency": "also match the one-step map at the drawn intermediate times; false = the "
+                         "reconstruction from T alone (ablation)",
+        "include_eps": "the drawn times may include the trajectory's last state (sigma_min)",
+        "koopman": "overrides of the model's koopman section (operator, levels, max_exponent, time)",
+        "dropout": "U-Net dropout of the HKD network (replaces the teacher's unet.dropout)",
+        "init_from_teacher": "start encoder and decoder from the teacher's weights (an EDMPrecond + DDPM++ "
+                             "teacher only)",
+        "output": "how the one-step map reads the decoder: \"raw\" or \"consistency\" (adds c_skip x_t)",
+        "decoder_sigma": "the decoder's fixed noise level: a number, \"sigma_max\", or null (the model's "
+                         "default, sigma_min)",
+        "latent_weight": "weight of the latent path term (encoder latents of teacher states vs the Koopman "
+                         "path); 0 = off, as in the paper",
+        "generator_lr_scale": "multiplies the learning rate of the Koopman generators",
+        "distance": "perceptual distance: \"pseudo_huber\", \"mse\", or {\"name\": \"lpips\", ...}",
+        "lambda1_start": "weight of the MSE term at the start of training (it decays geometrically)",
+        "lambda1_end": "weight of the MSE term at the end of training",
+        "lambda2": "weight of the perceptual distance term",
+        "data_memory_limit_mb": "the trajectory set is loaded into memory when it fits in this many MiB (in "
+                                "its storage dtype), else read item by item from disk",
+        "teacher": "teacher checkpoint for `train hkd` when --teacher is not given",
+        "trajectories": "trajectory directory for `train hkd` when --trajectories is not given",
+    },
+    ("classifier",): {
+        "enabled": "train the feature classifier in `train all` (the evaluation needs it)",
+        "steps": "classifier optimizer steps (scaled by steps_scale)",
+        "num_images": "images of the data set the classifier trains on (the held-out ones apart)",
+        "batch_size": "classifier batch size",
+        "num_held_out": "images held out to measure accuracy (a procedural set draws them with a reserved "
+                        "seed; a stored set splits off at most a fifth of itself)",
+        "learning_rate": "classifier Adam learning rate (reached after a short linear warm-up)",
+        "config": "classifier architecture overrides (hkdviz.train.classifier's CLASSIFIER_DEFAULTS)",
+    },
+    ("evaluate",): {
+        "enabled": "evaluate the exported checkpoints at the end of `train all` (needs the classifier)",
+        "options": "keyword arguments of hkdviz.train.evaluate.evaluate, e.g. {\"num_samples\": 64}",
+    },
+}
+
+
 def _kind_matches(kind: str, value) -> bool:
     if kind == "int":
         return isinstance(value, int) and not isinstance(value, bool)
@@ -354,6 +461,46 @@ def check_training_config(config: dict) -> None:
         raise PresetError(f"model config: {error}") from None
     json.dumps(config)
 
+
+def _meaning_paths(section: dict, path: tuple = ()):
+    """(path, key) of every key BASE-like `section` holds, in its order; free-form parts are one key."""
+    for key, value in section.items():
+        if isinstance(value, dict) and path + (key,) not in FREE_FORM:
+            yield from _meaning_paths(value, path + (key,))
+        else:
+            yield path, key
+
+
+def explain_config(config: dict) -> str:
+    """Every key of `config` with its value, BASE's default and its meaning (MEANINGS), one aligned line
+    each, under one heading per section; a "*" marks a value that differs from the default. Values are
+    compact JSON, as --print-config and --set write them."""
+    def text(value) -> str:
+        return json.dumps(value, separators=(", ", ": "))
+
+    rows = []  # (section heading, key, value, default, changed, meaning)
+    for path, key in _meaning_paths(BASE):
+        section, default = config, BASE
+        for part in path:
+            section, default = section[part], default[part]
+        meaning = MEANINGS.get(path, {}).get(key)
+        if meaning is None:
+            raise PresetError(f"no meaning for config key {'.'.join(path + (key,))!r} (presets.MEANINGS)")
+        rows.append((".".join(path) or "top level", key, text(section[key]), text(default[key]),
+                     section[key] != default[key], meaning))
+    key_width = max(len(row[1]) for row in rows)
+    value_width = max(len(row[2]) for row in rows)
+    default_width = max(len(row[3]) for row in rows)
+    lines = [f"# {'key':<{key_width}}   {'value':<{value_width}}   {'default':<{default_width}}   meaning "
+             f"(* = not the default; preset {text(config.get('preset'))})"]
+    heading = None
+    for section, key, value, default, changed, meaning in rows:
+        if section != heading:
+            lines.append(f"[{section}]")
+            heading = section
+        lines.append(f"  {key:<{key_width}} {'*' if changed else ' '} {value:<{value_width}}   "
+                     f"{default:<{default_width}}   {meaning}")
+    return "\n".join(lines)
 
 def scaled(config: dict) -> dict:
     """Apply steps_scale to the step counts (learning-rate cool-downs included, so they keep their
@@ -430,5 +577,5 @@ def steps_scale_for_budget(config: dict, rates: dict, seconds: float, fixed_seco
     return scale, estimate
 
 
-__all__ = ["PRESETS", "BASE", "PresetError", "resolve_training_config", "apply_override", "parse_value",
-           "load_config_file", "scaled", "steps_scale_for_budget", "estimated_cpu_minutes"]
+__all__ = ["PRESETS", "BASE", "MEANINGS", "PresetError", "explain_config", "resolve_training_config", "apply_override",
+           "parse_value", "load_config_file", "scaled", "steps_scale_for_budget", "estimated_cpu_minutes"]

@@ -352,3 +352,17 @@ def test_hkd_new_options_consistency_log_time_latent_term_and_generator_lr(tmp_p
     model = hkdviz.load(resumed, device="cpu")
     assert (model.output, model.koopman_time_kind, model.decoder_sigma) == ("consistency", "log_sigma", 80.0)
     assert model.meta["training"]["loss"]["latent_weight"] == 0.5
+
+
+def test_a_config_missing_keys_is_named_before_any_work(tmp_path):
+    """The loops read every key of the resolved config directly (BASE supplies them all): a hand-built
+    config that lacks some is refused up front, naming each missing dotted key."""
+    config = small_config()
+    del config["teacher"]["xflip"], config["teacher"]["grad_clip"], config["seed"]
+    with pytest.raises(TrainingError, match=r"lacks seed, teacher\.grad_clip, teacher\.xflip; build it with"):
+        TeacherLoop(config, tmp_path / "run", progress=False, echo=False)
+    assert not (tmp_path / "run").exists()
+    hkd = small_config()
+    del hkd["hkd"]["latent_weight"]
+    with pytest.raises(TrainingError, match=r"lacks hkd\.latent_weight"):
+        HKDLoop(hkd, tmp_path / "hkd", teacher="unused", trajectories="unused", progress=False, echo=False)

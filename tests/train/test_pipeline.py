@@ -308,3 +308,56 @@ def test_run_refuses_bad_input_like_the_cli(tmp_path, stage, options, error, mes
         run(stage, out=tmp_path / "out", **options)
     assert errors.exit_code(raised.value) == 2
     assert not (tmp_path / "out" / "teacher").exists()  # refused before any training
+
+
+def test_every_base_config_key_has_a_one_line_meaning(monkeypatch):
+    from hkdviz.train import presets
+    keys = list(presets._meaning_paths(presets.BASE))
+    assert (("hkd",), "koopman") in keys and (("hkd",), "distance") in keys and ((), "model") in keys  # free-form
+    assert (("hkd",), "latent_weight") in keys and (("hkd",), "generator_lr_scale") in keys
+    for path, key in keys:
+        meaning = presets.MEANINGS.get(path, {}).get(key)
+        assert isinstance(meaning, str) and meaning.strip() and "\n" not in meaning, (path, key)
+    # No meaning for a key BASE does not have (a renamed or removed key leaves no stale line behind).
+    assert {(path, key) for path, section in presets.MEANINGS.items() for key in section} == set(keys)
+    for path, schema in presets.TRAINING_SCHEMA.items():  # every validated key is explained too
+        assert set(schema) <= set(presets.MEANINGS[path]), path
+    # A key added to BASE without a meaning is named, not printed blank.
+    monkeypatch.setitem(presets.BASE, "hkd", {**presets.BASE["hkd"], "new_knob": 1})
+    with pytest.raises(PresetError, match="no meaning for config key 'hkd.new_knob'"):
+        presets.explain_config(presets.BASE)
+
+
+def test_print_config_is_json_and_explain_config_lists_every_key(tmp_path, capsys):
+    from hkdviz.train.presets import BASE, MEANINGS, _meaning_paths
+    arguments = ("all", "--preset", "smoke", "--set", "hkd.lr=2e-4", "--set", "steps_scale=0.5", "--out", tmp_path)
+    assert cli(*arguments, "--print-config") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == scaled(resolve_training_config("smoke", overrides=["hkd.lr=2e-4", "steps_scale=0.5"]))
+    assert cli(*arguments, "--explain-config") == 0
+    lines = capsys.readouterr().out.splitlines()
+    headings = [line for line in lines if line.startswith("[")]
+    assert headings == ["[top level]", "[teacher]", "[trajectories]", "[hkd]", "[classifier]", "[evaluate]"]
+    rows = [line for line in lines if line.startswith("  ")]
+    assert len(rows) == len(list(_meaning_paths(BASE)))
+    by_key = {}
+    section = None
+    for line in lines[1:]:
+        if line.startswith("["):
+            section = line.strip("[]")
+        else:
+            by_key[(section, line.split()[0])] = line
+    lr = by_key[("hkd", "lr")]
+    assert lr.split()[1:4] == ["*", "0.0002", "0.001"] and lr.endswith("Adam's peak learning rate")
+    steps = by_key[("hkd", "steps")]  # the value as it runs: the smoke preset's 20 steps at steps_scale 0.5
+    assert steps.split()[1:4] == ["*", "10", "10000"]
+    assert by_key[("hkd", "koopman")].split()[1] == '{"operator":'  # a free-form part on one line
+    unchanged = by_key[("teacher", "eps")]
+    assert unchanged.split()[1:3] == ["1e-08", "1e-08"]  # no "*" when the value is the default
+    meaning_column = set()
+    for (section, key), line in by_key.items():
+        meaning = MEANINGS[() if section == "top level" else (section,)][key]
+        assert line.endswith(meaning), line
+        meaning_column.add(len(line) - len(meaning))
+    assert len(meaning_column) == 1  # aligned: every meaning starts in the same column
+    assert cli(*arguments, "--print-config", "--explain-config") == 2  # one or the other
