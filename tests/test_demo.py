@@ -20,10 +20,13 @@ def demo_run(tiny_checkpoint, tmp_path_factory):
 def test_demo_writes_data_figures_and_report(demo_run):
     code, out = demo_run
     assert code == 0
-    for file in FILES.values():
-        assert (out / "data" / file).stat().st_size > 1000, file
     summary = json.loads((out / "demo.json").read_text())
-    assert summary["skipped"] == {}
+    # The tiny checkpoint has no teacher beside it: faithfulness (measured against the teacher's PF-ODE)
+    # is the one dataset that cannot be made, and the demo says so instead of failing.
+    assert list(summary["skipped"]) == ["faithfulness"]
+    for name, file in FILES.items():
+        if name != "faithfulness":
+            assert (out / "data" / file).stat().st_size > 1000, file
     assert len(summary["figures"]) == 2 * 16
     for file in summary["figures"]:
         assert (out / "figures" / file.split("/")[-1]).stat().st_size > 2000
