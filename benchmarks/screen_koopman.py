@@ -58,7 +58,13 @@ def main(argv=None) -> None:
     parser.add_argument("--eval-seeds", type=int, default=64, help="unseen seeds scored by RMS")
     parser.add_argument("--faith-seeds", type=int, default=8, help="unseen seeds for the faithfulness summary")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra override for every run")
+    parser.add_argument("--compare", metavar="A,B", help="print B - A from --out's record (no training) and exit")
     args = parser.parse_args(argv)
+    if args.compare:
+        first, second = args.compare.split(",")
+        record = json.loads((Path(args.out) / "screen.json").read_text())
+        print(json.dumps(compare(record, first, second), indent=1))
+        return
 
     from hkdviz.analysis.faithfulness import faithfulness, summarize_faithfulness
     from hkdviz.checkpoint import load
@@ -115,6 +121,33 @@ def main(argv=None) -> None:
             print(f"{key:<36} rmse {rms.mean():.4f}  beats-constant {summary['koopman_beats_constant']:.2f}  "
                   f"median@{summary['reference_time']:.2g} {summary['koopman_error_median_at']:.2f}  "
                   f"contribution {summary['koopman_contribution']:+.3f}  ({train_seconds:.0f} s)", flush=True)
+
+
+def compare(record: dict, first: str, second: str) -> dict:
+    """second - first on the seeds both variants finished: mean RMS per variant, the per-eval-seed paired
+    difference (each eval seed's RMS averaged over the training seeds) with its two-sided paired t-test,
+    and each run's faithfulness summary."""
+    from scipy import stats
+
+    def runs(name):
+        return {key.split("/seed")[1]: run for key, run in record["runs"].items() if run["variant"] == name}
+
+    a, b = runs(first), runs(second)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise SystemExit(f"no training seed finished for both {first} and {second}")
+    rms_a = np.mean([a[seed]["rmse_per_seed"] for seed in seeds], axis=0)
+    rms_b = np.mean([b[seed]["rmse_per_seed"] for seed in seeds], axis=0)
+    difference = rms_b - rms_a
+    test = stats.ttest_rel(rms_b, rms_a)
+    return {"training_seeds": seeds, "rmse": {first: float(rms_a.mean()), second: float(rms_b.mean())},
+            "difference": float(difference.mean()), "standard_error": float(difference.std(ddof=1) / np.sqrt(len(difference))),
+            "lower_in": int((difference < 0).sum()), "eval_seeds": len(difference), "t": float(test.statistic),
+            "p": float(test.pvalue),
+            "beats_constant": {name: [runs(name)[seed]["faithfulness"]["koopman_beats_constant"] for seed in seeds]
+                               for name in (first, second)},
+            "koopman_contribution": {name: [runs(name)[seed]["faithfulness"]["koopman_contribution"] for seed in seeds]
+                                     for name in (first, second)}}
 
 
 def _teacher_dir(name_or_dir) -> Path:
