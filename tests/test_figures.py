@@ -64,9 +64,11 @@ def test_figures_with_a_teacher(tiny_checkpoint, tmp_path):
     torch.manual_seed(0)
     Teacher(EDMPrecond("tiny")).save(tmp_path / "teacher", meta={"dataset": "none (untrained test teacher)"})
     code = figures.main(["--checkpoint", str(tiny_checkpoint), "--teacher", str(tmp_path / "teacher"), "--quick",
-                         "--out", str(tmp_path / "out"), "--device", "cpu", "--only", "samples_nfe,faithfulness"])
+                         "--out", str(tmp_path / "out"), "--device", "cpu", "--only", "samples_nfe,faithfulness,lens"])
     assert code == 0
-    assert_figure_files(tmp_path / "out", ["samples_nfe", "faithfulness"])
+    assert_figure_files(tmp_path / "out", ["samples_nfe", "faithfulness", "lens"])
+    lens = open_dataset(tmp_path / "out" / "data" / "lens.nc")
+    assert lens.attrs["koopman_time"] == "sigma" and "fit_residual" in lens
     faith = open_dataset(tmp_path / "out" / "data" / "faithfulness.nc")
     assert faith["koopman_error"].dims == ("sample", "time", "level") and faith.sizes["time"] == 19
     samples = open_dataset(tmp_path / "out" / "data" / "samples.nc")

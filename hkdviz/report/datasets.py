@@ -14,6 +14,7 @@ data directory; the figures are then drawn from the files alone (`hkdviz figures
     zero_shot.nc            editing.inpaint + editing.colorize              image (stage, sample, channel, y, x)
     samples.nc              model.sample + teacher.sample (35/5/1 NFE)      image (method, sample, channel, y, x)
     faithfulness.nc         analysis.faithfulness (needs a teacher)         koopman_error (sample, time, level)
+    lens.nc                 analysis.lens (needs a teacher)                 fit_residual (fit_level, transition)
 
 An analysis whose module is missing or fails is skipped with its reason (the figures needing it are
 skipped too); the rest still runs.
@@ -43,19 +44,20 @@ DEFAULTS = {
     "zero_shot_seeds": [100, 101, 102],     # images to inpaint / colorize (the model's own samples)
     "teacher_steps": [18, 3, 1],            # Heun steps = 35 / 5 / 1 NFE
     "faithfulness_seeds": list(range(8)),   # teacher PF-ODE trajectories (EDM's 18-step grid)
+    "lens_seeds": 8, "lens_held_out": 4,    # the Koopman lens of the teacher's own features (18-step grid)
 }
 
 # --quick: the same files from fewer seeds and time points (tests, a first look on a slow machine).
 QUICK = {
     "sample_seeds": [0, 1, 2], "band_seeds": [0, 1], "trajectory_seeds": [0], "times": 6, "effect_seeds": [0, 1],
-    "edit_seeds": [0], "zero_shot_seeds": [100], "faithfulness_seeds": [0, 1],
+    "edit_seeds": [0], "zero_shot_seeds": [100], "faithfulness_seeds": [0, 1], "lens_seeds": 2, "lens_held_out": 1,
 }
 
 FILES = {
     "spectrum": "spectrum.nc", "trajectory": "trajectory.nc", "band_decodes": "band_decodes.nc",
     "band_spectra": "band_spectra.nc", "cumulative_effect": "cumulative_effect.nc",
     "editing_sweep": "editing_sweep.nc", "editing_metrics": "editing_metrics.nc", "zero_shot": "zero_shot.nc",
-    "samples": "samples.nc", "faithfulness": "faithfulness.nc",
+    "samples": "samples.nc", "faithfulness": "faithfulness.nc", "lens": "lens.nc",
 }
 
 
@@ -162,10 +164,21 @@ def _faithfulness(model, teacher, settings):
     return faithfulness(model, teacher, settings["faithfulness_seeds"], progress=False)
 
 
+def _lens(model, teacher, settings):
+    """The teacher's own features fitted in the model's Koopman time (so the spectra compare)."""
+    if teacher is None:
+        raise ValueError("the Koopman lens reads the model's teacher (none was found beside the checkpoint)")
+    lens = _function("lens", "lens")
+    seeds = int(settings["lens_seeds"])
+    held_out = list(range(seeds, seeds + int(settings["lens_held_out"])))
+    return lens(teacher, seeds=seeds, held_out_seeds=held_out, time=getattr(model, "koopman_time_kind", "sigma"),
+                progress=False)
+
+
 STEPS = {
     "spectrum": _spectrum, "trajectory": _trajectory, "band_decodes": _band_decodes, "band_spectra": _band_spectra,
     "cumulative_effect": _cumulative_effect, "editing_sweep": _editing_sweep, "editing_metrics": _editing_metrics,
-    "zero_shot": _zero_shot, "samples": _samples, "faithfulness": _faithfulness,
+    "zero_shot": _zero_shot, "samples": _samples, "faithfulness": _faithfulness, "lens": _lens,
 }
 
 

@@ -25,6 +25,8 @@ Files written into --out (each as .pdf and .png; sizes for two-column papers: 3.
     samples_nfe              samples.nc             one-step HKD vs teacher at 35 / 5 / 1 NFE
     faithfulness             faithfulness.nc        Koopman path vs the encoder's own latents of teacher
                                                     states, per level; one-step error from each state
+    lens                     lens.nc                the Koopman lens: how linear the teacher's own features
+                                                    are, per level (one step and the path from T)
 
 plus figures.json (what was drawn from which file, what was skipped and why). A figure whose data
 file is missing is skipped with a message; figures from an untrained model carry a red note. A data
@@ -79,6 +81,7 @@ def _builders():
         "zero_shot_editing": lambda ds: paper.inpainting_grid(ds),
         "samples_nfe": lambda ds: paper.method_grid(ds),
         "faithfulness": lambda ds: paper.faithfulness_curves(ds),
+        "lens": lambda ds: paper.lens_curves(ds),
     }
 
 
@@ -116,6 +119,9 @@ FIGURES = [
                "level, the relative error of the linear latent path exp((s(t) - s(T)) A) E(x_T, T) to the encoder's "
                "own latents E(x_t, t) of the teacher's states (solid) against a constant latent (dashed); and the "
                "one-step map's RMS to the teacher's end from each state."),
+    FigureSpec("lens", "lens", "The Koopman lens of the teacher: one linear generator per U-Net level fitted to the "
+               "teacher's own features along its PF-ODE, in the model's Koopman time; relative error of one fitted "
+               "step and of the whole linear path from T (solid) against constant features (dashed)."),
 ]
 SPECS = {spec.stem: spec for spec in FIGURES}
 

@@ -7,13 +7,13 @@ rasterized inside vector PDFs. Same names as the interactive figures in `hkdviz.
     paper.save_figure(figure, "figures/spectrum")   # figures/spectrum.pdf + .png
 """
 from .common import FORMATS, figure_width, save_figure
-from .curves import band_power_spectra, cumulative_effect, energy_curves, faithfulness_curves
+from .curves import band_power_spectra, cumulative_effect, energy_curves, faithfulness_curves, lens_curves
 from .editing import edit_curves, editing_grid, inpainting_grid
 from .images import band_grid, image_grid, method_grid, sample_strip, trajectory_filmstrip
 from .spectrum import eigenvalue_plane, mode_maps, spectrum_histograms, spectrum_quantiles, spectrum_scatter
 
 __all__ = ["FORMATS", "figure_width", "save_figure", "band_power_spectra", "cumulative_effect", "energy_curves",
-           "faithfulness_curves", "edit_curves",
+           "faithfulness_curves", "lens_curves", "edit_curves",
            "editing_grid", "inpainting_grid", "band_grid", "image_grid", "method_grid", "sample_strip",
            "trajectory_filmstrip", "eigenvalue_plane", "mode_maps", "spectrum_histograms", "spectrum_quantiles",
            "spectrum_scatter"]

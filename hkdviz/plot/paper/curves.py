@@ -147,3 +147,37 @@ def faithfulness_curves(faith, width="double"):
         _time_axis(axis)
         axis.grid(True, linewidth=0.3, alpha=0.5)
     return figure
+
+
+@styled
+def lens_curves(lens, width="double"):
+    """The Koopman lens of a teacher (`hkdviz.lens`). Left: per level, the relative error of one fitted linear
+    step between consecutive grid times (solid) against keeping the features constant (dashed). Right: the
+    whole linear path from T (solid) against the constant features (dashed), the teacher-side analogue of
+    HKD's faithfulness."""
+    require(lens, variables=("fit_residual", "constant_residual", "path_error"), dims=("fit_level",),
+            what="lens dataset (hkdviz.lens)")
+    names = [str(name) for name in lens["fit_level_name"].values]
+    colors = category_colors(len(names), lines=True)
+    figure, axes = new_figure(figure_width(width), 2.4, 1, 2)
+    left, right = axes[0, 0], axes[0, 1]
+    step_sigma = lens["sigma_to"].values
+    path_sigma = lens["time"].values
+    inner = path_sigma < path_sigma[0]  # the path starts at T, where its error is 0
+    for index, (name, color) in enumerate(zip(names, colors)):
+        left.plot(step_sigma, lens["fit_residual"].values[index], color=color, label=f"{index}: {name}")
+        left.plot(step_sigma, lens["constant_residual"].values[index], color=color, linestyle="--", linewidth=0.8)
+        right.plot(path_sigma[inner], lens["path_error"].values[index][inner], color=color)
+        if "constant_path_error" in lens:
+            right.plot(path_sigma[inner], lens["constant_path_error"].values[index][inner], color=color,
+                       linestyle="--", linewidth=0.8)
+    kind = str(lens.attrs.get("koopman_time", "sigma"))
+    left.set_title(f"one fitted step (solid) vs constant (dashed), time {kind}", pad=2)
+    right.set_title("the linear path from T (solid) vs constant (dashed)", pad=2)
+    left.set_ylabel("relative feature error")
+    left.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=5, handlelength=1.2)
+    for axis in (left, right):
+        _time_axis(axis)
+        axis.set_yscale("log")
+        axis.grid(True, linewidth=0.3, alpha=0.5)
+    return figure
