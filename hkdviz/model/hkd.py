@@ -69,7 +69,27 @@ def sigma_tensor(sigma, batch: int, device, dtype=torch.float32) -> torch.Tensor
     return sigma
 
 
-class DiffusionModule(nn.Module):
+class ParameterPlacement:
+    """`device` and `dtype` of an nn.Module's parameters (a mixin: the HKD model and every teacher network)."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+
+def check_image_batch(x: torch.Tensor, image_shape, name: str = "x") -> None:
+    """x must be a floating-point [N, *image_shape] tensor; errors name the expected shape."""
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(image_shape):
+        raise ValueError(f"{name} must have shape [N, {', '.join(map(str, image_shape))}], got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+
+
+class DiffusionModule(ParameterPlacement, nn.Module):
     """Base of HKDModel and the EDM teacher: the resolved config, its diffusion constants, and the
     device/dtype of the parameters."""
 
@@ -80,14 +100,6 @@ class DiffusionModule(nn.Module):
         self.sigma_min = float(diffusion["sigma_min"])
         self.sigma_max = float(diffusion["sigma_max"])
         self.sigma_data = float(diffusion["sigma_data"])
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
 
 
 class HKDModel(DiffusionModule):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from ..model.config import unet_kwargs
-from ..model.hkd import DiffusionModule, sigma_tensor
+from ..model.hkd import DiffusionModule, check_image_batch, sigma_tensor
 from ..model.unet import SongUNet
 
 # U-Net settings that do not change any parameter's name or shape: a teacher trained with one
@@ -48,10 +48,7 @@ class EDMPrecond(DiffusionModule):
         The preconditioning runs in float32 (float64 when x is float64), the network in its own
         dtype, as EDM does; the result has the preconditioning dtype.
         """
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"x must have shape [N, {', '.join(map(str, self.image_shape))}], got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+        check_image_batch(x, self.image_shape)
         precision = torch.promote_types(x.dtype, torch.float32)
         x = x.to(precision)
         sigma = sigma_column(sigma, x.shape[0], x.device, precision)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ...model.config import DIFFUSION_DEFAULTS, UNET_DEFAULTS, resolve_config
+from ...model.hkd import ParameterPlacement, check_image_batch
 from ..edm import sigma_column
 from .dhariwal import DhariwalUNet
 from .song import SongUNet
@@ -39,7 +40,7 @@ from .song import SongUNet
 NETWORKS = {"SongUNet": SongUNet, "DhariwalUNet": DhariwalUNet}
 
 
-class Preconditioning(nn.Module):
+class Preconditioning(ParameterPlacement, nn.Module):
     """D(x; sigma) = c_skip x + c_out F(c_in x; c_noise) around EDM network `self.model`.
 
     Subclasses define `coefficients` and their own settings; `edm_name` is EDM's class name.
@@ -91,20 +92,9 @@ class Preconditioning(nn.Module):
     def image_shape(self) -> tuple[int, int, int]:
         return (self.img_channels, self.img_resolution, self.img_resolution)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
     def forward(self, x: torch.Tensor, sigma, class_labels: torch.Tensor | None = None,
                 augment_labels: torch.Tensor | None = None) -> torch.Tensor:
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise ValueError(f"x must have shape [N, {', '.join(map(str, self.image_shape))}], got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
+        check_image_batch(x, self.image_shape)
         precision = torch.promote_types(x.dtype, torch.float32)
         x = x.to(precision)
         sigma = sigma_column(sigma, x.shape[0], x.device, precision)
