@@ -69,6 +69,8 @@ def main(argv=None) -> None:
     from hkdviz.analysis.faithfulness import faithfulness, summarize_faithfulness
     from hkdviz.checkpoint import load
     from hkdviz.atomic import write_json
+    from hkdviz.checkpoint import resolve_checkpoint
+    from hkdviz.train.common import cpu_has_native_bfloat16
     from hkdviz.train.loop import HKDLoop
     from hkdviz.train.presets import resolve_training_config
     from hkdviz.train.teacher import load_teacher
@@ -82,7 +84,8 @@ def main(argv=None) -> None:
     record_path = out / "screen.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {"runs": {}}
     teacher = load_teacher(args.teacher, device="cpu")
-    autocast = torch.bfloat16 if _cpu_has_bf16() else None
+    teacher_directory = resolve_checkpoint(args.teacher, kind="teacher")
+    autocast = torch.bfloat16 if cpu_has_native_bfloat16() else None
     trajectories = out / "trajectories"
     generate_trajectories(teacher, trajectories, count=args.trajectories, num_steps=18, chunk_size=256, batch_size=128,
                           storage_dtype="float16", device="cpu", progress=True, autocast_dtype=autocast)
@@ -107,7 +110,7 @@ def main(argv=None) -> None:
                          "hkd.ema_halflife_images=2000", *VARIANTS[name], *args.extra]
             config = resolve_training_config("default", overrides=overrides)
             started = time.time()
-            checkpoint = HKDLoop(config, out / "runs" / name / f"seed{seed}", teacher=str(_teacher_dir(args.teacher)),
+            checkpoint = HKDLoop(config, out / "runs" / name / f"seed{seed}", teacher=str(teacher_directory),
                                  trajectories=str(trajectories), progress=False).train()
             train_seconds = time.time() - started
             model = load(checkpoint, device="cpu")
@@ -148,16 +151,6 @@ def compare(record: dict, first: str, second: str) -> dict:
                                for name in (first, second)},
             "koopman_contribution": {name: [runs(name)[seed]["faithfulness"]["koopman_contribution"] for seed in seeds]
                                      for name in (first, second)}}
-
-
-def _teacher_dir(name_or_dir) -> Path:
-    from hkdviz.checkpoint import resolve_checkpoint
-    return resolve_checkpoint(name_or_dir, kind="teacher")
-
-
-def _cpu_has_bf16() -> bool:
-    from hkdviz.train.common import cpu_has_native_bfloat16
-    return cpu_has_native_bfloat16()
 
 
 if __name__ == "__main__":

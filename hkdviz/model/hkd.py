@@ -139,10 +139,7 @@ class HKDModel(DiffusionModule):
     # -- the three stages --------------------------------------------------------------------------
     def encode(self, x_t: torch.Tensor, sigma, class_labels: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Lift a noisy image [N, C, H, W] at noise level sigma (number or [N]) to per-level latents."""
-        if x_t.ndim != 4 or tuple(x_t.shape[1:]) != self.image_shape:
-            raise ValueError(f"x_t must have shape [N, {', '.join(map(str, self.image_shape))}], got {tuple(x_t.shape)}")
-        if not x_t.is_floating_point():
-            raise TypeError(f"x_t must be a floating-point tensor, got {x_t.dtype}")
+        check_image_batch(x_t, self.image_shape, "x_t")
         if x_t.device != self.device:
             raise ValueError(f"x_t is on {x_t.device} but the model is on {self.device}; move it with x_t.to(model.device)")
         if not bool(torch.isfinite(x_t).all()):
@@ -216,8 +213,8 @@ class HKDModel(DiffusionModule):
                                 dtype=torch.float64, device=network_output.device)
         c_skip, c_out = self.head_coefficients(sigma)
         shape = (-1, 1, 1, 1) if c_skip.ndim else ()
-        c_skip = c_skip.reshape(shape).to(device=network_output.device, dtype=network_output.dtype)
-        c_out = c_out.reshape(shape).to(device=network_output.device, dtype=network_output.dtype)
+        c_skip = c_skip.reshape(shape).to(network_output.dtype)
+        c_out = c_out.reshape(shape).to(network_output.dtype)
         image = c_out * network_output
         if x_t is not None:
             image = image + c_skip * x_t.to(network_output.dtype)
@@ -231,7 +228,8 @@ class HKDModel(DiffusionModule):
         through the same call, which keeps DistributedDataParallel's gradient hooks in charge)."""
         sigma = sigma_tensor(sigma, x_t.shape[0], x_t.device)
         latents = self.encode(x_t, sigma, class_labels)
-        evolved = self.evolve_between(latents, sigma, self.sigma_min)
+        # evolve_between's tau, without validating sigma a second time (sigma_tensor just did) on this hot path.
+        evolved = self.evolve(latents, self.koopman_time(self.sigma_min) - self.koopman_time(sigma))
         image = self.decode(evolved, class_labels, x_t=x_t, sigma=sigma)
         return (image, latents) if return_latents else image
 
@@ -251,11 +249,13 @@ class HKDModel(DiffusionModule):
         Seeds are drawn `batch_size` at a time, with a progress bar when there is more than one batch
         (progress=False hides it); the result must fit in memory (check_output_memory says so first).
         """
-        if isinstance(seeds, range):  # a huge range is refused before it becomes a list
+        if isinstance(seeds, range):  # a huge range is refused before check_seeds makes it a list
             check_output_memory(len(seeds), self.image_shape, self.device)
-        seeds = check_seeds(seeds)
+            seeds = check_seeds(seeds)
+        else:
+            seeds = check_seeds(seeds)
+            check_output_memory(len(seeds), self.image_shape, self.device)
         batch_size = check_batch_size(batch_size)
-        check_output_memory(len(seeds), self.image_shape, self.device)
         if autocast_dtype not in (None, torch.bfloat16, torch.float16):
             raise ValueError(f"autocast_dtype must be None, torch.bfloat16 or torch.float16, got {autocast_dtype!r}")
         if class_labels is not None and self.unet.label_dim == 0:
