@@ -87,8 +87,13 @@ def faithfulness(model, teacher, seeds, num_steps: int = 18, batch_size: int = 1
         target = states[:, -1]
         flat_states = states.reshape(n * num_times, *model.image_shape)
         flat_sigma = sigma_column.repeat(n)                                       # sample-major, like flat_states
-        encoded = model.encode(flat_states, flat_sigma)                           # E(x_t, t), [n K, d, h, w]
-        encoded = [latent.reshape(n, num_times, *latent.shape[1:]) for latent in encoded]
+        # The one-step map from every teacher state, with the encoder's latents E(x_t, t) of the same call,
+        # in chunks of at most batch_size images.
+        parts = [model(flat_states[i:i + batch_size], flat_sigma[i:i + batch_size], return_latents=True)
+                 for i in range(0, n * num_times, batch_size)]
+        predictions = torch.cat([prediction for prediction, _ in parts])
+        encoded = [torch.cat(level_parts).reshape(n, num_times, *level_parts[0].shape[1:])
+                   for level_parts in zip(*(latents for _, latents in parts))]
         z_T = [latent[:, 0] for latent in encoded]
         path = model.evolve_between(z_T, T, grid.reshape(-1, 1))                  # [K, n, d, h, w]
         for level, (own, linear) in enumerate(zip(encoded, path)):
@@ -97,9 +102,6 @@ def faithfulness(model, teacher, seeds, num_steps: int = 18, batch_size: int = 1
             still_flat = z_T[level].unsqueeze(1).expand_as(own).reshape(n * num_times, -1)
             koopman_error[rows, :, level] = _relative(linear_flat - own_flat, own_flat).reshape(n, num_times).cpu().numpy()
             constant_error[rows, :, level] = _relative(still_flat - own_flat, own_flat).reshape(n, num_times).cpu().numpy()
-        # The one-step map from every teacher state, in chunks of at most batch_size images per call.
-        predictions = torch.cat([model(flat_states[i:i + batch_size], flat_sigma[i:i + batch_size])
-                                 for i in range(0, n * num_times, batch_size)])
         flat_target = target.unsqueeze(1).expand(n, num_times, *target.shape[1:]).reshape_as(predictions)
         consistency_error[rows] = _rms(predictions, flat_target).reshape(n, num_times).cpu().numpy()
         if with_denoiser:
