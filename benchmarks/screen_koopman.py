@@ -39,7 +39,15 @@ VARIANTS = {
                                   "hkd.koopman.time=log_sigma", "hkd.latent_weight=0.1", "hkd.generator_lr_scale=10"],
     "consistency_karras": ["hkd.output=consistency", "hkd.decoder_sigma=sigma_max", "hkd.koopman.time=karras"],
 }
+# The paper's Table 3, each row with the screen's recipe (consistency_log is its row "full").
+RECIPE = VARIANTS["consistency_log"]
+VARIANTS.update({
+    "table3_none": [*RECIPE, "hkd.koopman.levels=none", "hkd.t_consistency=false"],  # direct distillation
+    "table3_bottleneck": [*RECIPE, "hkd.koopman.levels=bottleneck"],                   # non-hierarchical
+    "table3_no_tcons": [*RECIPE, "hkd.t_consistency=false"],
+})
 EVALUATION_FIRST_SEED = 1_000_000_000
+KID_FIRST_SEED = EVALUATION_FIRST_SEED + 100_000  # disjoint from the RMS seeds
 
 
 def _rms(images: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
@@ -57,6 +65,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=32, help="HKD batch size")
     parser.add_argument("--eval-seeds", type=int, default=64, help="unseen seeds scored by RMS")
     parser.add_argument("--faith-seeds", type=int, default=8, help="unseen seeds for the faithfulness summary")
+    parser.add_argument("--kid-blocks", type=int, default=8, help="blocks of unseen seeds for local KID (0: none)")
+    parser.add_argument("--kid-block-size", type=int, default=512, help="seeds per local-KID block")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra override for every run")
     parser.add_argument("--compare", metavar="A,B", help="print B - A from --out's record (no training) and exit")
     args = parser.parse_args(argv)
@@ -98,6 +108,16 @@ def main(argv=None) -> None:
         torch.save(targets, targets_path)
     record["setup"] = {"teacher": str(args.teacher), "trajectories": args.trajectories, "steps": args.steps,
                        "batch": args.batch, "eval_seeds": [eval_seeds[0], eval_seeds[-1]], "extra": args.extra}
+    kid_scorer = KIDBlocks(teacher, args.kid_blocks, args.kid_block_size) if args.kid_blocks else None
+    if kid_scorer is not None:
+        record["setup"]["kid"] = kid_scorer.describe()
+        # Runs finished before the screen measured local KID get it now, from their saved checkpoints.
+        for key, run in record["runs"].items():
+            if "kid_x1e3_per_block" not in run:
+                model = load(out / "runs" / run["variant"] / f"seed{run['seed']}" / "checkpoint", device="cpu")
+                run["kid_x1e3_per_block"] = kid_scorer(model)
+                write_json(record_path, record)
+                print(f"{key:<36} local KID x1e3 {np.mean(run['kid_x1e3_per_block']):.1f} (rescored)", flush=True)
 
     # Seed-major: a screen stopped early still holds every variant at the first seed.
     for seed in [int(value) for value in args.seeds.split(",")]:
@@ -120,10 +140,43 @@ def main(argv=None) -> None:
             record["runs"][key] = {"variant": name, "seed": seed, "overrides": VARIANTS[name], "rmse": float(rms.mean()),
                                    "rmse_per_seed": rms.tolist(), "faithfulness": summary,
                                    "train_seconds": round(train_seconds, 1)}
+            if kid_scorer is not None:
+                record["runs"][key]["kid_x1e3_per_block"] = kid_scorer(model)
             write_json(record_path, record)
+            kid_text = (f"  local KID x1e3 {np.mean(record['runs'][key]['kid_x1e3_per_block']):.1f}"
+                        if kid_scorer is not None else "")
             print(f"{key:<36} rmse {rms.mean():.4f}  beats-constant {summary['koopman_beats_constant']:.2f}  "
                   f"median@{summary['reference_time']:.2g} {summary['koopman_error_median_at']:.2f}  "
-                  f"contribution {summary['koopman_contribution']:+.3f}  ({train_seconds:.0f} s)", flush=True)
+                  f"contribution {summary['koopman_contribution']:+.3f}{kid_text}  ({train_seconds:.0f} s)", flush=True)
+
+
+class KIDBlocks:
+    """Local KID (x1e3) of a model's one-step samples, per block of unseen seeds, against one held-out
+    reference of the teacher's data set, on the shipped classifier's features. Block b holds the seeds
+    KID_FIRST_SEED + b * block_size ...; every run is scored on the same blocks, so runs pair block by block."""
+
+    def __init__(self, teacher, blocks: int, block_size: int, classifier: str = "default"):
+        from hkdviz.train.classifier import load_classifier
+        from hkdviz.train.evaluate import held_out_reference
+        from hkdviz.train.quality import QualityReference
+
+        self.blocks, self.block_size = int(blocks), int(block_size)
+        spec = (getattr(teacher, "meta", None) or {}).get("dataset") or "shapes"
+        images, self.reference = held_out_reference(spec, 1000, resolution=teacher.image_shape[-1], progress=False)
+        self.quality = QualityReference(images, load_classifier(classifier, device="cpu"))
+
+    def describe(self) -> dict:
+        return {"blocks": self.blocks, "block_size": self.block_size, "first_seed": KID_FIRST_SEED,
+                "reference": self.reference}
+
+    def __call__(self, model) -> list[float]:
+        values = []
+        with torch.no_grad():
+            for block in range(self.blocks):
+                first = KID_FIRST_SEED + block * self.block_size
+                images = model.sample(range(first, first + self.block_size), batch_size=128, progress=False)
+                values.append(1e3 * self.quality.measure(images.float().cpu())["kid"])
+        return values
 
 
 def compare(record: dict, first: str, second: str) -> dict:
@@ -147,10 +200,24 @@ def compare(record: dict, first: str, second: str) -> dict:
             "difference": float(difference.mean()), "standard_error": float(difference.std(ddof=1) / np.sqrt(len(difference))),
             "lower_in": int((difference < 0).sum()), "eval_seeds": len(difference), "t": float(test.statistic),
             "p": float(test.pvalue),
+            "kid_x1e3": _paired_blocks(a, b, seeds),
             "beats_constant": {name: [runs(name)[seed]["faithfulness"]["koopman_beats_constant"] for seed in seeds]
                                for name in (first, second)},
             "koopman_contribution": {name: [runs(name)[seed]["faithfulness"]["koopman_contribution"] for seed in seeds]
                                      for name in (first, second)}}
+
+
+def _paired_blocks(a: dict, b: dict, seeds: list) -> dict | None:
+    """Local KID x1e3 of both variants per block (averaged over the training seeds) and the paired
+    difference second - first: mean, standard error over blocks, blocks where second is lower."""
+    if not all("kid_x1e3_per_block" in run[seed] for run in (a, b) for seed in seeds):
+        return None
+    kid_a = np.mean([a[seed]["kid_x1e3_per_block"] for seed in seeds], axis=0)
+    kid_b = np.mean([b[seed]["kid_x1e3_per_block"] for seed in seeds], axis=0)
+    difference = kid_b - kid_a
+    return {"first": float(kid_a.mean()), "second": float(kid_b.mean()), "difference": float(difference.mean()),
+            "standard_error": float(difference.std(ddof=1) / np.sqrt(len(difference))),
+            "second_lower_in": int((difference < 0).sum()), "blocks": len(difference)}
 
 
 if __name__ == "__main__":
