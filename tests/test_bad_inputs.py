@@ -44,7 +44,8 @@ CONFIG_CASES = [
     ({"unet": {"model_channels": True}}, "unet.model_channels must be an integer, got True"),
     ({"unet": {"attn_resolutions": [8, "16"]}}, "unet.attn_resolutions must hold integers >= 1, got '16'"),
     ({"unet": {"embedding_type": "sinusoidal"}}, "unet.embedding_type must be one of 'positional', 'fourier'"),
-    ({"koopman": {"operator": True}}, "koopman.operator must be one of 'block', 'dense', 'dense_shared', got True"),
+    ({"koopman": {"operator": True}},
+     "koopman.operator must be one of 'block', 'block_shared', 'dense', 'dense_shared', got True"),
     ({"koopman": {"max_exponent": -1}}, "koopman.max_exponent must be positive, got -1"),
     ({"unet": {"bogus": 1}}, "unknown config key 'unet.bogus'"),
 ]

@@ -48,13 +48,20 @@ def test_block_evolution_equals_matrix_exponential_of_dense_generator():
     torch.testing.assert_close(dense_level.evolve(latent, tau), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("make", [block_level, lambda: _dense_level()])
+@pytest.mark.parametrize("make", [block_level, lambda: _shared_block_level(), lambda: _dense_level()])
 def test_semigroup_law_and_inverse(make):
     level = make()
     latent = torch.randn(2, level.channels, level.height, level.width, dtype=torch.float64)
     a, b = -0.4, -1.1
     torch.testing.assert_close(level.evolve(level.evolve(latent, a), b), level.evolve(latent, a + b))
     torch.testing.assert_close(level.evolve(level.evolve(latent, 2.5), -2.5), latent)
+
+
+def _shared_block_level():
+    level = BlockKoopman(6, 2, 3, shared=True)
+    with torch.no_grad():
+        level.generator.normal_(generator=torch.Generator().manual_seed(2), std=0.5)
+    return level
 
 
 def _dense_level():

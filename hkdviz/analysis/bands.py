@@ -53,6 +53,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..model.koopman import BLOCK_OPERATORS
+
 KINDS = ("quantile", "frequency", "levels", "explicit", "all", "intersection", "union")
 
 # Named bands (alpha order), plus the image-frequency aliases (measured reading, see the module docstring).
@@ -300,7 +302,7 @@ def _pair_mask(level, info, band: Band) -> torch.Tensor:
     # Spectral kinds.
     if info.operator == "identity":
         return torch.zeros(pairs, height, width, dtype=torch.bool, device=device)
-    if info.operator != "block":
+    if info.operator not in BLOCK_OPERATORS:
         raise ValueError(f"band kind {band.kind!r} needs block Koopman levels; level {info.index} ({info.name}) "
                          f"is {info.operator!r}, whose modes are not channel pairs")
     with torch.no_grad():

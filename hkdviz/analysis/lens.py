@@ -55,7 +55,7 @@ import torch
 import xarray as xr
 
 from ..model.hkd import sigma_tensor
-from ..model.koopman import KOOPMAN_TIMES, koopman_time, koopman_time_label
+from ..model.koopman import KOOPMAN_TIMES, SHARED_OPERATORS, koopman_time, koopman_time_label
 from .spectrum import _conjugate_pair_mask
 from .storage import provenance_attrs
 
@@ -615,7 +615,7 @@ def spectrum_time_kind(spec: xr.Dataset) -> str:
 def _level_values(spec: xr.Dataset, index: int) -> tuple[np.ndarray, np.ndarray]:
     rows = spec["level"].values == index
     operators = json.loads(spec.attrs.get("level_operators", "[]"))
-    if operators and operators[index] == "dense_shared":
+    if operators and operators[index] in SHARED_OPERATORS:
         # Shared generators are broadcast over positions: one position holds every distinct eigenvalue.
         rows &= (spec["y"].values == 0) & (spec["x"].values == 0)
     return spec["alpha"].values[rows], np.abs(spec["beta"].values[rows])

@@ -5,6 +5,11 @@ the 2x2 block [[alpha, beta], [-beta, alpha]] on latent channels (k, k + d/2) ha
 alpha +- i beta, with right eigenvector (e_k +- i e_{k+d/2}) / sqrt(2) (the block is normal, so the
 left eigenvector is the same). Reading them is a reshape of the (d, h, w) parameter, no eigensolver.
 The reported member of each block pair is alpha + i beta (beta keeps its sign).
+A "block_shared" level (one alpha/beta per channel pair, shared by every position) is reported like
+"dense_shared": one entry per (pair, y, x) holding the shared eigenvalue at every position. Modes
+stay addresses of latent slots, so level views, explicit bands, quantile bands (each pair weighted by
+the positions it governs), editing masks and the widgets' mode-to-mask mapping work unchanged;
+consumers that want each distinct eigenvalue once read position (0, 0) of a shared level.
 
 Dense levels ("dense" per position, "dense_shared" per level) need a real eigendecomposition: it
 runs in float64 (torch.linalg.eig, batched over positions). A real matrix's complex eigenvalues come
@@ -23,7 +28,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..model.koopman import koopman_time_label
+from ..model.koopman import BLOCK_OPERATORS, koopman_time_label
 from .storage import provenance_attrs
 
 # Eigenvector arrays are (modes x components) complex; refuse requests that would exhaust memory.
@@ -62,7 +67,7 @@ def spectrum(model, step: float = 1.0, eigenvectors: bool = False, levels=None, 
             info, level = infos[index], model.koopman[index]
             if info.operator == "identity":
                 continue
-            if info.operator == "block":
+            if info.operator in BLOCK_OPERATORS:
                 parts.append(_block_modes(index, level))
             elif info.operator in ("dense", "dense_shared"):
                 parts.append(_dense_modes(index, info, level, eigenvectors, bar))
@@ -169,7 +174,7 @@ def level_view(spec: xr.Dataset, level) -> xr.Dataset:
         height, width = shapes[index][1], shapes[index][2]
     else:
         height, width = int(y.max()) + 1, int(x.max()) + 1
-    if operators and operators[index] == "block" and channels is not None:
+    if operators and operators[index] in BLOCK_OPERATORS and channels is not None:
         pairs = channels // 2
     else:
         pairs = int(pair.max()) + 1
@@ -198,7 +203,8 @@ def level_view(spec: xr.Dataset, level) -> xr.Dataset:
 # -- block levels: closed form ------------------------------------------------------------------------
 def _block_modes(index: int, level) -> dict:
     # numpy widens float32 -> float64 later, into the output arrays (much faster than torch's .double()).
-    generator = level.generator.detach().to("cpu").float().numpy()
+    # The per-position view: a shared level's (d, 1, 1) parameter becomes a copy at every position.
+    generator = level.position_generator().detach().to("cpu").float().numpy()
     pairs, height, width = level.num_pairs, level.height, level.width
     positions = height * width
     count = pairs * positions

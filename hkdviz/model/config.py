@@ -14,7 +14,7 @@ import copy
 import json
 import math
 
-from .koopman import KOOPMAN_TIMES
+from .koopman import BLOCK_OPERATORS, KOOPMAN_TIMES, OPERATORS
 
 DIFFUSION_DEFAULTS = {
     "sigma_min": 0.002,     # eps: the clean end of the trajectory
@@ -24,7 +24,9 @@ DIFFUSION_DEFAULTS = {
 }
 
 KOOPMAN_DEFAULTS = {
-    "operator": "block",    # "block" (paper) | "dense" (per position) | "dense_shared" (one per level)
+    # "block" (paper: 2x2 blocks per position) | "block_shared" (2x2 blocks, one per channel pair shared by
+    # every position of the level) | "dense" (full matrix per position) | "dense_shared" (one per level)
+    "operator": "block",
     "levels": "all",        # "all" (hierarchical) | "bottleneck" (non-hierarchical ablation) | "none"
     "max_exponent": 60.0,   # clamp on |alpha * tau| for block operators (see koopman.py)
     "time": "sigma",        # Koopman time s(sigma): "sigma" | "log_sigma" | "karras" (see koopman.py)
@@ -116,7 +118,7 @@ SCHEMA = {
     },
     "diffusion": {"sigma_min": ("number", None, None), "sigma_max": ("number", None, None),
                   "sigma_data": ("number", None, None), "decoder_sigma": ("number", None, None)},
-    "koopman": {"operator": (("block", "dense", "dense_shared"), None, None),
+    "koopman": {"operator": (OPERATORS, None, None),
                 "levels": (("all", "bottleneck", "none"), None, None), "max_exponent": ("number", None, None),
                 "time": (KOOPMAN_TIMES, None, None)},
 }
@@ -174,7 +176,7 @@ def validate_config(config: dict) -> None:
     if unet["img_resolution"] % (2 ** (len(unet["channel_mult"]) - 1)):
         raise ConfigError(f"img_resolution {unet['img_resolution']} is not divisible by 2^(levels-1) "
                           f"for channel_mult {unet['channel_mult']}")
-    if koopman["operator"] == "block" and unet["model_channels"] % 2:
+    if koopman["operator"] in BLOCK_OPERATORS and unet["model_channels"] % 2:
         raise ConfigError("block Koopman operators need even channel counts: model_channels must be even")
     json.dumps(config)  # must stay plain data
 

@@ -6,7 +6,10 @@ latents [N, d, h, w] with tau of shape [K, 1] give [K, N, d, h, w].
 
 Three operator kinds:
 - BlockKoopman: the paper's block-diagonal A with 2x2 blocks [[alpha, beta], [-beta, alpha]],
-  channel k paired with channel k + d/2. Closed form, elementwise, no matrix exponential.
+  channel k paired with channel k + d/2. Closed form, elementwise, no matrix exponential. Per
+  position ("block", parameter (d, h, w)) or one alpha/beta per channel pair shared by every
+  position of the level ("block_shared", parameter (d, 1, 1)), which evolves exactly like a "block"
+  level holding the broadcast copy.
 - DenseKoopman: a full d x d generator per position (or one per level with shared=True), for
   ablations and for importing other Koopman models. Uses torch.linalg.matrix_exp.
 - IdentityKoopman: no evolution (A = 0, not trained), for the "no Koopman" and "bottleneck only"
@@ -84,34 +87,49 @@ class KoopmanLevel(nn.Module):
 
 
 class BlockKoopman(KoopmanLevel):
-    """Block-diagonal generator; parameter `generator` of shape (d, h, w) = [alpha | beta]."""
+    """Block-diagonal generator; parameter `generator` of shape (d, h, w) = [alpha | beta], or (d, 1, 1)
+    with shared=True (kind "block_shared": one alpha/beta per channel pair for every position)."""
 
     kind = "block"
 
-    def __init__(self, channels: int, height: int, width: int, max_exponent: float = DEFAULT_MAX_EXPONENT):
+    def __init__(self, channels: int, height: int, width: int, max_exponent: float = DEFAULT_MAX_EXPONENT,
+                 shared: bool = False):
         if channels % 2:
             raise ValueError(f"a block Koopman level needs an even channel count, got {channels}")
         super().__init__(channels, height, width)
         self.max_exponent = float(max_exponent)
+        self.shared = shared
+        if shared:
+            self.kind = "block_shared"
+        rows, cols = (1, 1) if shared else (height, width)
         # Zero generator = identity evolution (paper's initialisation).
-        self.generator = nn.Parameter(torch.zeros(channels, height, width))
+        self.generator = nn.Parameter(torch.zeros(channels, rows, cols))
 
     @property
     def num_pairs(self) -> int:
         return self.channels // 2
 
+    def position_generator(self) -> torch.Tensor:
+        """The generator at every position, (d, h, w): the parameter itself, or for a shared level its
+        broadcast view (no copy; gradients flow back to the (d, 1, 1) parameter)."""
+        return self.generator.expand(self.channels, self.height, self.width)
+
     @property
     def alpha(self) -> torch.Tensor:
-        return self.generator[: self.num_pairs]
+        """Growth rates per pair and position, (d/2, h, w) (a broadcast view for a shared level)."""
+        return self.position_generator()[: self.num_pairs]
 
     @property
     def beta(self) -> torch.Tensor:
-        return self.generator[self.num_pairs:]
+        """Angular frequencies per pair and position, (d/2, h, w) (a broadcast view for a shared level)."""
+        return self.position_generator()[self.num_pairs:]
 
     def evolve(self, latent: torch.Tensor, tau) -> torch.Tensor:
         self._check(latent)
         compute = _compute_dtype(latent.dtype)
         tau = _as_tau(tau, latent, compute)
+        # A shared level computes on the per-position view: the same elementwise kernels on the same
+        # layout as a "block" level, so it evolves bit for bit like one holding the broadcast copy.
         alpha = self.alpha.to(compute)
         beta = self.beta.to(compute)
         growth = (alpha * tau).clamp(-self.max_exponent, self.max_exponent).exp()
@@ -178,12 +196,18 @@ class IdentityKoopman(KoopmanLevel):
         return torch.zeros(self.height, self.width, self.channels, self.channels)
 
 
-OPERATORS = ("block", "dense", "dense_shared")
+OPERATORS = ("block", "block_shared", "dense", "dense_shared")
+# Kinds whose modes are channel pairs (closed-form spectrum, alpha/beta bands), and kinds whose
+# generator is one per level broadcast over positions (per-position spectrum entries are copies).
+BLOCK_OPERATORS = ("block", "block_shared")
+SHARED_OPERATORS = ("block_shared", "dense_shared")
 
 
 def make_level(operator: str, channels: int, height: int, width: int, max_exponent: float = DEFAULT_MAX_EXPONENT) -> KoopmanLevel:
     if operator == "block":
         return BlockKoopman(channels, height, width, max_exponent=max_exponent)
+    if operator == "block_shared":
+        return BlockKoopman(channels, height, width, max_exponent=max_exponent, shared=True)
     if operator == "dense":
         return DenseKoopman(channels, height, width, shared=False)
     if operator == "dense_shared":
@@ -201,9 +225,9 @@ def randomize_generators(model, seed: int = 0, alpha_scale: float = 0.05, beta_s
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for level in model.koopman:
-            if getattr(level, "kind", "") == "block":
+            if getattr(level, "kind", "") in BLOCK_OPERATORS:
                 pairs = level.num_pairs
-                shape = (pairs, level.height, level.width)
+                shape = (pairs, *level.generator.shape[1:])  # (pairs, 1, 1) for a shared level
                 level.generator[:pairs] = -alpha_scale * torch.rand(shape, generator=generator)
                 level.generator[pairs:] = beta_scale * torch.randn(shape, generator=generator)
     return model

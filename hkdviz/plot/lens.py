@@ -16,6 +16,10 @@ from plotly.subplots import make_subplots
 from .data import check_spectrum, level_names, subsample_modes
 from .style import OKABE_ITO_LINES, REFERENCE, category_colors
 
+# Operators whose generator is one per level, broadcast over positions (hkdviz.model.koopman.SHARED_OPERATORS;
+# spelled out so plot/ reads datasets without importing the model package).
+SHARED_OPERATORS = ("block_shared", "dense_shared")
+
 LENS_COLOR = OKABE_ITO_LINES[1]   # vermillion: the teacher's fitted eigenvalues
 HKD_COLOR = OKABE_ITO_LINES[0]    # blue: the HKD's learned ones
 
@@ -62,7 +66,7 @@ def _distinct(spec, level: int) -> np.ndarray:
     """Row indices of one level; a shared generator (broadcast over positions) shows each eigenvalue once."""
     rows = np.flatnonzero(spec["level"].values == level)
     operators = json.loads(spec.attrs.get("level_operators", "[]"))
-    if operators and operators[level] == "dense_shared":
+    if operators and operators[level] in SHARED_OPERATORS:
         rows = rows[(spec["y"].values[rows] == 0) & (spec["x"].values[rows] == 0)]
     return rows
 

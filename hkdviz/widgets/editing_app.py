@@ -18,6 +18,7 @@ import torch
 from ..analysis.bands import REGIONS, Band
 from ..analysis.editing import EditSession
 from ..model.hkd import karras_sigmas
+from ..model.koopman import BLOCK_OPERATORS
 from .common import (DEFAULT_DEBOUNCE_SECONDS, DISPLAY_PIXELS, Debouncer, Stopwatch, WidgetApp, captioned,
                      check_widget_seeds, escape, image_to_png, image_widget, resolve_thread_count, synchronize)
 from .references import collect_references
@@ -55,7 +56,7 @@ class EditingApp(WidgetApp):
         self._holding = False
         self._debouncer = Debouncer(self._apply_from_event, debounce_seconds)
 
-        block_levels = [info for info in model.levels if info.operator == "block"]
+        block_levels = [info for info in model.levels if info.operator in BLOCK_OPERATORS]
         _check_ratio(ratio)
         band = _check_band(band)
         if level != "all" and level not in [info.index for info in block_levels]:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..analysis.interventions import latents_at
+from ..model.koopman import BLOCK_OPERATORS
 from ..plot.data import check_spectrum, subsample_modes
 from ..plot.spectrum import spectrum_scatter
 from .common import (DEFAULT_DEBOUNCE_SECONDS, DISPLAY_PIXELS, Debouncer, Stopwatch, WidgetApp, captioned,
@@ -52,7 +53,7 @@ class SpectrumExplorer(WidgetApp):
         self._x = self.spectrum["x"].values.astype(np.int64)
         self._alpha = self.spectrum["alpha"].values
         self._beta = self.spectrum["beta"].values
-        self._block_levels = {info.index for info in model.levels if info.operator == "block"}
+        self._block_levels = {info.index for info in model.levels if info.operator in BLOCK_OPERATORS}
         self.stopwatch = Stopwatch()
         self.last_error: str | None = None
         self.selected_modes = np.zeros(0, dtype=np.int64)

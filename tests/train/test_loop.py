@@ -354,6 +354,27 @@ def test_hkd_new_options_consistency_log_time_latent_term_and_generator_lr(tmp_p
     assert model.meta["training"]["loss"]["latent_weight"] == 0.5
 
 
+def test_hkd_block_shared_operator_reaches_the_model_and_inits_from_the_teacher(tmp_path, teacher_checkpoint,
+                                                                               trajectory_dir):
+    """hkd.koopman.operator=block_shared builds (d, 1, 1) generators, init_from_teacher still copies the
+    teacher's U-Net, and the saved checkpoint loads as block_shared."""
+    from hkdviz.train.teacher import load_teacher
+    config = small_config("hkd.steps=2", "hkd.batch_size=4", "hkd.log_every=1", "hkd.koopman.operator=block_shared")
+    kwargs = dict(teacher=str(teacher_checkpoint), trajectories=str(trajectory_dir), progress=False, echo=False)
+    loop = HKDLoop(config, tmp_path / "run", **kwargs)
+    built = loop.build_model()
+    teacher = load_teacher(str(teacher_checkpoint), device="cpu")
+    for name, value in teacher.denoiser.net.state_dict().items():
+        assert torch.equal(built.unet.state_dict()[name], value), name
+    assert {level.kind for level in built.koopman} == {"block_shared"}
+    result = loop.train()
+    import hkdviz
+    model = hkdviz.load(result, device="cpu")
+    assert model.config["koopman"]["operator"] == "block_shared"
+    assert all(level.generator.shape == (level.channels, 1, 1) for level in model.koopman)
+    assert any(bool(level.generator.ne(0).any()) for level in model.koopman)  # the generators trained
+
+
 def test_a_config_missing_keys_is_named_before_any_work(tmp_path):
     """The loops read every key of the resolved config directly (BASE supplies them all): a hand-built
     config that lacks some is refused up front, naming each missing dotted key."""
