@@ -520,7 +520,8 @@ class HKDLoop(TrainingLoop):
                                lambda1_start=options["lambda1_start"], lambda1_end=options["lambda1_end"],
                                lambda2=options["lambda2"])
         self.loss = HKDLoss(distance, num_times=options["num_times"], t_consistency=options["t_consistency"],
-                            include_eps=options["include_eps"], latent_weight=options["latent_weight"])
+                            include_eps=options["include_eps"], latent_weight=options["latent_weight"],
+                            generator_smoothness=options["generator_smoothness"])
         self.data = TrajectoryDataset(self.trajectory_path,
                                       memory_limit_bytes=int(options["data_memory_limit_mb"]) << 20,
                                       progress=self.progress and self.context.is_main)

@@ -10,6 +10,9 @@ indices 1..N (index 0 = T, index N = eps). That is U[eps, T) over the grid: T is
 the reconstruction term) and eps is included, where the target is the input itself and the map
 must be the identity (the consistency boundary condition). `include_eps=False` draws from 1..N-1.
 
+`generator_smoothness` adds the mean squared difference between neighbouring positions' generator
+entries of per-position block levels (see HKDLoss.generator_smoothness_penalty).
+
 Distances map (prediction, target) [B, C, H, W] to one value per sample [B]; every callable here is
 a small class with plain-data constructor arguments (`config()` returns them).
 """
@@ -272,20 +275,23 @@ class HKDLoss:
     teacher's states onto the linear Koopman path (and the path onto them).
     The Koopman ablations are model configs, not loss switches: koopman.levels = "none" (no
     Koopman evolution) or "bottleneck" (non-hierarchical).
+    Issue #19 option: `generator_smoothness` (weight of a neighbour-difference penalty on per-position
+    block generators); its default 0 leaves the loss as it was.
     """
 
     def __init__(self, distance: HKDDistance | None = None, num_times: int = 4, t_consistency: bool = True,
-                 include_eps: bool = True, latent_weight: float = 0.0):
+                 include_eps: bool = True, latent_weight: float = 0.0, generator_smoothness: float = 0.0):
         if num_times < 1 and t_consistency:
             raise ValueError(f"num_times must be >= 1 with t_consistency, got {num_times}")
-        latent_weight = float(latent_weight)
-        if not latent_weight >= 0 or latent_weight == float("inf"):
-            raise ValueError(f"latent_weight must be a finite number >= 0, got {latent_weight}")
-        self.latent_weight = latent_weight
+        for name, value in (("latent_weight", latent_weight), ("generator_smoothness", generator_smoothness)):
+            if not float(value) >= 0 or float(value) == float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        self.latent_weight = float(latent_weight)
         self.distance = HKDDistance() if distance is None else distance
         self.num_times = int(num_times)
         self.t_consistency = bool(t_consistency)
         self.include_eps = bool(include_eps)
+        self.generator_smoothness = float(generator_smoothness)
 
     @property
     def terms_per_sample(self) -> int:
@@ -302,6 +308,26 @@ class HKDLoss:
             raise ValueError(f"trajectories with {num_states} states leave no intermediate time to draw")
         drawn = torch.randint(1, high, (batch_size, self.num_times), generator=generator)
         return torch.cat([first, drawn], dim=1).to(device)
+
+    @staticmethod
+    def generator_smoothness_penalty(model) -> torch.Tensor:
+        """Mean over per-position block levels of the mean squared difference between neighbouring
+        positions' generator entries: per level, the squared x and y neighbour differences of every entry
+        (alpha and beta) pooled, sum / count; levels with a single position have no neighbours and are
+        skipped. Zero for a generator constant over positions."""
+        levels = [level for level in _unwrap(model).koopman
+                  if getattr(level, "kind", "") == "block" and level.height * level.width > 1]
+        if not levels:
+            raise ValueError("hkd.generator_smoothness needs per-position block Koopman levels (koopman.operator = "
+                             "'block' with more than one position); this model has none")
+        penalties = []
+        for level in levels:
+            generator = level.generator.float()
+            across = generator[:, :, 1:] - generator[:, :, :-1]   # x neighbours
+            down = generator[:, 1:, :] - generator[:, :-1, :]     # y neighbours
+            total = across.square().sum() + down.square().sum()
+            penalties.append(total / (across.numel() + down.numel()))
+        return torch.stack(penalties).mean()
 
     def __call__(self, model, states: torch.Tensor, sigmas: torch.Tensor, progress: float = 0.0,
                  generator: torch.Generator | None = None, indices: torch.Tensor | None = None,
@@ -342,6 +368,10 @@ class HKDLoss:
         loss = total.mean()
         if latent_term is not None:
             loss = loss + self.latent_weight * latent_term
+        smoothness = None
+        if self.generator_smoothness > 0:
+            smoothness = self.generator_smoothness_penalty(model)
+            loss = loss + self.generator_smoothness * smoothness
         stats = {"loss": loss.detach(), "loss_recon": total[:, 0].mean().detach(),
                  "mse": mse.mean().detach(), "perceptual": perceptual.mean().detach(),
                  "lambda1": torch.tensor(self.distance.lambda1(progress))}
@@ -349,6 +379,8 @@ class HKDLoss:
             stats["loss_consistency"] = total[:, 1:].mean().detach()
         if latent_term is not None:
             stats["loss_latent"] = latent_term.detach()
+        if smoothness is not None:
+            stats["loss_smoothness"] = smoothness.detach()
         return loss, stats
 
     @staticmethod
@@ -368,7 +400,8 @@ class HKDLoss:
 
     def config(self) -> dict:
         return {"distance": self.distance.config(), "num_times": self.num_times,
-                "t_consistency": self.t_consistency, "include_eps": self.include_eps, "latent_weight": self.latent_weight}
+                "t_consistency": self.t_consistency, "include_eps": self.include_eps, "latent_weight": self.latent_weight,
+                "generator_smoothness": self.generator_smoothness}
 
 
 __all__ = ["MSEDistance", "PseudoHuberDistance", "LPIPSDistance", "HKDDistance", "HKDLoss", "make_distance"]

@@ -375,6 +375,46 @@ def test_hkd_block_shared_operator_reaches_the_model_and_inits_from_the_teacher(
     assert any(bool(level.generator.ne(0).any()) for level in model.koopman)  # the generators trained
 
 
+@pytest.mark.slow
+def test_hkd_issue19_loss_options_reach_the_loss_and_resume_exactly(tmp_path, teacher_checkpoint, trajectory_dir):
+    """hkd.generator_smoothness reaches the loss (a logged smoothness term, the checkpoint's loss config);
+    a kill still resumes exactly."""
+    config = small_config("hkd.steps=4", "hkd.batch_size=4", "hkd.log_every=1", "hkd.resume_every=2",
+                          "hkd.generator_smoothness=0.1")
+    kwargs = dict(teacher=str(teacher_checkpoint), trajectories=str(trajectory_dir), progress=False, echo=False)
+    loop = HKDLoop(config, tmp_path / "straight", **kwargs)
+    straight = loop.train()
+    assert loop.loss.generator_smoothness == 0.1
+    records = read_stats(tmp_path / "straight")
+    assert all(record["loss_smoothness"] >= 0 for record in records)
+    HKDLoop(config, tmp_path / "killed", **kwargs).train(stop_at=2)
+    resumed = HKDLoop(config, tmp_path / "killed", **kwargs).train()
+    assert losses(tmp_path / "straight") == losses(tmp_path / "killed")
+    assert_same_weights(straight, resumed)
+    import hkdviz
+    meta = hkdviz.load(resumed, device="cpu").meta["training"]["loss"]
+    assert meta["generator_smoothness"] == 0.1
+
+
+def test_a_run_written_before_the_issue19_keys_resumes(tmp_path, teacher_checkpoint, trajectory_dir):
+    """A run directory whose config.json predates hkd.generator_smoothness resumes while it holds its
+    neutral value, and is refused when it changes."""
+    config = small_config("hkd.steps=2", "hkd.batch_size=4", "hkd.log_every=1", "hkd.resume_every=1")
+    kwargs = dict(teacher=str(teacher_checkpoint), trajectories=str(trajectory_dir), progress=False, echo=False)
+    HKDLoop(config, tmp_path / "old", **kwargs).train(stop_at=1)
+    path = tmp_path / "old" / "config.json"
+    saved = json.loads(path.read_text())
+    for key in ("generator_smoothness",):
+        del saved["hkd"][key]
+    path.write_text(json.dumps(saved))
+    changed = small_config("hkd.steps=2", "hkd.batch_size=4", "hkd.log_every=1", "hkd.resume_every=1",
+                           "hkd.generator_smoothness=0.5")
+    with pytest.raises(TrainingError, match="hkd.generator_smoothness"):
+        HKDLoop(changed, tmp_path / "old", **kwargs).train()
+    assert HKDLoop(config, tmp_path / "old", **kwargs).train() is not None
+    assert [record["step"] for record in read_stats(tmp_path / "old")] == [1, 2]
+
+
 def test_a_config_missing_keys_is_named_before_any_work(tmp_path):
     """The loops read every key of the resolved config directly (BASE supplies them all): a hand-built
     config that lacks some is refused up front, naming each missing dotted key."""
