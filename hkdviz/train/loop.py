@@ -521,6 +521,7 @@ class HKDLoop(TrainingLoop):
                                lambda2=options["lambda2"])
         self.loss = HKDLoss(distance, num_times=options["num_times"], t_consistency=options["t_consistency"],
                             include_eps=options["include_eps"], latent_weight=options["latent_weight"],
+                            time_sampling=options["time_sampling"], recon_weight=options["recon_weight"],
                             generator_smoothness=options["generator_smoothness"])
         self.data = TrajectoryDataset(self.trajectory_path,
                                       memory_limit_bytes=int(options["data_memory_limit_mb"]) << 20,
@@ -545,7 +546,8 @@ class HKDLoop(TrainingLoop):
     def prepare_step(self, step: int, local_size: int) -> None:
         # Drawn for the global batch with a generator shared by all ranks, then sliced: training on
         # W ranks sees exactly the time indices of single-process training.
-        times = self.loss.time_indices(self.batch_size, self.data.num_states, generator=self.cpu_generator)
+        times = self.loss.time_indices(self.batch_size, self.data.num_states, generator=self.cpu_generator,
+                                       sigmas=self.data.sigmas)
         start = self.context.rank * local_size
         self._step_times = times[start:start + local_size]
 

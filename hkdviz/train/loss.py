@@ -10,6 +10,18 @@ indices 1..N (index 0 = T, index N = eps). That is U[eps, T) over the grid: T is
 the reconstruction term) and eps is included, where the target is the input itself and the map
 must be the identity (the consistency boundary condition). `include_eps=False` draws from 1..N-1.
 
+`time_sampling="log_sigma"` (issue #19) draws index i instead with probability proportional to the
+width in ln sigma of the grid cell it stands for: the draw then approximates ln sigma ~ U[ln eps,
+ln T) as closely as the grid allows, instead of following the grid's own density (EDM's grid packs
+its points near eps in sigma but spreads them there in ln sigma). Cell i = the ln-sigma interval
+nearer to node i than to any other node, i.e. between the midpoints to its neighbours:
+    w_i = (ln sigma_{i-1} - ln sigma_{i+1}) / 2   for 1 <= i < N,
+which are the trapezoidal-rule weights of the integral over [ln eps, ln T] on the grid nodes
+(T's half-cell is the reconstruction term's, not drawn). [choice] Below eps there are no noise
+levels, so eps's cell stops at ln eps: w_N = (ln sigma_{N-1} - ln sigma_N) / 2, half its neighbour
+gap (the trapezoidal end weight); it is finite. With include_eps=False index N is not drawn and its
+half-cell is dropped (not given to N - 1). `recon_weight` weighs the x_T term against each
+intermediate term: loss = (r d_T + sum_m d_m) / (r + M) per sample (r = 1: the plain mean).
 `generator_smoothness` adds the mean squared difference between neighbouring positions' generator
 entries of per-position block levels (see HKDLoss.generator_smoothness_penalty).
 
@@ -275,22 +287,34 @@ class HKDLoss:
     teacher's states onto the linear Koopman path (and the path onto them).
     The Koopman ablations are model configs, not loss switches: koopman.levels = "none" (no
     Koopman evolution) or "bottleneck" (non-hierarchical).
-    Issue #19 option: `generator_smoothness` (weight of a neighbour-difference penalty on per-position
-    block generators); its default 0 leaves the loss as it was.
+    Issue #19 options (module docstring): `time_sampling` ("uniform" over the grid indices, or
+    "log_sigma": by each index's cell width in ln sigma), `recon_weight` (the x_T term's weight against
+    each intermediate term) and `generator_smoothness` (weight of a neighbour-difference penalty on
+    per-position block generators). Their defaults reproduce the loss without them bit for bit.
     """
 
+    TIME_SAMPLINGS = ("uniform", "log_sigma")
+
     def __init__(self, distance: HKDDistance | None = None, num_times: int = 4, t_consistency: bool = True,
-                 include_eps: bool = True, latent_weight: float = 0.0, generator_smoothness: float = 0.0):
+                 include_eps: bool = True, latent_weight: float = 0.0, time_sampling: str = "uniform",
+                 recon_weight: float = 1.0, generator_smoothness: float = 0.0):
         if num_times < 1 and t_consistency:
             raise ValueError(f"num_times must be >= 1 with t_consistency, got {num_times}")
-        for name, value in (("latent_weight", latent_weight), ("generator_smoothness", generator_smoothness)):
+        for name, value in (("latent_weight", latent_weight), ("recon_weight", recon_weight),
+                            ("generator_smoothness", generator_smoothness)):
             if not float(value) >= 0 or float(value) == float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if time_sampling not in self.TIME_SAMPLINGS:
+            raise ValueError(f"time_sampling must be one of {self.TIME_SAMPLINGS}, got {time_sampling!r}")
+        if float(recon_weight) == 0 and not t_consistency:
+            raise ValueError("recon_weight = 0 without t_consistency leaves no loss term")
         self.latent_weight = float(latent_weight)
         self.distance = HKDDistance() if distance is None else distance
         self.num_times = int(num_times)
         self.t_consistency = bool(t_consistency)
         self.include_eps = bool(include_eps)
+        self.time_sampling = time_sampling
+        self.recon_weight = float(recon_weight)
         self.generator_smoothness = float(generator_smoothness)
 
     @property
@@ -298,16 +322,46 @@ class HKDLoss:
         return 1 + (self.num_times if self.t_consistency else 0)
 
     def time_indices(self, batch_size: int, num_states: int, generator: torch.Generator | None = None,
-                     device=None) -> torch.Tensor:
-        """Grid indices [B, terms_per_sample] into trajectories of `num_states` = N + 1 states; column 0 = T."""
+                     device=None, sigmas: torch.Tensor | None = None) -> torch.Tensor:
+        """Grid indices [B, terms_per_sample] into trajectories of `num_states` = N + 1 states; column 0 = T.
+
+        `sigmas` (the grid [N + 1], T first) is needed by time_sampling="log_sigma" only."""
         first = torch.zeros(batch_size, 1, dtype=torch.long)
         if not self.t_consistency:
             return first.to(device)
         high = num_states if self.include_eps else num_states - 1
         if high <= 1:
             raise ValueError(f"trajectories with {num_states} states leave no intermediate time to draw")
-        drawn = torch.randint(1, high, (batch_size, self.num_times), generator=generator)
+        if self.time_sampling == "uniform":
+            drawn = torch.randint(1, high, (batch_size, self.num_times), generator=generator)
+        else:
+            if sigmas is None or sigmas.ndim != 1 or sigmas.shape[0] != num_states:
+                got = None if sigmas is None else tuple(sigmas.shape)
+                raise ValueError(f"time_sampling='log_sigma' needs the sigma grid [{num_states}] (T first), got {got}")
+            cumulative = self.log_sigma_probabilities(sigmas, self.include_eps).cumsum(0)
+            # Inverse CDF in float64 on the CPU (the generator is the CPU one shared by every rank).
+            uniform = torch.rand(batch_size, self.num_times, generator=generator, dtype=torch.float64)
+            position = torch.searchsorted(cumulative, uniform * cumulative[-1], right=True)
+            drawn = 1 + position.clamp_max(cumulative.shape[0] - 1)  # u * total == total: the last cell
         return torch.cat([first, drawn], dim=1).to(device)
+
+    @staticmethod
+    def log_sigma_probabilities(sigmas: torch.Tensor, include_eps: bool = True) -> torch.Tensor:
+        """P(index i) for i = 1..N (or 1..N-1 without eps), float64: each node's cell width in ln sigma,
+        between the midpoints to its neighbours; eps's cell stops at ln eps (module docstring)."""
+        log_sigma = torch.as_tensor(sigmas, dtype=torch.float64).cpu().log()
+        if log_sigma.ndim != 1 or log_sigma.shape[0] < 2 or not bool(torch.isfinite(log_sigma).all()):
+            raise ValueError(f"the sigma grid must be 1-D with >= 2 positive finite values, got {sigmas}")
+        if not bool((log_sigma[1:] < log_sigma[:-1]).all()):
+            raise ValueError("the sigma grid must decrease strictly (T first, eps last)")
+        upper = (log_sigma[:-1] + log_sigma[1:]) / 2          # cell i's top: the midpoint to node i - 1
+        lower = torch.cat([upper[1:], log_sigma[-1:]])       # its bottom: the midpoint to i + 1; eps: ln eps
+        widths = upper - lower                               # [N], cells of nodes 1..N
+        if not include_eps:
+            widths = widths[:-1]
+        if widths.numel() == 0:
+            raise ValueError("the sigma grid leaves no intermediate time to draw")
+        return widths / widths.sum()
 
     @staticmethod
     def generator_smoothness_penalty(model) -> torch.Tensor:
@@ -340,7 +394,7 @@ class HKDLoss:
             raise ValueError(f"states must be [B, K, C, H, W], got shape {tuple(states.shape)}")
         batch, num_states = states.shape[:2]
         if indices is None:
-            indices = self.time_indices(batch, num_states, generator)
+            indices = self.time_indices(batch, num_states, generator, sigmas=sigmas if sigmas.ndim == 1 else None)
         indices = indices.to(states.device)
         sigmas = sigmas.to(states.device)
         if sigmas.ndim == 1:
@@ -365,7 +419,12 @@ class HKDLoss:
         flat_target = target.unsqueeze(1).expand(batch, terms, *target.shape[1:]).reshape_as(prediction)
         total, mse, perceptual = self.distance(prediction.float(), flat_target.float(), progress)
         total, mse, perceptual = (value.reshape(batch, terms) for value in (total, mse, perceptual))
-        loss = total.mean()
+        if self.recon_weight == 1.0 or terms == 1:
+            loss = total.mean()  # the plain mean (bit for bit what the loss was before recon_weight)
+        else:
+            weights = torch.ones(terms, dtype=total.dtype, device=total.device)
+            weights[0] = self.recon_weight
+            loss = (total * weights).sum(1).mean() / weights.sum()
         if latent_term is not None:
             loss = loss + self.latent_weight * latent_term
         smoothness = None
@@ -401,6 +460,7 @@ class HKDLoss:
     def config(self) -> dict:
         return {"distance": self.distance.config(), "num_times": self.num_times,
                 "t_consistency": self.t_consistency, "include_eps": self.include_eps, "latent_weight": self.latent_weight,
+                "time_sampling": self.time_sampling, "recon_weight": self.recon_weight,
                 "generator_smoothness": self.generator_smoothness}
 
 

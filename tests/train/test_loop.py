@@ -377,14 +377,14 @@ def test_hkd_block_shared_operator_reaches_the_model_and_inits_from_the_teacher(
 
 @pytest.mark.slow
 def test_hkd_issue19_loss_options_reach_the_loss_and_resume_exactly(tmp_path, teacher_checkpoint, trajectory_dir):
-    """hkd.generator_smoothness reaches the loss (a logged smoothness term, the checkpoint's loss config);
-    a kill still resumes exactly."""
+    """hkd.time_sampling / recon_weight / generator_smoothness reach the loss (a logged smoothness term, the
+    checkpoint's loss config); a kill still resumes exactly, with the log-sigma draws."""
     config = small_config("hkd.steps=4", "hkd.batch_size=4", "hkd.log_every=1", "hkd.resume_every=2",
-                          "hkd.generator_smoothness=0.1")
+                          "hkd.time_sampling=log_sigma", "hkd.recon_weight=2", "hkd.generator_smoothness=0.1")
     kwargs = dict(teacher=str(teacher_checkpoint), trajectories=str(trajectory_dir), progress=False, echo=False)
     loop = HKDLoop(config, tmp_path / "straight", **kwargs)
     straight = loop.train()
-    assert loop.loss.generator_smoothness == 0.1
+    assert (loop.loss.time_sampling, loop.loss.recon_weight, loop.loss.generator_smoothness) == ("log_sigma", 2.0, 0.1)
     records = read_stats(tmp_path / "straight")
     assert all(record["loss_smoothness"] >= 0 for record in records)
     HKDLoop(config, tmp_path / "killed", **kwargs).train(stop_at=2)
@@ -393,23 +393,23 @@ def test_hkd_issue19_loss_options_reach_the_loss_and_resume_exactly(tmp_path, te
     assert_same_weights(straight, resumed)
     import hkdviz
     meta = hkdviz.load(resumed, device="cpu").meta["training"]["loss"]
-    assert meta["generator_smoothness"] == 0.1
+    assert (meta["time_sampling"], meta["recon_weight"], meta["generator_smoothness"]) == ("log_sigma", 2.0, 0.1)
 
 
 def test_a_run_written_before_the_issue19_keys_resumes(tmp_path, teacher_checkpoint, trajectory_dir):
-    """A run directory whose config.json predates hkd.generator_smoothness resumes while it holds its
-    neutral value, and is refused when it changes."""
+    """A run directory whose config.json predates hkd.time_sampling / recon_weight / generator_smoothness
+    resumes while they hold their neutral values, and is refused when one changes."""
     config = small_config("hkd.steps=2", "hkd.batch_size=4", "hkd.log_every=1", "hkd.resume_every=1")
     kwargs = dict(teacher=str(teacher_checkpoint), trajectories=str(trajectory_dir), progress=False, echo=False)
     HKDLoop(config, tmp_path / "old", **kwargs).train(stop_at=1)
     path = tmp_path / "old" / "config.json"
     saved = json.loads(path.read_text())
-    for key in ("generator_smoothness",):
+    for key in ("time_sampling", "recon_weight", "generator_smoothness"):
         del saved["hkd"][key]
     path.write_text(json.dumps(saved))
     changed = small_config("hkd.steps=2", "hkd.batch_size=4", "hkd.log_every=1", "hkd.resume_every=1",
-                           "hkd.generator_smoothness=0.5")
-    with pytest.raises(TrainingError, match="hkd.generator_smoothness"):
+                           "hkd.recon_weight=2")
+    with pytest.raises(TrainingError, match="hkd.recon_weight"):
         HKDLoop(changed, tmp_path / "old", **kwargs).train()
     assert HKDLoop(config, tmp_path / "old", **kwargs).train() is not None
     assert [record["step"] for record in read_stats(tmp_path / "old")] == [1, 2]
