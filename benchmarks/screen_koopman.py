@@ -46,6 +46,14 @@ VARIANTS.update({
     "table3_bottleneck": [*RECIPE, "hkd.koopman.levels=bottleneck"],                   # non-hierarchical
     "table3_no_tcons": [*RECIPE, "hkd.t_consistency=false"],
 })
+# Issue #19 item 4: the generator and schedule options, each on the screen's recipe.
+TEACHER_FEATURES = '{"name": "teacher_features", "sigma": 0.3}'
+VARIANTS.update({
+    "consistency_log_shared": [*RECIPE, "hkd.koopman.operator=block_shared"],   # one generator per channel pair
+    "consistency_log_lr10": [*RECIPE, "hkd.generator_lr_scale=10"],
+    "consistency_log_logtime": [*RECIPE, "hkd.time_sampling=log_sigma"],        # times by width in ln sigma
+    "consistency_log_teacherfeat": [*RECIPE, f"hkd.distance={TEACHER_FEATURES}"],  # the teacher's features
+})
 EVALUATION_FIRST_SEED = 1_000_000_000
 KID_FIRST_SEED = EVALUATION_FIRST_SEED + 100_000  # disjoint from the RMS seeds
 

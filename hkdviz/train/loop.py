@@ -516,7 +516,7 @@ class HKDLoop(TrainingLoop):
 
         options = self.options
         self._count = int(read_manifest(self.trajectory_path)["count"])
-        distance = HKDDistance(make_distance(options["distance"], device=self.device),
+        distance = HKDDistance(make_distance(options["distance"], device=self.device, teacher=self._distance_teacher()),
                                lambda1_start=options["lambda1_start"], lambda1_end=options["lambda1_end"],
                                lambda2=options["lambda2"])
         self.loss = HKDLoss(distance, num_times=options["num_times"], t_consistency=options["t_consistency"],
@@ -527,6 +527,15 @@ class HKDLoop(TrainingLoop):
                                       memory_limit_bytes=int(options["data_memory_limit_mb"]) << 20,
                                       progress=self.progress and self.context.is_main)
         super().setup()
+
+    def _distance_teacher(self):
+        """The teacher for a distance that reads its features (hkd.distance "teacher_features"), else None."""
+        distance = self.options["distance"]
+        name = distance.get("name") if isinstance(distance, dict) else distance
+        if name != "teacher_features":
+            return None
+        from .teacher import load_teacher
+        return load_teacher(self.teacher_path, device="cpu")
 
     def build_data(self) -> int:
         data = self.data

@@ -30,6 +30,7 @@ a small class with plain-data constructor arguments (`config()` returns them).
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 from pathlib import Path
@@ -227,8 +228,82 @@ class LPIPSDistance:
         return {"name": self.name, "weights": self.weights, "net": self.net_name, "resize": self.resize}
 
 
-def make_distance(config: dict | str | None, device=None):
-    """A perceptual distance from plain data: "pseudo_huber" (default), "mse", or {"name": "lpips", "weights": ...}."""
+# -- teacher features ---------------------------------------------------------------------------------
+# [choice] The teacher's features at sigma = 0.3 by default: EDM trains its denoiser with ln sigma ~
+# N(P_mean = -1.2, P_std = 1.2), whose median is e^-1.2 = 0.30, so the encoder's features are trained
+# best around there.
+TEACHER_FEATURES_SIGMA = 0.3
+
+
+class TeacherFeatureDistance:
+    """A weights-free perceptual distance from the frozen teacher's own encoder (no LPIPS heads, no
+    evaluation classifier): the skip and bottleneck features that HKD's latents come from.
+
+    Both images go through the teacher U-Net's encoder at one fixed noise level `sigma`, with EDM's input
+    scaling c_in(sigma) and noise embedding ln(sigma) / 4, and no noise added. [choice] No noise: the
+    distance is then a deterministic function of the pair (zero on identical images, symmetric, no extra
+    variance in the loss and no extra random stream to keep for an exact resume); adding the same noise to
+    both would still leave a draw-dependent value. Each level's feature vectors are unit-normalised over
+    channels at every position (as LPIPS does), and the distance is the squared difference of the unit
+    vectors summed over channels, averaged over positions, then over levels (each level counts once;
+    LPIPS with every learned head weight set to 1). The teacher's parameters are frozen; the target's
+    features are computed without a graph; the gradient reaches the prediction only.
+    """
+
+    name = "teacher_features"
+
+    def __init__(self, teacher, sigma: float = TEACHER_FEATURES_SIGMA, device=None):
+        denoiser = getattr(teacher, "denoiser", teacher)
+        network = getattr(denoiser, "net", None)
+        if network is None or not (hasattr(network, "encode") and hasattr(network, "embed")):
+            describe = getattr(denoiser, "describe", lambda: type(denoiser).__name__)()
+            raise ValueError(f"the teacher_features distance needs an EDMPrecond teacher with a DDPM++ U-Net "
+                             f"(its encoder gives the features), got {describe}")
+        sigma = float(sigma)
+        if not (math.isfinite(sigma) and sigma > 0):
+            raise ValueError(f"teacher_features sigma must be a positive finite number, got {sigma!r}")
+        if network.map_label is not None:
+            raise ValueError("the teacher_features distance needs an unconditional teacher (unet.label_dim = 0)")
+        self.sigma = sigma
+        self.sigma_data = float(denoiser.sigma_data)
+        # A private frozen copy: the loop's HKD model was initialised from the same weights, and nothing
+        # may move or train these.
+        self.network = copy.deepcopy(network).float().eval().requires_grad_(False)
+        if device is not None:
+            self.network.to(device)
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Unit-normalised encoder features [B, C_l, H_l, W_l] per level of images [B, C, H, W]."""
+        network = self.network
+        scale = 1 / math.sqrt(self.sigma ** 2 + self.sigma_data ** 2)
+        noise_labels = torch.full((images.shape[0],), math.log(self.sigma) / 4, device=images.device)
+        emb = network.embed(noise_labels)
+        features = []
+        for feature in network.encode(images * scale, emb.to(images.dtype)):
+            feature = feature.float()
+            features.append(feature / (feature.square().sum(1, keepdim=True).sqrt() + 1e-10))
+        return features
+
+    def __call__(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair(prediction, target)
+        if next(self.network.parameters()).device != prediction.device:
+            self.network.to(prediction.device)
+        predicted = self.features(prediction.float())
+        with torch.no_grad():
+            wanted = self.features(target.float())
+        per_level = [(a - b).square().sum(1).flatten(1).mean(1) for a, b in zip(predicted, wanted)]
+        return torch.stack(per_level).mean(0)
+
+    def config(self) -> dict:
+        return {"name": self.name, "sigma": self.sigma}
+
+
+DISTANCES = ("pseudo_huber", "mse", "lpips", "teacher_features")
+
+
+def make_distance(config: dict | str | None, device=None, teacher=None):
+    """A perceptual distance from plain data: "pseudo_huber" (default), "mse", {"name": "lpips", "weights": ...},
+    or {"name": "teacher_features", "sigma": S} (needs `teacher`: the HKD loop passes its teacher)."""
     if config is None:
         config = "pseudo_huber"
     if isinstance(config, str):
@@ -241,7 +316,15 @@ def make_distance(config: dict | str | None, device=None):
         return MSEDistance()
     if name == "lpips":
         return LPIPSDistance(device=device, **options)
-    raise ValueError(f"unknown distance {name!r}; choose 'pseudo_huber', 'mse' or 'lpips'")
+    if name == "teacher_features":
+        if teacher is None:
+            raise ValueError("the teacher_features distance needs the teacher (make_distance(..., teacher=...); "
+                             "the HKD loop passes its own)")
+        unknown = sorted(set(options) - {"sigma"})
+        if unknown:
+            raise ValueError(f"unknown teacher_features option(s) {unknown}; it takes 'sigma' only")
+        return TeacherFeatureDistance(teacher, device=device, **options)
+    raise ValueError(f"unknown distance {name!r}; choose one of {', '.join(map(repr, DISTANCES))}")
 
 
 class HKDDistance:
@@ -464,4 +547,5 @@ class HKDLoss:
                 "generator_smoothness": self.generator_smoothness}
 
 
-__all__ = ["MSEDistance", "PseudoHuberDistance", "LPIPSDistance", "HKDDistance", "HKDLoss", "make_distance"]
+__all__ = ["MSEDistance", "PseudoHuberDistance", "LPIPSDistance", "TeacherFeatureDistance", "HKDDistance", "HKDLoss",
+           "make_distance"]

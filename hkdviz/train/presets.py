@@ -388,7 +388,8 @@ MEANINGS = {
         "time_sampling": "law of the drawn trajectory times: \"uniform\" over the solver grid indices, or "
                          "\"log_sigma\" (each index by its cell's width in ln sigma)",
         "recon_weight": "weight of the x_T reconstruction term against each intermediate term (1 = plain mean)",
-        "distance": "perceptual distance: \"pseudo_huber\", \"mse\", or {\"name\": \"lpips\", ...}",
+        "distance": "perceptual distance: \"pseudo_huber\", \"mse\", {\"name\": \"lpips\", ...} or "
+                    "{\"name\": \"teacher_features\", \"sigma\": 0.3} (the frozen teacher's encoder features)",
         "lambda1_start": "weight of the MSE term at the start of training (it decays geometrically)",
         "lambda1_end": "weight of the MSE term at the end of training",
         "lambda2": "weight of the perceptual distance term",

@@ -377,22 +377,27 @@ def test_hkd_block_shared_operator_reaches_the_model_and_inits_from_the_teacher(
 
 @pytest.mark.slow
 def test_hkd_issue19_loss_options_reach_the_loss_and_resume_exactly(tmp_path, teacher_checkpoint, trajectory_dir):
-    """hkd.time_sampling / recon_weight / generator_smoothness reach the loss (a logged smoothness term, the
-    checkpoint's loss config); a kill still resumes exactly, with the log-sigma draws."""
+    """hkd.time_sampling / recon_weight / generator_smoothness and the teacher_features distance reach the
+    loss (a logged smoothness term, the distance in the checkpoint's loss config); a kill still resumes
+    exactly, with the log-sigma draws and the teacher's features."""
+    from hkdviz.train.loss import TeacherFeatureDistance
     config = small_config("hkd.steps=4", "hkd.batch_size=4", "hkd.log_every=1", "hkd.resume_every=2",
-                          "hkd.time_sampling=log_sigma", "hkd.recon_weight=2", "hkd.generator_smoothness=0.1")
+                          "hkd.time_sampling=log_sigma", "hkd.recon_weight=2", "hkd.generator_smoothness=0.1",
+                          'hkd.distance={"name": "teacher_features", "sigma": 0.5}')
     kwargs = dict(teacher=str(teacher_checkpoint), trajectories=str(trajectory_dir), progress=False, echo=False)
     loop = HKDLoop(config, tmp_path / "straight", **kwargs)
     straight = loop.train()
+    assert isinstance(loop.loss.distance.perceptual, TeacherFeatureDistance)
     assert (loop.loss.time_sampling, loop.loss.recon_weight, loop.loss.generator_smoothness) == ("log_sigma", 2.0, 0.1)
     records = read_stats(tmp_path / "straight")
-    assert all(record["loss_smoothness"] >= 0 for record in records)
+    assert all(record["loss_smoothness"] >= 0 and record["perceptual"] > 0 for record in records)
     HKDLoop(config, tmp_path / "killed", **kwargs).train(stop_at=2)
     resumed = HKDLoop(config, tmp_path / "killed", **kwargs).train()
     assert losses(tmp_path / "straight") == losses(tmp_path / "killed")
     assert_same_weights(straight, resumed)
     import hkdviz
     meta = hkdviz.load(resumed, device="cpu").meta["training"]["loss"]
+    assert meta["distance"]["perceptual"] == {"name": "teacher_features", "sigma": 0.5}
     assert (meta["time_sampling"], meta["recon_weight"], meta["generator_smoothness"]) == ("log_sigma", 2.0, 0.1)
 
 
@@ -413,6 +418,31 @@ def test_a_run_written_before_the_issue19_keys_resumes(tmp_path, teacher_checkpo
         HKDLoop(changed, tmp_path / "old", **kwargs).train()
     assert HKDLoop(config, tmp_path / "old", **kwargs).train() is not None
     assert [record["step"] for record in read_stats(tmp_path / "old")] == [1, 2]
+
+
+def test_screen_variants_of_issue19_resolve_and_the_teacher_features_one_is_used(tmp_path, teacher_checkpoint,
+                                                                                  trajectory_dir):
+    """benchmarks/screen_koopman.py's issue #19 variants are valid overrides, and the teacher-feature one
+    really becomes the loss's perceptual term in a 2-step run (and changes what it measures)."""
+    from benchmarks.screen_koopman import RECIPE, VARIANTS
+    from hkdviz.train.loss import PseudoHuberDistance, TeacherFeatureDistance
+    expected = {"consistency_log_shared": ("koopman", {"operator": "block_shared", "levels": "all", "time": "log_sigma"}),
+                "consistency_log_lr10": ("generator_lr_scale", 10),
+                "consistency_log_logtime": ("time_sampling", "log_sigma"),
+                "consistency_log_teacherfeat": ("distance", {"name": "teacher_features", "sigma": 0.3})}
+    for name, (key, value) in expected.items():
+        assert VARIANTS[name][:len(RECIPE)] == RECIPE
+        assert resolve_training_config("default", overrides=VARIANTS[name])["hkd"][key] == value, name
+    kwargs = dict(teacher=str(teacher_checkpoint), trajectories=str(trajectory_dir), progress=False, echo=False)
+    perceptual = {}
+    for name in ("consistency_log", "consistency_log_teacherfeat"):
+        loop = HKDLoop(small_config("hkd.steps=2", "hkd.batch_size=4", "hkd.log_every=1", *VARIANTS[name]),
+                       tmp_path / name, **kwargs)
+        loop.train()
+        perceptual[name] = [record["perceptual"] for record in read_stats(tmp_path / name)]
+        kind = TeacherFeatureDistance if name.endswith("teacherfeat") else PseudoHuberDistance
+        assert type(loop.loss.distance.perceptual) is kind
+    assert perceptual["consistency_log"][0] != perceptual["consistency_log_teacherfeat"][0]
 
 
 def test_a_config_missing_keys_is_named_before_any_work(tmp_path):

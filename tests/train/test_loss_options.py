@@ -1,12 +1,13 @@
-"""Issue #19 loss options with known answers: generator smoothness, the time-sampling law and the weight
-of the reconstruction term."""
+"""Issue #19 loss options with known answers: generator smoothness, the time-sampling law, the weight
+of the reconstruction term, and the teacher-feature perceptual distance."""
 import math
 
 import pytest
 import torch
 
 from hkdviz.model import BlockKoopman
-from hkdviz.train.loss import HKDDistance, HKDLoss, MSEDistance
+from hkdviz.model.config import resolve_config
+from hkdviz.train.loss import HKDDistance, HKDLoss, MSEDistance, TeacherFeatureDistance, make_distance
 from hkdviz.train.presets import BASE, MEANINGS, explain_config, resolve_training_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
@@ -179,6 +180,91 @@ def test_recon_weight_one_is_the_plain_mean_bit_for_bit_and_other_weights_known(
         HKDLoss(t_consistency=False, recon_weight=0.0)
 
 
+# -- teacher-feature distance ----------------------------------------------------------------------
+SMALL_MODEL = {"preset": "tiny", "unet": {"img_resolution": 16, "model_channels": 8}}
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    from hkdviz.train.edm import EDMPrecond
+    torch.manual_seed(0)
+    teacher = EDMPrecond(resolve_config(SMALL_MODEL))
+    with torch.no_grad():  # an untrained EDM U-Net zero-initialises some convolutions: give every one weights
+        for parameter in teacher.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    return teacher
+
+
+def test_teacher_features_zero_symmetric_positive(teacher):
+    distance = make_distance({"name": "teacher_features", "sigma": 0.5}, teacher=teacher)
+    assert isinstance(distance, TeacherFeatureDistance) and distance.config() == {"name": "teacher_features",
+                                                                                   "sigma": 0.5}
+    torch.manual_seed(1)
+    x, y = torch.rand(3, 3, 16, 16) * 2 - 1, torch.rand(3, 3, 16, 16) * 2 - 1
+    assert torch.equal(distance(x, x), torch.zeros(3))
+    forward, backward = distance(x, y), distance(y, x)
+    assert bool((forward > 0).all())
+    torch.testing.assert_close(forward, backward, rtol=1e-6, atol=0)
+    # Each level's term is a squared distance of unit vectors: within [0, 4].
+    assert bool((forward <= 4).all())
+    # The noise level conditions the features.
+    assert not torch.allclose(make_distance({"name": "teacher_features", "sigma": 20.0}, teacher=teacher)(x, y), forward)
+
+
+def test_teacher_features_known_answer_from_the_teacher_encoder(teacher):
+    """The distance is the mean over levels of the per-position squared distance between the teacher
+    encoder's unit-normalised features at sigma (c_in and ln(sigma) / 4 as in EDM)."""
+    sigma = 0.3
+    torch.manual_seed(2)
+    x, y = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    net = teacher.net
+    c_in = 1 / math.sqrt(sigma ** 2 + teacher.sigma_data ** 2)
+    with torch.no_grad():
+        emb = net.embed(torch.full((2,), math.log(sigma) / 4))
+        levels = zip(net.encode(x * c_in, emb), net.encode(y * c_in, emb))
+        expected = []
+        for a, b in levels:
+            a = a / a.norm(dim=1, keepdim=True)
+            b = b / b.norm(dim=1, keepdim=True)
+            expected.append((a - b).square().sum(1).mean((1, 2)))
+        expected = torch.stack(expected).mean(0)
+    got = make_distance("teacher_features", teacher=teacher)(x, y)
+    assert make_distance("teacher_features", teacher=teacher).sigma == sigma
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_teacher_features_gradient_reaches_the_prediction_only(teacher):
+    distance = make_distance({"name": "teacher_features", "sigma": 0.5}, teacher=teacher)
+    torch.manual_seed(3)
+    prediction = (torch.rand(2, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    target = (torch.rand(2, 3, 16, 16) * 2 - 1).requires_grad_(True)
+    distance(prediction, target).sum().backward()
+    assert prediction.grad is not None and bool(prediction.grad.abs().sum() > 0)
+    assert target.grad is None  # the target's features carry no graph
+    # Inside HKDDistance (the perceptual term) as the loss uses it.
+    prediction.grad = None
+    total, _, perceptual = HKDDistance(distance, lambda1_start=1e-9, lambda1_end=1e-9)(prediction, target)
+    torch.testing.assert_close(perceptual, distance(prediction, target))
+    total.sum().backward()
+    assert bool(prediction.grad.abs().sum() > 0)
+    assert all(not parameter.requires_grad and parameter.grad is None for parameter in distance.network.parameters())
+    assert all(parameter.grad is None for parameter in teacher.parameters())  # the loop's teacher is untouched
+    assert distance.network is not teacher.net
+
+
+def test_teacher_features_errors(teacher):
+    with pytest.raises(ValueError, match="needs the teacher"):
+        make_distance("teacher_features")
+    with pytest.raises(ValueError, match="takes 'sigma' only"):
+        make_distance({"name": "teacher_features", "sigma": 0.5, "layers": 2}, teacher=teacher)
+    with pytest.raises(ValueError, match="positive finite"):
+        make_distance({"name": "teacher_features", "sigma": 0.0}, teacher=teacher)
+    with pytest.raises(ValueError, match="EDMPrecond teacher"):
+        make_distance("teacher_features", teacher=torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="'teacher_features'"):
+        make_distance("fid")
+
+
 # -- config keys -----------------------------------------------------------------------------------
 def test_new_keys_have_defaults_meanings_checks_and_show_in_explain_config():
     defaults = {"generator_smoothness": 0.0, "time_sampling": "uniform", "recon_weight": 1.0}
@@ -189,6 +275,7 @@ def test_new_keys_have_defaults_meanings_checks_and_show_in_explain_config():
     text = explain_config(config)
     for key in defaults:
         assert any(line.split()[0] == key for line in text.splitlines() if line.startswith("  ")), key
+    assert "teacher_features" in text
     from hkdviz.train.presets import PresetError
     for bad, message in (("hkd.time_sampling=sigma", "hkd.time_sampling must be"),
                          ("hkd.recon_weight=-1", "hkd.recon_weight must be >= 0"),
