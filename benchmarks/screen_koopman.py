@@ -223,8 +223,11 @@ def _paired_blocks(a: dict, b: dict, seeds: list) -> dict | None:
     kid_a = np.mean([a[seed]["kid_x1e3_per_block"] for seed in seeds], axis=0)
     kid_b = np.mean([b[seed]["kid_x1e3_per_block"] for seed in seeds], axis=0)
     difference = kid_b - kid_a
+    from scipy import stats
+
     return {"first": float(kid_a.mean()), "second": float(kid_b.mean()), "difference": float(difference.mean()),
             "standard_error": float(difference.std(ddof=1) / np.sqrt(len(difference))),
+            "p": float(stats.ttest_1samp(difference, 0.0).pvalue),
             "second_lower_in": int((difference < 0).sum()), "blocks": len(difference)}
 
 
