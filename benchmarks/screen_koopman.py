@@ -53,6 +53,7 @@ VARIANTS.update({
     "consistency_log_lr10": [*RECIPE, "hkd.generator_lr_scale=10"],
     "consistency_log_logtime": [*RECIPE, "hkd.time_sampling=log_sigma"],        # times by width in ln sigma
     "consistency_log_teacherfeat": [*RECIPE, f"hkd.distance={TEACHER_FEATURES}"],  # the teacher's features
+    "consistency_log_recon4": [*RECIPE, "hkd.recon_weight=4"],  # the x_T term weighs as much as the 4 others
 })
 EVALUATION_FIRST_SEED = 1_000_000_000
 KID_FIRST_SEED = EVALUATION_FIRST_SEED + 100_000  # disjoint from the RMS seeds
@@ -76,12 +77,14 @@ def main(argv=None) -> None:
     parser.add_argument("--kid-blocks", type=int, default=8, help="blocks of unseen seeds for local KID (0: none)")
     parser.add_argument("--kid-block-size", type=int, default=512, help="seeds per local-KID block")
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra override for every run")
+    parser.add_argument("--compare-seeds", metavar="S,S", help="with --compare: only these training seeds")
     parser.add_argument("--compare", metavar="A,B", help="print B - A from --out's record (no training) and exit")
     args = parser.parse_args(argv)
     if args.compare:
         first, second = args.compare.split(",")
         record = json.loads((Path(args.out) / "screen.json").read_text())
-        print(json.dumps(compare(record, first, second), indent=1))
+        only = None if args.compare_seeds is None else args.compare_seeds.split(",")
+        print(json.dumps(compare(record, first, second, only), indent=1))
         return
 
     from hkdviz.analysis.faithfulness import faithfulness, summarize_faithfulness
@@ -187,8 +190,8 @@ class KIDBlocks:
         return values
 
 
-def compare(record: dict, first: str, second: str) -> dict:
-    """second - first on the seeds both variants finished: mean RMS per variant, the per-eval-seed paired
+def compare(record: dict, first: str, second: str, only_seeds=None) -> dict:
+    """second - first on the training seeds both variants finished (only_seeds: a subset): mean RMS per variant, the per-eval-seed paired
     difference (each eval seed's RMS averaged over the training seeds) with its two-sided paired t-test,
     and each run's faithfulness summary."""
     from scipy import stats
@@ -197,7 +200,7 @@ def compare(record: dict, first: str, second: str) -> dict:
         return {key.split("/seed")[1]: run for key, run in record["runs"].items() if run["variant"] == name}
 
     a, b = runs(first), runs(second)
-    seeds = sorted(set(a) & set(b))
+    seeds = sorted(set(a) & set(b) & (set(a) if only_seeds is None else {str(seed) for seed in only_seeds}))
     if not seeds:
         raise SystemExit(f"no training seed finished for both {first} and {second}")
     rms_a = np.mean([a[seed]["rmse_per_seed"] for seed in seeds], axis=0)
