@@ -56,8 +56,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     if args.preset:
-        from hkdviz.train.edm import EDMPrecond
-        from hkdviz.train.teacher import Teacher
+        from hkdviz.teacher.edm import EDMPrecond
+        from hkdviz.teacher.teacher import Teacher
         torch.manual_seed(0)
         teacher = Teacher(EDMPrecond(args.preset).eval().requires_grad_(False))
     else:

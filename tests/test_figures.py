@@ -59,8 +59,8 @@ def test_figures_with_a_teacher(tiny_checkpoint, tmp_path):
     """A teacher checkpoint adds the 35/5/1-NFE rows (same noise as the one-step samples)."""
     import torch
     from hkdviz.analysis.storage import open_dataset
-    from hkdviz.train.edm import EDMPrecond
-    from hkdviz.train.teacher import Teacher
+    from hkdviz.teacher.edm import EDMPrecond
+    from hkdviz.teacher.teacher import Teacher
     torch.manual_seed(0)
     Teacher(EDMPrecond("tiny")).save(tmp_path / "teacher", meta={"dataset": "none (untrained test teacher)"})
     code = figures.main(["--checkpoint", str(tiny_checkpoint), "--teacher", str(tmp_path / "teacher"), "--quick",

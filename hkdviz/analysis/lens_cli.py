@@ -48,10 +48,10 @@ def _seeds(text: str) -> list[int]:
 def load_any_teacher(name_or_path, device="auto"):
     """A Teacher from a shipped name, a teacher checkpoint directory or an EDM network pickle."""
     from hkdviz.checkpoint import resolve_device
-    from hkdviz.train.teacher import Teacher, load_teacher
+    from hkdviz.teacher.teacher import Teacher, load_teacher
 
     if str(name_or_path).endswith(".pkl"):
-        from hkdviz.train.edm_import import import_edm_pickle
+        from hkdviz.teacher.edm_import import import_edm_pickle
         teacher = Teacher(import_edm_pickle(name_or_path, device=resolve_device(device)))
         teacher.checkpoint_path = str(Path(name_or_path).resolve())
         return teacher
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
 
     import hkdviz
     from hkdviz.checkpoint import CheckpointError
-    from hkdviz.train.edm_import import EDMImportError
+    from hkdviz.teacher.edm_import import EDMImportError
 
     from .lens import compare_spectra, lens, lens_summary
     from .storage import save_dataset

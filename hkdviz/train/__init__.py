@@ -1,4 +1,6 @@
-"""hkdviz.train: data sets, the EDM teacher, teacher trajectories, HKD loss and training loops, CLI.
+"""hkdviz.train: teacher trajectories, the HKD loss, the training loops (teacher, HKD), distributed runs,
+presets and `hkdviz train`. Data sets live in hkdviz.data, the teacher in hkdviz.teacher, the classifier
+and `hkdviz eval` in hkdviz.evaluation.
 
 Nothing heavy is imported here; names resolve on first use:
 
@@ -12,9 +14,6 @@ Nothing heavy is imported here; names resolve on first use:
 import importlib
 
 _LAZY = {
-    "load_dataset": "data", "DatasetError": "data",
-    "EDMPrecond": "edm", "EDMLoss": "edm", "init_hkd_from_teacher": "edm",
-    "Teacher": "teacher", "load_teacher": "teacher",
     "generate_trajectories": "trajectories", "open_trajectories": "trajectories",
     "TrajectoryDataset": "trajectories",
     "HKDLoss": "loss", "HKDDistance": "loss", "MSEDistance": "loss", "PseudoHuberDistance": "loss",

@@ -37,7 +37,7 @@ def small_config(*overrides):
 def teacher_checkpoint(tmp_path_factory):
     """An untrained small teacher saved in the core format (training it is not the point here)."""
     from hkdviz.model.config import resolve_config
-    from hkdviz.train.edm import EDMPrecond
+    from hkdviz.teacher.edm import EDMPrecond
     torch.manual_seed(0)
     teacher = EDMPrecond(resolve_config(small_config()["model"]))
     directory = tmp_path_factory.mktemp("teacher") / "checkpoint"

@@ -3,7 +3,7 @@
     hkdviz teacher import edm-cifar10-32x32-uncond-ve.pkl --out teachers/cifar10-ve
     hkdviz teacher info edm-imagenet-64x64-cond-adm.pkl       # what it is, without writing anything
 
-The import never executes code from the pickle (see hkdviz.train.edm_import) and writes a teacher
+The import never executes code from the pickle (see hkdviz.teacher.edm_import) and writes a teacher
 checkpoint directory (model.safetensors + config.json + meta.json) that `load_teacher`, `hkdviz
 train trajectories|hkd --teacher DIR` and `hkdviz eval` read. Only EDMPrecond + DDPM++ networks
 can initialise HKD's encoder and decoder; every kind serves as a teacher (docs/teachers.md).
@@ -68,7 +68,7 @@ def _describe(record: dict) -> str:
 
 
 def command_import(args) -> int:
-    from .edm_import import import_edm_teacher
+    from .teacher import import_edm_teacher
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -91,8 +91,8 @@ def command_import(args) -> int:
 
 
 def command_info(args) -> int:
-    from .edm_import import import_edm_teacher, is_edm_pickle_path
-    from .teacher import load_teacher
+    from .edm_import import is_edm_pickle_path
+    from .teacher import import_edm_teacher, load_teacher
 
     if is_edm_pickle_path(args.source):
         teacher = import_edm_teacher(args.source, device="cpu", key=args.key)

@@ -202,6 +202,14 @@ class InMemoryDataset(ImageDataset):
         return 65536
 
 
+def to_unit_range(images: torch.Tensor, device=None) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1] (the data sets' convention); float images pass through as float32."""
+    images = images.to(device) if device is not None else images
+    if images.dtype == torch.uint8:
+        return images.to(torch.float32) / 127.5 - 1.0
+    return images.to(torch.float32)
+
+
 def resize_images(images: np.ndarray, resolution: int) -> np.ndarray:
     """Bilinear resize of uint8 or float images [N, C, H, W] to [N, C, resolution, resolution].
 

@@ -16,14 +16,15 @@ from torch.nn import functional as F
 import edm_reference
 from edm_pickles import network_pickle
 from hkdviz.model.unet import SongUNet as DDPMSongUNet
-from hkdviz.train.edm import EDMPrecond
-from hkdviz.train.edm_import import EDMImportError, import_edm_pickle, import_edm_teacher
-from hkdviz.train.networks import (EDM_NETWORK_KEY, DhariwalUNet, EDMPreconditioning, IDDPMPreconditioning,
+from hkdviz.teacher.edm import EDMPrecond
+from hkdviz.teacher.edm_import import EDMImportError, import_edm_pickle
+from hkdviz.teacher.teacher import import_edm_teacher
+from hkdviz.teacher.networks import (EDM_NETWORK_KEY, DhariwalUNet, EDMPreconditioning, IDDPMPreconditioning,
                                    NetworkSpecError, SongUNet, VEPreconditioning, VPPreconditioning, build_checked,
                                    iddpm_noise_levels)
-from hkdviz.train.networks.layers import Conv2d
-from hkdviz.train.sampler import karras_grid
-from hkdviz.train.teacher import Teacher, load_teacher
+from hkdviz.teacher.networks.layers import Conv2d
+from hkdviz.teacher.sampler import karras_grid
+from hkdviz.teacher.teacher import Teacher, load_teacher
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
 

@@ -8,10 +8,10 @@ import torch
 
 from hkdviz.analysis.edit_metrics import lowpass
 from hkdviz.checkpoint import CheckpointError
-from hkdviz.train.classifier import (CLASSIFIER_HELD_OUT_SEED, ClassifierError, ImageClassifier, load_classifier,
+from hkdviz.evaluation.classifier import (CLASSIFIER_HELD_OUT_SEED, ClassifierError, ImageClassifier, load_classifier,
                                      train_classifier)
-from hkdviz.train.data import SHAPE_NAMES, ShapesDataset
-from hkdviz.train.quality import (QualityError, QualityReference, class_statistics, feature_statistics,
+from hkdviz.data import SHAPE_NAMES, ShapesDataset
+from hkdviz.evaluation.quality import (QualityError, QualityReference, class_statistics, feature_statistics,
                                   frechet_distance, kid, load_inception, local_fd, pixel_statistics,
                                   polynomial_kernel, sliced_wasserstein, sliced_wasserstein_levels)
 
