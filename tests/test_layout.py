@@ -167,6 +167,31 @@ def test_packages_import_only_downwards(package, forbidden):
     assert violations(package, lambda name: not within(name, *forbidden)) == []
 
 
+# docs/architecture.md, "Packages and layers": each module imports only its own layer and those before it.
+LAYERS = [("hkdviz.atomic", "hkdviz.inputs", "hkdviz.version"), ("hkdviz.errors",), ("hkdviz.checkpoint",),
+          ("hkdviz.model", "hkdviz"), ("hkdviz.data",), ("hkdviz.teacher",), ("hkdviz.analysis",),
+          ("hkdviz.evaluation",), ("hkdviz.plot",), ("hkdviz.train",),
+          ("hkdviz.report", "hkdviz.widgets", "hkdviz.cli", "hkdviz.__main__")]
+# The two documented exceptions (both inside functions): errors.py maps every package's error class to an
+# exit code; `hkdviz lens` reads seed ranges with cli.parse_seeds.
+UPWARD_EXCEPTIONS = {("hkdviz.errors", None), ("hkdviz.analysis.lens_cli", "hkdviz.cli")}
+
+
+def layer_of(module: str) -> int:
+    found = [index for index, group in enumerate(LAYERS) for prefix in group
+             if module == prefix or (prefix != "hkdviz" and module.startswith(prefix + "."))]
+    assert found, f"{module} belongs to no layer of LAYERS (docs/architecture.md): add it"
+    return max(found)
+
+
+def test_every_module_imports_only_its_layer_and_those_before():
+    upward = [f"{module}:{line} imports {name}" for module in MODULES
+              for name, line in sorted(hkdviz_imports(module).items())
+              if layer_of(name) > layer_of(module)
+              and (module, None) not in UPWARD_EXCEPTIONS and (module, name) not in UPWARD_EXCEPTIONS]
+    assert upward == []
+
+
 def test_every_module_imports_on_its_own():
     """Each module imported first, in a fresh set of hkdviz modules (one interpreter, sys.modules purged of
     hkdviz between modules): a module-level cycle fails whichever of its modules comes first."""
