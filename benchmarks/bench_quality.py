@@ -5,8 +5,7 @@
     python benchmarks/bench_quality.py --json runs/quality.json
 
 One `hkdviz eval` on 1000 seeds cannot rank two methods whose local KID differs by less than its
-spread (the 24-channel default on seeds 0..999: HKD 1071 vs teacher 5 NFE 1036, std over subsets ~70;
-another 1000 seeds moved HKD by 67 and the 35-NFE teacher by 88). This script scores every method
+spread (measured: docs/benchmarks.md, "Quality ranking"). This script scores every method
 on B disjoint blocks of unseen seeds (from EVALUATION_FIRST_SEED on, block b = seeds first + b * N ...),
 each block against the same held-out reference, and reports per measure (local KID x1e3, local FD, SWD):
 
@@ -16,8 +15,8 @@ each block against the same held-out reference, and reports per measure (local K
 
 The reference is fixed across blocks, so a block's spread is the samples' noise only: enough to rank
 methods on this reference, not a confidence interval for the population value. Nothing here is
-timed; run it on any device (2 CPU cores, per block of 1000 with the 48-channel default: ~6.5
-minutes for --teacher-steps 8,3, ~110 s for 3; 2-3 minutes for 8,3 with the 24-channel one).
+timed; run it on any device (how long a block takes: docs/benchmarks.md). The statistics live in
+hkdviz.evaluation.statistics; this file is the command line around them.
 """
 from __future__ import annotations
 

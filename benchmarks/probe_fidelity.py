@@ -16,7 +16,8 @@ more HKD checkpoints distilled from the same teacher:
   checkpoint and of held-out data, and per target class the fraction of seeds the checkpoint draws in
   the same class ("kept"): where HKD departs from its teacher, and into which mix.
 
-Nothing is timed; 2 CPU cores take ~5 minutes for two checkpoints at the defaults.
+Nothing is timed (how long it takes: docs/benchmarks.md, "Fidelity probe"). The probe itself is
+hkdviz.evaluation.probes.fidelity_probe; this file is its command line.
 """
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ their true class, next to its accuracy on the clean images. A class that survive
 not a larger one is one whose defining detail lives at that scale; a class lost already at a small
 sigma is one the teacher cannot draw at all (the 24-channel default's texture backgrounds: docs/results.md).
 At sigma = T (80) nothing of the image survives: that column is the teacher's own class mix.
-Nothing is timed; 2 CPU cores take ~5.5 minutes per sigma for 800 images at 12 steps (23 NFE) with
-the 48-channel default teacher (~2 with the 24-channel one).
+Nothing is timed (how long it takes: docs/benchmarks.md, "Regeneration probe"). The probe itself is
+hkdviz.evaluation.probes.regeneration_probe; this file is its command line.
 """
 from __future__ import annotations
 

@@ -271,7 +271,7 @@ def stage_classifier(config: dict, out: Path, context, progress: bool, force: bo
         return out  # already trained with these settings (train all reruns skip it; other settings are refused)
     return train_classifier(config["dataset"], out, num_images=options["num_images"], steps=options["steps"],
                             batch_size=options["batch_size"], num_held_out=options["num_held_out"],
-                            learning_rate=options["learning_rate"], config=options.get("config") or None,
+                            learning_rate=options["learning_rate"], config=options["config"] or None,
                             device=context.device, seed=int(config["seed"]), progress=progress)
 
 
@@ -284,17 +284,17 @@ def stage_evaluate(config: dict, out: Path, context, progress: bool) -> dict | N
     return evaluate(hkd_model=str(export / "hkd"), teacher=str(export / "teacher"),
                     classifier=str(export / "classifier") if (export / "classifier").exists() else None,
                     out_dir=str(out / "evaluation"), device=context.device, progress=progress,
-                    **(config["evaluate"].get("options") or {}))
+                    **(config["evaluate"]["options"] or {}))
 
 
 def _check_evaluate_options(config: dict) -> None:
-    if not config["evaluate"].get("enabled", True):
+    if not config["evaluate"]["enabled"]:
         return
     import inspect
     from ..evaluation.evaluate import evaluate
     accepted = set(inspect.signature(evaluate).parameters) - {"hkd_model", "teacher", "classifier", "checkpoint",
                                                                "out_dir", "device", "progress"}
-    unknown = sorted(set(config["evaluate"].get("options") or {}) - accepted)
+    unknown = sorted(set(config["evaluate"]["options"] or {}) - accepted)
     if unknown:
         raise UsageError(f"evaluate.options has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(accepted))}")
 
@@ -308,7 +308,7 @@ def cpu_duration_note(config: dict, native_bfloat16: bool | None = None, stage: 
     from .common import cpu_has_native_bfloat16
     from .presets import PresetError, estimated_cpu_minutes, resolve_training_config
 
-    preset = config.get("preset")
+    preset = config["preset"]
     if preset not in ("default", "default-cpu"):
         return None
     native = cpu_has_native_bfloat16() if native_bfloat16 is None else native_bfloat16
@@ -389,7 +389,7 @@ def _run_all(config: dict, out: Path, context, progress: bool, teacher=None) -> 
     root.log("== stage 3/5: hkd")
     hkd = stage_hkd(config, out / "hkd", teacher, out / "trajectories", context, progress)
     classifier = None
-    if config["classifier"].get("enabled", True):
+    if config["classifier"]["enabled"]:
         root.log("== stage 4/5: classifier")
         classifier = stage_classifier(config, out / "classifier", context, progress)
     barrier(context)
@@ -400,7 +400,7 @@ def _run_all(config: dict, out: Path, context, progress: bool, teacher=None) -> 
                 continue
             replace_directory(source, export / name)  # a failed copy keeps the previous export
         root.log(f"exported the checkpoints to {export} (laid out like checkpoints/default/)")
-    if config["evaluate"].get("enabled", True) and classifier is not None:
+    if config["evaluate"]["enabled"] and classifier is not None:
         root.log("== stage 5/5: evaluation")
         result = stage_evaluate(config, out, context, progress)
         if result is not None:
