@@ -18,7 +18,7 @@ import pytest
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent / "hkdviz"
 
 # Small modules everything may use: they import no other hkdviz module (checked below).
-LEAF_MODULES = {"hkdviz.atomic", "hkdviz.inputs", "hkdviz.version"}
+LEAF_MODULES = {"hkdviz.atomic", "hkdviz.exports", "hkdviz.inputs", "hkdviz.version"}
 # The checkpoint file format sits right above the leaves and below every network (model/, teacher/,
 # evaluation/): it builds no module itself, each kind's loader hands it a builder.
 CHECKPOINT_FORMAT = "hkdviz.checkpoint"
@@ -168,7 +168,7 @@ def test_packages_import_only_downwards(package, forbidden):
 
 
 # docs/architecture.md, "Packages and layers": each module imports only its own layer and those before it.
-LAYERS = [("hkdviz.atomic", "hkdviz.inputs", "hkdviz.version"), ("hkdviz.errors",), ("hkdviz.checkpoint",),
+LAYERS = [("hkdviz.atomic", "hkdviz.exports", "hkdviz.inputs", "hkdviz.version"), ("hkdviz.errors",), ("hkdviz.checkpoint",),
           ("hkdviz.model", "hkdviz"), ("hkdviz.data",), ("hkdviz.teacher",), ("hkdviz.analysis",),
           ("hkdviz.evaluation",), ("hkdviz.plot",), ("hkdviz.train",),
           ("hkdviz.report", "hkdviz.widgets", "hkdviz.cli", "hkdviz.__main__")]

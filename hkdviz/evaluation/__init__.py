@@ -13,7 +13,7 @@ Nothing heavy is imported here; names resolve on first use:
     from hkdviz.evaluation.evaluate import evaluate      # (the module `evaluate` shadows a lazy name)
     result = evaluate("default", num_samples=256)
 """
-import importlib
+from ..exports import lazy_exports
 
 _LAZY = {
     "ImageClassifier": "classifier", "load_classifier": "classifier", "train_classifier": "classifier",
@@ -28,7 +28,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

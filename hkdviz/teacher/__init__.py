@@ -15,7 +15,7 @@ Nothing heavy is imported here; names resolve on first use:
     teacher = load_teacher("default")                  # checkpoints/default/teacher/, or an EDM .pkl
     sigmas, states = teacher.trajectory(seeds=[0, 1])  # the PF-ODE, T first
 """
-import importlib
+from ..exports import lazy_exports
 
 _LAZY = {
     "EDMPrecond": "edm", "EDMLoss": "edm", "init_hkd_from_teacher": "edm",
@@ -28,7 +28,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

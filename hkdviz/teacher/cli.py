@@ -18,7 +18,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
+from ..checkpoint import CheckpointError
+from ..errors import UsageError, run_guarded
 
 DISTILLABLE_NOTE = ("HKD can be initialised from it (EDMPrecond + DDPM++ splits into HKD's encoder and decoder)")
 TEACHER_ONLY_NOTE = ("a teacher for sampling, trajectories and evaluation; HKD cannot be initialised from it (only "
@@ -104,21 +105,14 @@ def command_info(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_request:  # argparse already printed the message
-        return int(exit_request.code or 0)
-    from ..checkpoint import CheckpointError
+    """The command; `hkdviz teacher` runs it through `errors.run_guarded`, which reports every failure in one
+    line with its exit code. A pickle or checkpoint this command cannot read is its bad input (exit 2)."""
+    args = build_parser().parse_args(argv)
     try:
         return {"import": command_import, "info": command_info}[args.command](args)
-    except (UsageError, CheckpointError) as error:  # EDMImportError and NetworkSpecError are CheckpointErrors
-        print(f"hkdviz teacher: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # a read-only or full output directory
-        print(f"hkdviz teacher {args.command}: error: {error}", file=sys.stderr)
-        return 1
+    except CheckpointError as error:  # EDMImportError and NetworkSpecError are CheckpointErrors
+        raise UsageError(str(error)) from None
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(run_guarded("hkdviz teacher", main))

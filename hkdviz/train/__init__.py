@@ -11,7 +11,7 @@ Nothing heavy is imported here; names resolve on first use:
     from hkdviz.train import run
     export = run("all", preset="smoke", out="runs/smoke", overrides=["hkd.steps=4"])
 """
-import importlib
+from ..exports import lazy_exports
 
 _LAZY = {
     "generate_trajectories": "trajectories", "open_trajectories": "trajectories",
@@ -27,7 +27,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
