@@ -78,16 +78,13 @@ def main(argv=None) -> int:
 
 def _is_usage_error(error: Exception) -> bool:
     from ..checkpoint import CheckpointNotFoundError  # a corrupt checkpoint is a failed run (1), a wrong path usage (2)
+    from ..data import DatasetError
+    from ..evaluation.classifier import ClassifierError
     from ..model.config import ConfigError
     from .common import TrainingError
-    from ..data import DatasetError
     from .presets import PresetError
-    known = (UsageError, PresetError, DatasetError, CheckpointNotFoundError, ConfigError, TrainingError, FileNotFoundError)
-    try:
-        from ..evaluation.classifier import ClassifierError
-        known += (ClassifierError,)
-    except ImportError:  # pragma: no cover - the classifier module is optional here
-        pass
+    known = (UsageError, PresetError, DatasetError, CheckpointNotFoundError, ConfigError, TrainingError, FileNotFoundError,
+             ClassifierError)
     return isinstance(error, known)
 
 
