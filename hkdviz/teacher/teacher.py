@@ -180,9 +180,10 @@ class Teacher:
 
 
 def build_denoiser(config: dict, state: dict, source: str):
-    """The untrained denoiser a teacher checkpoint's config.json describes: hkdviz's EDMPrecond, or an
-    imported EDM network (NCSN++ / ADM / VP / VE / iDDPM) when config.json holds its description, which is
-    checked against the weights on the meta device first (`networks.spec.build_checked`)."""
+    """The denoiser a teacher checkpoint's config.json describes, the builder `load_teacher` hands to
+    `load_checkpoint` (which then copies the weights in, checked): hkdviz's EDMPrecond, or an imported EDM
+    network (NCSN++ / ADM / VP / VE / iDDPM) when config.json holds its description; that one is checked
+    against the weights on the meta device first and built around them (`networks.spec.build_checked`)."""
     if EDM_NETWORK_KEY in config:
         return build_checked(config[EDM_NETWORK_KEY], state, source)
     return EDMPrecond(config)
