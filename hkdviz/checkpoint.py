@@ -2,6 +2,9 @@
 
 Nothing here unpickles: weights are safetensors, the rest is JSON. Loading rebuilds the module from
 config.json, then checks every tensor name and shape before copying, and says exactly what is wrong.
+`load_checkpoint` does that for every kind (hkd, teacher, classifier); the kind's own loader
+(`hkdviz.load`, `load_teacher`, `load_classifier`) hands it the constructor, so this module imports no
+network and every package may import it (docs/architecture.md, "Packages and layers").
 
 Integrity: save records the sha256 of model.safetensors in meta.json ("weights_sha256"); load
 recomputes it and refuses a mismatch (one flipped bit would otherwise change samples silently).
