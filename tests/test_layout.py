@@ -184,6 +184,16 @@ def layer_of(module: str) -> int:
     return max(found)
 
 
+def test_the_upward_exceptions_import_inside_functions_only():
+    """errors.py and lens_cli.py reach up only from inside functions: importing them loads nothing above."""
+    for module in ("hkdviz.errors", "hkdviz.analysis.lens_cli"):
+        path = MODULES[module]
+        top_level = [name for node in ast.parse(path.read_text(encoding="utf-8")).body
+                     if isinstance(node, (ast.Import, ast.ImportFrom))
+                     for name in imported_names(module, path, node) if name.split(".")[0] == "hkdviz"]
+        assert all(layer_of(name) <= layer_of(module) for name in top_level), (module, top_level)
+
+
 def test_every_module_imports_only_its_layer_and_those_before():
     upward = [f"{module}:{line} imports {name}" for module in MODULES
               for name, line in sorted(hkdviz_imports(module).items())
