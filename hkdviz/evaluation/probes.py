@@ -26,7 +26,7 @@ def _class_mix(predicted: torch.Tensor, num_classes: int) -> list[float]:
 
 
 def fidelity_probe(models: dict, teacher, classifier, unseen_seeds, training_seeds: dict, num_steps: int = 18,
-          data_images: torch.Tensor | None = None, batch_size: int = 250) -> dict:
+                   data_images: torch.Tensor | None = None, batch_size: int = 250) -> dict:
     """models: {name: HKD model (anything with .sample(seeds, batch_size=))}; training_seeds: {name: seeds
     that model was trained on, or None}. Returns {"heads": {head: {"classes", "target", "data"?,
     "models": {name: {"mix", "kept"}}}}, "rmse": {name: {"unseen", "training"?}}, "num_unseen"}."""
@@ -93,7 +93,7 @@ def format_fidelity(result: dict) -> str:
 
 
 def regeneration_probe(teacher, classifier, images: torch.Tensor, labels: torch.Tensor, sigmas, head: str,
-          num_steps: int = 12, batch_size: int = 200, progress: bool = True) -> dict:
+                       num_steps: int = 12, batch_size: int = 200, progress: bool = True) -> dict:
     """{"classes", "count", "clean", "sigmas": {sigma: per-class accuracy}} for one head (lists per class)."""
     names = classifier.class_names(head)
     masks = [labels == index for index in range(len(names))]
