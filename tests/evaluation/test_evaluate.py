@@ -8,7 +8,7 @@ import torch
 from hkdviz.evaluation.classifier import ImageClassifier
 from hkdviz.data import BACKGROUND_NAMES, SHAPE_NAMES, ShapesDataset
 from hkdviz.evaluation.evaluate import (EVALUATION_FIRST_SEED, REFERENCE_SEED, EvaluationError, evaluate, format_table,
-                                   held_out_reference, heun_nfe, main, parse_dataset_spec, training_seed_overlap)
+                                        held_out_reference, heun_nfe, main, parse_dataset_spec, training_seed_overlap)
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread

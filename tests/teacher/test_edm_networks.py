@@ -20,8 +20,8 @@ from hkdviz.teacher.edm import EDMPrecond
 from hkdviz.teacher.edm_import import EDMImportError, import_edm_pickle
 from hkdviz.teacher.teacher import import_edm_teacher
 from hkdviz.teacher.networks import (EDM_NETWORK_KEY, DhariwalUNet, EDMPreconditioning, IDDPMPreconditioning,
-                                   NetworkSpecError, SongUNet, VEPreconditioning, VPPreconditioning, build_checked,
-                                   iddpm_noise_levels)
+                                     NetworkSpecError, SongUNet, VEPreconditioning, VPPreconditioning, build_checked,
+                                     iddpm_noise_levels)
 from hkdviz.teacher.networks.layers import Conv2d
 from hkdviz.teacher.sampler import karras_grid
 from hkdviz.teacher.teacher import Teacher, load_teacher

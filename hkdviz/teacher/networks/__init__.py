@@ -10,8 +10,8 @@
 Every class keeps EDM's parameter names, so state dicts from EDM pickles load name for name.
 """
 from .dhariwal import DhariwalUNet
-from .precond import (EDM_NETWORK_KEY, NETWORKS, PRECONDITIONINGS, EDMPreconditioning, IDDPMPreconditioning, Preconditioning,
-                      VEPreconditioning, VPPreconditioning, build_preconditioning, iddpm_noise_levels)
+from .precond import (EDM_NETWORK_KEY, NETWORKS, PRECONDITIONINGS, EDMPreconditioning, IDDPMPreconditioning,
+                      Preconditioning, VEPreconditioning, VPPreconditioning, build_preconditioning, iddpm_noise_levels)
 from .song import SongUNet
 from .spec import NetworkSpecError, build_checked, validate_spec
 
