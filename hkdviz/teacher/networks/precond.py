@@ -71,7 +71,7 @@ class Preconditioning(ParameterPlacement, nn.Module):
         self.model = NETWORKS[model_type](img_resolution=self.img_resolution, in_channels=self.img_channels,
                                           out_channels=self.img_channels * self.output_factor,
                                           label_dim=self.label_dim, **model_kwargs)
-        # Provenance (the imported pickle, ...); Teacher.save writes it into meta.json.
+        # Provenance (the imported pickle, ...); save (and Teacher.save) carries it into meta.json.
         self.meta: dict = {}
 
     # -- what a subclass defines --------------------------------------------------------------------
