@@ -79,8 +79,7 @@ class ImageDataset(torch.utils.data.Dataset):
         image = images[0]
         if mirrored:
             image = image[:, :, ::-1]
-        # uint8 -> [-1, 1]: 0 -> -1, 255 -> +1, the EDM convention.
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(torch.float32) / 127.5 - 1.0
+        tensor = to_unit_range(torch.from_numpy(np.ascontiguousarray(image)))  # 0 -> -1, 255 -> +1, as EDM
         label = torch.tensor(int(labels["label"][0]), dtype=torch.int64)
         return tensor, label
 
