@@ -247,3 +247,11 @@ def test_top_level_names_resolve():
     for name in ("load", "build", "HKDModel", "spectrum", "trajectory", "load_teacher", "load_classifier", "Band"):
         assert callable(getattr(hkdviz, name)), name
     assert hkdviz.load.__module__ == "hkdviz.model.hkd"
+
+
+def test_every_package_directory_is_a_package():
+    """pyproject.toml installs what setuptools finds (hkdviz*): a folder of modules without __init__.py
+    would be left out of the install."""
+    folders = {path.parent for path in PACKAGE_ROOT.rglob("*.py")}
+    assert sorted(str(folder.relative_to(PACKAGE_ROOT.parent)) for folder in folders
+                  if not (folder / "__init__.py").exists()) == []
