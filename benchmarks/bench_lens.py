@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 import hkdviz  # noqa: E402
 from hkdviz.analysis.lens import (collect_moments, compare_spectra, lens_summary,  # noqa: E402
                                   linearity_and_faithfulness)
-from hkdviz.analysis.lens_cli import load_any_teacher  # noqa: E402
+from hkdviz.teacher import load_teacher  # noqa: E402
 
 
 def peak_rss_mib() -> float:
@@ -56,12 +56,12 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     if args.preset:
-        from hkdviz.train.edm import EDMPrecond
-        from hkdviz.train.teacher import Teacher
+        from hkdviz.teacher.edm import EDMPrecond
+        from hkdviz.teacher.teacher import Teacher
         torch.manual_seed(0)
         teacher = Teacher(EDMPrecond(args.preset).eval().requires_grad_(False))
     else:
-        teacher = load_any_teacher(args.teacher, device="cpu")
+        teacher = load_teacher(args.teacher, device="cpu")
     model = None if args.no_compare else hkdviz.load(args.hkd, device="cpu")
     kind = args.time or (model.koopman_time_kind if model is not None else "sigma")
     rss_loaded = peak_rss_mib()

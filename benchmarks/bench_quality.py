@@ -5,8 +5,7 @@
     python benchmarks/bench_quality.py --json runs/quality.json
 
 One `hkdviz eval` on 1000 seeds cannot rank two methods whose local KID differs by less than its
-spread (the 24-channel default on seeds 0..999: HKD 1071 vs teacher 5 NFE 1036, std over subsets ~70;
-another 1000 seeds moved HKD by 67 and the 35-NFE teacher by 88). This script scores every method
+spread (measured: docs/benchmarks.md, "Quality ranking"). This script scores every method
 on B disjoint blocks of unseen seeds (from EVALUATION_FIRST_SEED on, block b = seeds first + b * N ...),
 each block against the same held-out reference, and reports per measure (local KID x1e3, local FD, SWD):
 
@@ -16,35 +15,27 @@ each block against the same held-out reference, and reports per measure (local K
 
 The reference is fixed across blocks, so a block's spread is the samples' noise only: enough to rank
 methods on this reference, not a confidence interval for the population value. Nothing here is
-timed; run it on any device (2 CPU cores, per block of 1000 with the 48-channel default: ~6.5
-minutes for --teacher-steps 8,3, ~110 s for 3; 2-3 minutes for 8,3 with the 24-channel one).
+timed; run it on any device (how long a block takes: docs/benchmarks.md). The statistics live in
+hkdviz.evaluation.statistics; this file is the command line around them.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import hkdviz
 from hkdviz.checkpoint import CheckpointError, resolve_device
-from hkdviz.train.classifier import ClassifierError, load_classifier
-from hkdviz.train.common import atomic_write_text
-from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, EvaluationError, companion_checkpoint,
-                                   evaluate, format_table, held_out_reference, parse_teacher_steps)
-
-MEASURES = (("kid_x1e3", "local KID x1e3", "{:.1f}"), ("local_fd", "local FD", "{:.2f}"), ("swd", "SWD", "{:.4f}"))
-
-
-def label(row: dict) -> str:
-    """"HKD 1 NFE", "teacher 15 NFE", "held-out data"."""
-    return f"{row['method'].split(' (')[0]} {row['nfe']} NFE" if row["nfe"] else row["method"]
+from hkdviz.atomic import write_text
+from hkdviz.evaluation.classifier import ClassifierError, load_classifier
+from hkdviz.evaluation.evaluate import (EVALUATION_FIRST_SEED, EvaluationError, companion_checkpoint,
+                                        evaluate, format_table, held_out_reference, parse_teacher_steps)
+from hkdviz.evaluation.statistics import format_summary, label, summarise
 
 
 def load_models(parser: argparse.ArgumentParser, checkpoints: list[str], teacher: str | None = None,
@@ -65,64 +56,12 @@ def load_models(parser: argparse.ArgumentParser, checkpoints: list[str], teacher
         parser.error(str(error))
 
 
-def summarise(blocks: list[dict]) -> dict:
-    """Per method: mean and standard error over blocks; per teacher row: the paired difference to HKD."""
-    first_rows = blocks[0]["rows"]
-    labels = [label(row) for row in first_rows]
-    summary = {"methods": {}, "hkd_minus": {}}
-    for index in range(len(first_rows)):
-        entry = {}
-        for key, _, _ in MEASURES:
-            values = np.array([block["rows"][index][key] for block in blocks], dtype=np.float64)
-            if np.isnan(values).any():
-                continue
-            entry[key] = {"mean": float(values.mean()), "standard_error": _standard_error(values),
-                          "per_block": values.tolist()}
-        summary["methods"][labels[index]] = entry
-    hkd = 0  # evaluate() scores HKD first
-    for index in range(1, len(first_rows)):
-        if first_rows[index]["nfe"] is None:  # the held-out data row is a floor, not a competitor
-            continue
-        entry = {}
-        for key, _, _ in MEASURES:
-            difference = np.array([block["rows"][hkd][key] - block["rows"][index][key] for block in blocks],
-                                  dtype=np.float64)
-            if np.isnan(difference).any():
-                continue
-            entry[key] = {"mean": float(difference.mean()), "standard_error": _standard_error(difference),
-                          "hkd_lower_in": int((difference < 0).sum()), "blocks": len(difference)}
-        summary["hkd_minus"][labels[index]] = entry
-    return summary
-
-
-def _standard_error(values: np.ndarray) -> float:
-    return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
-
-
-def format_summary(summary: dict, num_blocks: int, num_samples: int) -> str:
-    lines = [f"{num_blocks} blocks x {num_samples} seeds; mean +- standard error over blocks"]
-    width = max(len(name) for name in summary["methods"]) + 2
-    lines.append("method".ljust(width) + "".join(title.rjust(22) for _, title, _ in MEASURES))
-    for name, entry in summary["methods"].items():
-        cells = [f"{pattern.format(entry[key]['mean'])} +- {pattern.format(entry[key]['standard_error'])}"
-                 if key in entry else "-" for key, _, pattern in MEASURES]
-        lines.append(name.ljust(width) + "".join(cell.rjust(22) for cell in cells))
-    lines.append("")
-    lines.append("paired difference HKD - teacher (negative: HKD better), mean +- standard error [blocks HKD lower]")
-    for name, entry in summary["hkd_minus"].items():
-        cells = [f"{pattern.format(entry[key]['mean'])} +- {pattern.format(entry[key]['standard_error'])} "
-                 f"[{entry[key]['hkd_lower_in']}/{entry[key]['blocks']}]" if key in entry else "-"
-                 for key, _, pattern in MEASURES]
-        lines.append(("vs " + name).ljust(width + 3) + "".join(cell.rjust(30) for cell in cells))
-    return "\n".join(lines)
-
-
 def write_record(path: str, base: dict, blocks: list[dict], complete: bool) -> None:
     """The --json record: `base`, every block so far, their summary (from 2 blocks on) and whether all the
     requested blocks are in. Written atomically, so a kill mid-write leaves the last record."""
     record = {**base, "complete": complete, "blocks": blocks,
               "summary": summarise(blocks) if len(blocks) > 1 else None}
-    atomic_write_text(Path(path), json.dumps(record, indent=2) + "\n")
+    write_text(Path(path), json.dumps(record, indent=2) + "\n")
 
 
 def main(argv=None) -> int:

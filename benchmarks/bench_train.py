@@ -29,7 +29,7 @@ from hkdviz.model.config import resolve_config
 from hkdviz.model.hkd import HKDModel
 from hkdviz.train.common import resolve_autocast, synchronize
 from hkdviz.train.distributed import DistributedContext
-from hkdviz.train.edm import EDMPrecond
+from hkdviz.teacher.edm import EDMPrecond
 from hkdviz.train.loop import HKDLoop, TeacherLoop
 from hkdviz.train.presets import resolve_training_config
 from hkdviz.train.trajectories import generate_trajectories

@@ -18,14 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from hkdviz.atomic import write_text
-
-if __package__:  # python -m benchmarks.pair_quality, or imported as benchmarks.pair_quality
-    from .bench_quality import MEASURES, _standard_error, label
-else:  # python benchmarks/pair_quality.py: Python puts this file's directory first on sys.path
-    from bench_quality import MEASURES, _standard_error, label
+from hkdviz.evaluation.statistics import format_differences, paired_differences
 
 
 def load_record(path: str) -> dict:
@@ -36,51 +30,6 @@ def load_record(path: str) -> dict:
     if not isinstance(record, dict) or not record.get("blocks"):
         raise SystemExit(f"pair_quality.py: {path} is not a bench_quality.py --json record (no blocks)")
     return record
-
-
-def paired_differences(first: dict, second: dict) -> dict:
-    """{method label: {measure: {mean, standard_error, first_lower_in, blocks}}} of first - second, over
-    the blocks the two records share (matched by first seed)."""
-    if first.get("num_samples") != second.get("num_samples"):
-        raise ValueError(f"the records have different block sizes ({first.get('num_samples')} vs "
-                         f"{second.get('num_samples')} seeds): their blocks cannot be paired")
-    second_blocks = {block["first_seed"]: block for block in second["blocks"]}
-    pairs = [(block, second_blocks[block["first_seed"]]) for block in first["blocks"]
-             if block["first_seed"] in second_blocks]
-    if len(pairs) < 2:
-        raise ValueError(f"the records share {len(pairs)} block(s) (matched by first seed); pairing needs 2 or more")
-    result = {}
-    for row in pairs[0][0]["rows"]:
-        name = label(row)
-        entry = {}
-        for key, _, _ in MEASURES:
-            values = []
-            for block_a, block_b in pairs:
-                row_a = next((r for r in block_a["rows"] if label(r) == name), None)
-                row_b = next((r for r in block_b["rows"] if label(r) == name), None)
-                if row_a is None or row_b is None or row_a[key] is None or row_b[key] is None:
-                    break
-                values.append(row_a[key] - row_b[key])
-            else:
-                difference = np.array(values, dtype=np.float64)
-                entry[key] = {"mean": float(difference.mean()), "standard_error": _standard_error(difference),
-                              "first_lower_in": int((difference < 0).sum()), "blocks": len(difference)}
-        if entry:
-            result[name] = entry
-    return result
-
-
-def format_differences(differences: dict, first_name: str, second_name: str) -> str:
-    lines = ["paired difference A - B (negative: A better), mean +- standard error [blocks A lower]",
-             f"A = {first_name}", f"B = {second_name}"]
-    width = max(len(name) for name in differences) + 2
-    lines.append("method".ljust(width) + "".join(title.rjust(30) for _, title, _ in MEASURES))
-    for name, entry in differences.items():
-        cells = [f"{pattern.format(entry[key]['mean'])} +- {pattern.format(entry[key]['standard_error'])} "
-                 f"[{entry[key]['first_lower_in']}/{entry[key]['blocks']}]" if key in entry else "-"
-                 for key, _, pattern in MEASURES]
-        lines.append(name.ljust(width) + "".join(cell.rjust(30) for cell in cells))
-    return "\n".join(lines)
 
 
 def main(argv=None) -> int:

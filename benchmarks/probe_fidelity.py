@@ -16,7 +16,8 @@ more HKD checkpoints distilled from the same teacher:
   checkpoint and of held-out data, and per target class the fraction of seeds the checkpoint draws in
   the same class ("kept"): where HKD departs from its teacher, and into which mix.
 
-Nothing is timed; 2 CPU cores take ~5 minutes for two checkpoints at the defaults.
+Nothing is timed (how long it takes: docs/benchmarks.md, "Fidelity probe"). The probe itself is
+hkdviz.evaluation.probes.fidelity_probe; this file is its command line.
 """
 from __future__ import annotations
 
@@ -27,90 +28,13 @@ import sys
 import torch
 
 from hkdviz.atomic import write_text
-from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, held_out_reference, per_image_rmse,
-                                   training_seeds)
+from hkdviz.evaluation.evaluate import EVALUATION_FIRST_SEED, held_out_reference, training_seeds
+from hkdviz.evaluation.probes import fidelity_probe, format_fidelity
 
 if __package__:  # python -m benchmarks.probe_fidelity, or imported as benchmarks.probe_fidelity
-    from .bench_quality import _standard_error, load_models
+    from .bench_quality import load_models
 else:  # python benchmarks/probe_fidelity.py: Python puts this file's directory first on sys.path
-    from bench_quality import _standard_error, load_models
-
-
-def _rmse(images: torch.Tensor, targets: torch.Tensor) -> dict:
-    per_image = per_image_rmse(images, targets)
-    return {"mean": float(per_image.mean()), "standard_error": _standard_error(per_image.numpy()),
-            "count": len(per_image)}
-
-
-def _class_mix(predicted: torch.Tensor, num_classes: int) -> list[float]:
-    return (torch.bincount(predicted, minlength=num_classes).double() / len(predicted)).tolist()
-
-
-def probe(models: dict, teacher, classifier, unseen_seeds, training_seeds: dict, num_steps: int = 18,
-          data_images: torch.Tensor | None = None, batch_size: int = 250) -> dict:
-    """models: {name: HKD model (anything with .sample(seeds, batch_size=))}; training_seeds: {name: seeds
-    that model was trained on, or None}. Returns {"heads": {head: {"classes", "target", "data"?,
-    "models": {name: {"mix", "kept"}}}}, "rmse": {name: {"unseen", "training"?}}, "num_unseen"}."""
-    unseen_seeds = list(unseen_seeds)
-
-    samples = {}  # seeds -> teacher samples: checkpoints of one run share their training seeds
-
-    def teacher_sample(seeds):
-        key = tuple(seeds)
-        if key not in samples:
-            samples[key] = teacher.sample(list(key), num_steps, batch_size=batch_size, progress=False).cpu()
-        return samples[key]
-
-    def predictions(images):
-        return {head: probabilities.argmax(dim=1).cpu() for head, probabilities
-                in classifier.features_and_all_probabilities(images)[1].items()}
-
-    targets = teacher_sample(unseen_seeds)
-    target_classes = predictions(targets)
-    heads = {}
-    for head, predicted in target_classes.items():
-        names = classifier.class_names(head)
-        heads[head] = {"classes": names, "target": _class_mix(predicted, len(names)), "models": {}}
-    if data_images is not None:
-        for head, predicted in predictions(data_images).items():
-            heads[head]["data"] = _class_mix(predicted, len(heads[head]["classes"]))
-    result = {"heads": heads, "rmse": {}, "num_unseen": len(unseen_seeds), "num_steps": num_steps}
-    for name, model in models.items():
-        images = model.sample(unseen_seeds, batch_size=batch_size).cpu()
-        rmse = {"unseen": _rmse(images, targets)}
-        if training_seeds.get(name):
-            seeds = list(training_seeds[name])
-            rmse["training"] = _rmse(model.sample(seeds, batch_size=batch_size).cpu(), teacher_sample(seeds))
-        result["rmse"][name] = rmse
-        for head, predicted in predictions(images).items():
-            target = target_classes[head]
-            kept = [float((predicted[target == index] == index).double().mean()) if (target == index).any() else None
-                    for index in range(len(heads[head]["classes"]))]
-            heads[head]["models"][name] = {"mix": _class_mix(predicted, len(heads[head]["classes"])), "kept": kept}
-    return result
-
-
-def format_probe(result: dict) -> str:
-    lines = [f"RMSE to the teacher's {result['num_steps']}-step sample of the same seed (mean +- standard error)"]
-    width = max([len(name) for name in result["rmse"]] + [12]) + 2
-    for name, rmse in result["rmse"].items():
-        cells = [f"{part} seeds ({value['count']}): {value['mean']:.4f} +- {value['standard_error']:.4f}"
-                 for part, value in sorted(rmse.items(), reverse=True)]
-        lines.append(f"  {name.ljust(width)}" + "   ".join(cells))
-    for head, entry in result["heads"].items():
-        lines.append("")
-        lines.append(f"{head}: class mix of {result['num_unseen']} unseen seeds; 'kept' = of the seeds whose "
-                     "teacher sample is in that class, the fraction drawn in it too")
-        rows = [("teacher", entry["target"])] + ([("held-out data", entry["data"])] if "data" in entry else [])
-        for name, values in entry["models"].items():
-            rows += [(f"{name} mix", values["mix"]), (f"{name} kept", values["kept"])]
-        column = min(12, max(len(name) for name in entry["classes"])) + 2  # long names are cut to fit
-        label_width = max(len(label) for label, _ in rows) + 2
-        lines.append(" " * (label_width + 2) + "".join(name[:column - 1].rjust(column) for name in entry["classes"]))
-        for label, values in rows:
-            cells = "".join(("-" if value is None else f"{value:.3f}").rjust(column) for value in values)
-            lines.append(f"  {label.ljust(label_width)}{cells}")
-    return "\n".join(lines)
+    from bench_quality import load_models
 
 
 def main(argv=None) -> int:
@@ -146,8 +70,8 @@ def main(argv=None) -> int:
             print(f"note: {name} records no trajectory seeds; only unseen seeds for it", file=sys.stderr)
     print(f"teacher {teacher_path}, classifier {classifier_path}, device {device}", flush=True)
     seeds = range(args.first_seed, args.first_seed + args.num_samples)
-    result = probe(models, teacher, classifier, seeds, training, num_steps=args.num_steps, data_images=data_images)
-    print(format_probe(result))
+    result = fidelity_probe(models, teacher, classifier, seeds, training, num_steps=args.num_steps, data_images=data_images)
+    print(format_fidelity(result))
     if args.json:
         write_text(args.json, json.dumps({"checkpoints": checkpoints, "teacher": str(teacher_path),
                                                "classifier": str(classifier_path), **result}, indent=2) + "\n")

@@ -21,9 +21,9 @@ import torch
 
 from hkdviz.model.hkd import HKDModel
 from hkdviz.atomic import write_json
-from hkdviz.train.edm import init_hkd_from_teacher
-from hkdviz.train.evaluate import EVALUATION_FIRST_SEED
-from hkdviz.train.teacher import load_teacher
+from hkdviz.teacher.edm import init_hkd_from_teacher
+from hkdviz.evaluation.evaluate import EVALUATION_FIRST_SEED
+from hkdviz.teacher.teacher import load_teacher
 
 
 def _rms(a: torch.Tensor, b: torch.Tensor) -> float:

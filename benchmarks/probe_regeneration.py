@@ -11,8 +11,8 @@ their true class, next to its accuracy on the clean images. A class that survive
 not a larger one is one whose defining detail lives at that scale; a class lost already at a small
 sigma is one the teacher cannot draw at all (the 24-channel default's texture backgrounds: docs/results.md).
 At sigma = T (80) nothing of the image survives: that column is the teacher's own class mix.
-Nothing is timed; 2 CPU cores take ~5.5 minutes per sigma for 800 images at 12 steps (23 NFE) with
-the 48-channel default teacher (~2 with the 24-channel one).
+Nothing is timed (how long it takes: docs/benchmarks.md, "Regeneration probe"). The probe itself is
+hkdviz.evaluation.probes.regeneration_probe; this file is its command line.
 """
 from __future__ import annotations
 
@@ -25,40 +25,10 @@ import torch
 import hkdviz
 from hkdviz.atomic import write_text
 from hkdviz.checkpoint import CheckpointError, resolve_device
-from hkdviz.train.classifier import ClassifierError, load_classifier
-from hkdviz.train.data import ShapesDataset
-from hkdviz.train.evaluate import REFERENCE_SEED, companion_checkpoint
-
-
-def probe(teacher, classifier, images: torch.Tensor, labels: torch.Tensor, sigmas, head: str,
-          num_steps: int = 12, batch_size: int = 200, progress: bool = True) -> dict:
-    """{"classes", "count", "clean", "sigmas": {sigma: per-class accuracy}} for one head (lists per class)."""
-    names = classifier.class_names(head)
-    masks = [labels == index for index in range(len(names))]
-
-    def per_class(predicted: torch.Tensor) -> list[float | None]:
-        return [float((predicted[mask] == index).double().mean()) if mask.any() else None
-                for index, mask in enumerate(masks)]
-
-    result = {"head": head, "classes": names, "count": [int(mask.sum()) for mask in masks],
-              "clean": per_class(classifier.predict(images, head=head).cpu()), "sigmas": {}}
-    for sigma in sigmas:
-        regenerated = teacher.regenerate(images, sigma, num_steps=num_steps, batch_size=batch_size, progress=progress)
-        result["sigmas"][str(sigma)] = per_class(classifier.predict(regenerated, head=head).cpu())
-    return result
-
-
-def format_probe(result: dict) -> str:
-    columns = ["clean"] + [f"sigma {sigma}" for sigma in result["sigmas"]]
-    rows = [[result["clean"][index]] + [values[index] for values in result["sigmas"].values()]
-            for index in range(len(result["classes"]))]
-    width = max(len(name) for name in result["classes"]) + 2
-    lines = [f"fraction classified as their true {result['head']} after the round trip (n per class in brackets)",
-             "class".ljust(width + 6) + "".join(column.rjust(11) for column in columns)]
-    for name, count, values in zip(result["classes"], result["count"], rows):
-        cells = "".join(("-" if value is None else f"{value:.2f}").rjust(11) for value in values)
-        lines.append(f"{name.ljust(width)}[{count:4d}]" + cells)
-    return "\n".join(lines)
+from hkdviz.evaluation.classifier import ClassifierError, load_classifier
+from hkdviz.data import ShapesDataset
+from hkdviz.evaluation.evaluate import REFERENCE_SEED, companion_checkpoint
+from hkdviz.evaluation.probes import format_regeneration, regeneration_probe
 
 
 def main(argv=None) -> int:
@@ -96,10 +66,10 @@ def main(argv=None) -> int:
                                    seed=REFERENCE_SEED).materialize(progress=False)
     if args.head not in labels:
         parser.error(f"--head: the shapes set labels {sorted(labels)}, not {args.head!r}")
-    result = probe(teacher, classifier, images, labels[args.head], sigmas, args.head, num_steps=args.num_steps)
+    result = regeneration_probe(teacher, classifier, images, labels[args.head], sigmas, args.head, num_steps=args.num_steps)
     result.update(teacher=str(args.teacher), classifier=str(classifier_path), num_steps=args.num_steps,
                   data={"name": "shapes", "seed": REFERENCE_SEED, "num_images": args.num_images})
-    print(format_probe(result))
+    print(format_regeneration(result))
     if args.json:
         write_text(args.json, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")

@@ -88,13 +88,13 @@ def main(argv=None) -> None:
         return
 
     from hkdviz.analysis.faithfulness import faithfulness, summarize_faithfulness
-    from hkdviz.checkpoint import load
+    from hkdviz import load
     from hkdviz.atomic import write_json
     from hkdviz.checkpoint import resolve_checkpoint
     from hkdviz.train.common import cpu_has_native_bfloat16
     from hkdviz.train.loop import HKDLoop
     from hkdviz.train.presets import resolve_training_config
-    from hkdviz.train.teacher import load_teacher
+    from hkdviz.teacher.teacher import load_teacher
     from hkdviz.train.trajectories import generate_trajectories
 
     unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
@@ -167,9 +167,9 @@ class KIDBlocks:
     KID_FIRST_SEED + b * block_size ...; every run is scored on the same blocks, so runs pair block by block."""
 
     def __init__(self, teacher, blocks: int, block_size: int, classifier: str = "default"):
-        from hkdviz.train.classifier import load_classifier
-        from hkdviz.train.evaluate import held_out_reference
-        from hkdviz.train.quality import QualityReference
+        from hkdviz.evaluation.classifier import load_classifier
+        from hkdviz.evaluation.evaluate import held_out_reference
+        from hkdviz.evaluation.quality import QualityReference
 
         self.blocks, self.block_size = int(blocks), int(block_size)
         spec = (getattr(teacher, "meta", None) or {}).get("dataset") or "shapes"
@@ -191,10 +191,12 @@ class KIDBlocks:
 
 
 def compare(record: dict, first: str, second: str, only_seeds=None) -> dict:
-    """second - first on the training seeds both variants finished (only_seeds: a subset): mean RMS per variant, the per-eval-seed paired
-    difference (each eval seed's RMS averaged over the training seeds) with its two-sided paired t-test,
-    and each run's faithfulness summary."""
+    """second - first on the training seeds both variants finished (only_seeds: a subset): mean RMS per
+    variant, the per-eval-seed paired difference (each eval seed's RMS averaged over the training seeds)
+    with its two-sided paired t-test, the same per local-KID block, and each run's faithfulness summary."""
     from scipy import stats
+
+    from hkdviz.evaluation.statistics import standard_error
 
     def runs(name):
         return {key.split("/seed")[1]: run for key, run in record["runs"].items() if run["variant"] == name}
@@ -208,7 +210,7 @@ def compare(record: dict, first: str, second: str, only_seeds=None) -> dict:
     difference = rms_b - rms_a
     test = stats.ttest_rel(rms_b, rms_a)
     return {"training_seeds": seeds, "rmse": {first: float(rms_a.mean()), second: float(rms_b.mean())},
-            "difference": float(difference.mean()), "standard_error": float(difference.std(ddof=1) / np.sqrt(len(difference))),
+            "difference": float(difference.mean()), "standard_error": standard_error(difference),
             "lower_in": int((difference < 0).sum()), "eval_seeds": len(difference), "t": float(test.statistic),
             "p": float(test.pvalue),
             "kid_x1e3": _paired_blocks(a, b, seeds),
@@ -221,17 +223,18 @@ def compare(record: dict, first: str, second: str, only_seeds=None) -> dict:
 def _paired_blocks(a: dict, b: dict, seeds: list) -> dict | None:
     """Local KID x1e3 of both variants per block (averaged over the training seeds) and the paired
     difference second - first: mean, standard error over blocks, blocks where second is lower."""
+    from hkdviz.evaluation.statistics import paired_summary
+
     if not all("kid_x1e3_per_block" in run[seed] for run in (a, b) for seed in seeds):
         return None
     kid_a = np.mean([a[seed]["kid_x1e3_per_block"] for seed in seeds], axis=0)
     kid_b = np.mean([b[seed]["kid_x1e3_per_block"] for seed in seeds], axis=0)
-    difference = kid_b - kid_a
     from scipy import stats
 
-    return {"first": float(kid_a.mean()), "second": float(kid_b.mean()), "difference": float(difference.mean()),
-            "standard_error": float(difference.std(ddof=1) / np.sqrt(len(difference))),
-            "p": float(stats.ttest_1samp(difference, 0.0).pvalue),
-            "second_lower_in": int((difference < 0).sum()), "blocks": len(difference)}
+    difference = kid_b - kid_a
+    paired = paired_summary(difference, lower_key="second_lower_in")
+    return {"first": float(kid_a.mean()), "second": float(kid_b.mean()), "difference": paired.pop("mean"), **paired,
+            "p": float(stats.ttest_1samp(difference, 0.0).pvalue)}
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@
     traj = hkdviz.trajectory(model, seeds=[0], times=16)
 """
 from .version import __version__
-from .checkpoint import CheckpointError, load
-from .model import ConfigError, HKDModel, build
+from .checkpoint import CheckpointError
+from .model import ConfigError, HKDModel, build, load
 
 __all__ = ["__version__", "load", "build", "HKDModel", "CheckpointError", "ConfigError"]
 
@@ -21,7 +21,8 @@ def __getattr__(name):
         "frequency_edit": ("hkdviz.analysis.editing", "frequency_edit"),
         "faithfulness": ("hkdviz.analysis.faithfulness", "faithfulness"),
         "lens": ("hkdviz.analysis.lens", "lens"),
-        "load_teacher": ("hkdviz.train.teacher", "load_teacher"),
+        "load_teacher": ("hkdviz.teacher.teacher", "load_teacher"),
+        "load_classifier": ("hkdviz.evaluation.classifier", "load_classifier"),
         "spectral_masking": ("hkdviz.analysis.interventions", "spectral_masking"),
         "intervene": ("hkdviz.analysis.interventions", "intervene"),
         "Band": ("hkdviz.analysis.bands", "Band"),

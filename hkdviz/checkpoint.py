@@ -2,6 +2,9 @@
 
 Nothing here unpickles: weights are safetensors, the rest is JSON. Loading rebuilds the module from
 config.json, then checks every tensor name and shape before copying, and says exactly what is wrong.
+`load_checkpoint` does that for every kind (hkd, teacher, classifier); the kind's own loader
+(`hkdviz.load`, `load_teacher`, `load_classifier`) hands it the constructor, so this module imports no
+network and every package may import it (docs/architecture.md, "Packages and layers").
 
 Integrity: save records the sha256 of model.safetensors in meta.json ("weights_sha256"); load
 recomputes it and refuses a mismatch (one flipped bit would otherwise change samples silently).
@@ -28,6 +31,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 META_FILE = "meta.json"
 KINDS = ("hkd", "teacher", "classifier")
+KIND_NAMES = {"hkd": "model", "teacher": "teacher", "classifier": "classifier"}  # in messages
 WEIGHTS_SHA256_KEY = "weights_sha256"
 
 # Shipped checkpoints live in the repository's checkpoints/ folder; HKDVIZ_CHECKPOINTS overrides it
@@ -233,8 +237,8 @@ def check_tensor_values(state: dict, expected: dict, source: Path) -> None:
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:
-    # numpy where it can: one torch op per tensor costs ~0.1-1 ms of thread-pool overhead on a busy
-    # CPU (hundreds of tensors), numpy's single-threaded isfinite about 1 ms for all of them.
+    # numpy where it can: one torch op per tensor pays the thread pool's overhead, hundreds of times on
+    # a busy CPU; numpy's single-threaded isfinite does not (measured: docs/hardening.md).
     if tensor.device.type == "cpu" and tensor.dtype in (torch.float16, torch.float32, torch.float64):
         return bool(np.isfinite(tensor.numpy()).all())
     return bool(torch.isfinite(tensor).all())
@@ -245,29 +249,47 @@ def _short(items: list[str], limit: int = 5) -> str:
     return f"[{shown}{', ... (%d more)' % (len(items) - limit) if len(items) > limit else ''}]"
 
 
-def load(name_or_dir="default", device="auto", dtype: torch.dtype | None = None):
-    """Load a trained HKD model (a shipped name such as "default", or a checkpoint directory).
+def load_checkpoint(name_or_dir, kind: str, build, device="auto", dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """The one way hkdviz loads a checkpoint of any kind ("hkd", "teacher", "classifier").
 
-    device: "auto" (CUDA when present), "cpu", "cuda[:N]" or a torch.device. dtype: None (as saved),
-    a floating torch.dtype, or its name ("float32", "float16", "bfloat16", "float64")."""
-    from .model.config import ConfigError
-    from .model.hkd import HKDModel
+    Finds the directory (a path, or a shipped name: "default" -> checkpoints/default/<kind>/), reads and
+    verifies its files (`read_checkpoint`), builds the module with `build(config, state, source)` (source:
+    the config.json path, for messages), copies the weights in with every tensor checked
+    (`load_state_checked`), records the provenance on the module (`checkpoint_path`, `checkpoint_sha256`,
+    `meta`), switches it to eval mode without gradients, and places it on `device` in `dtype`.
 
+    `build` is the kind's constructor, handed in by the kind's own loader (`hkdviz.load`,
+    `hkdviz.teacher.load_teacher`, `hkdviz.evaluation.load_classifier`): this module builds no network
+    itself, so every network package may import it. A `build` that fails with ValueError, KeyError or
+    TypeError becomes a CheckpointError naming config.json.
+    device: "auto" (CUDA when present), "cpu", "cuda[:N]" or a torch.device. dtype: None (as saved), a
+    floating torch.dtype, or its name ("float32", "float16", "bfloat16", "float64")."""
     # Arguments first: a bad dtype or device should not cost reading the weights.
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     dtype = check_dtype(dtype)
     device = resolve_device(device)
-    directory = resolve_checkpoint(name_or_dir, kind="hkd")
-    state, config, meta = read_checkpoint(directory, kind="hkd")
+    directory = resolve_checkpoint(name_or_dir, kind=kind)
+    state, config, meta = read_checkpoint(directory, kind=kind)
     try:
-        model = HKDModel(config)
-    except (ConfigError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: cannot build the model ({error})") from None
-    load_state_checked(model, state, directory / WEIGHTS_FILE)
-    model.checkpoint_path = str(directory.resolve())
-    model.checkpoint_sha256 = file_sha256(directory / WEIGHTS_FILE)
-    model.meta = meta
-    model.eval().requires_grad_(False)
-    return model.to(device=device, dtype=dtype)
+        module = build(config, state, str(directory / CONFIG_FILE))
+    except CheckpointError:
+        raise
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: cannot build the {KIND_NAMES[kind]} ({error})") from None
+    load_state_checked(module, state, directory / WEIGHTS_FILE)
+    module.checkpoint_path = str(directory.resolve())
+    module.checkpoint_sha256 = file_sha256(directory / WEIGHTS_FILE)
+    module.meta = meta
+    module.eval().requires_grad_(False)
+    return module.to(device=device, dtype=dtype)
+
+
+def carried_meta(previous: dict, meta: dict | None) -> dict:
+    """Meta for a new save of a loaded module: the previous provenance (dataset, metrics, source...)
+    updated by `meta`, without the fields save_checkpoint writes afresh (format, version, date, size)."""
+    fresh = ("format_version", "kind", "hkdviz_version", "created", "num_parameters")
+    return {**{key: value for key, value in previous.items() if key not in fresh}, **(meta or {})}
 
 
 DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}

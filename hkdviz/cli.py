@@ -21,9 +21,9 @@ MAX_SEEDS = 100_000
 DISPATCHED = {
     "demo": ("hkdviz.report.demo", "the main job: spectra, trajectories, figures and an HTML report for a checkpoint"),
     "train": ("hkdviz.train.cli", "train a teacher, make trajectories, train HKD (see `hkdviz train --help`)"),
-    "eval": ("hkdviz.train.evaluate", "quality of HKD at 1 NFE against its teacher at 35/15/5/1 NFE"),
+    "eval": ("hkdviz.evaluation.evaluate", "quality of HKD at 1 NFE against its teacher at 35/15/5/1 NFE"),
     "figures": ("hkdviz.report.figures", "regenerate the paper figures (PDF + PNG) from saved xarray data"),
-    "teacher": ("hkdviz.train.teacher_cli", "import an NVlabs/edm network pickle as a teacher checkpoint (any EDM kind)"),
+    "teacher": ("hkdviz.teacher.cli", "import an NVlabs/edm network pickle as a teacher checkpoint (any EDM kind)"),
     "lens": ("hkdviz.analysis.lens_cli", "fit linear dynamics to a teacher's own U-Net features (a Koopman lens)"),
 }
 
@@ -127,7 +127,7 @@ def command_info(args) -> int:
 
 def print_evaluation_summary(evaluation: dict) -> None:
     """The evaluation recorded in a checkpoint's meta (`hkdviz eval` / `train all`), main columns only."""
-    from hkdviz.train.evaluate import COLUMNS, format_rows
+    from hkdviz.evaluation.evaluate import COLUMNS, format_rows
     seeds = evaluation.get("seeds") or {}
     where = f", seeds {seeds['first']}..{seeds['last']}" if "first" in seeds and "last" in seeds else ""
     print(f"evaluation  {evaluation.get('num_samples')} samples per method{where} (--json: every measure)")

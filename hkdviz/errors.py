@@ -63,7 +63,7 @@ def _usage_types() -> tuple:
     from .model.config import ConfigError
     types = [UsageError, ConfigError, CheckpointNotFoundError]
     try:
-        from .train.datasets.base import DatasetError
+        from .data.base import DatasetError
         from .train.presets import PresetError
         types += [PresetError, DatasetError]
     except ImportError:  # pragma: no cover - an install without the training stack

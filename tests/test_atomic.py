@@ -172,7 +172,7 @@ def test_report_writers_failing_midway_keep_the_old_file(tmp_path, monkeypatch, 
         with pytest.raises(OSError):
             write_manifest(target, [])
     else:
-        from hkdviz.train import evaluate as evaluate_module
+        from hkdviz.evaluation import evaluate as evaluate_module
         target = tmp_path / "evaluation.json"
         target.write_bytes(OLD)
         monkeypatch.setattr("builtins.open", filling_open)
@@ -181,14 +181,6 @@ def test_report_writers_failing_midway_keep_the_old_file(tmp_path, monkeypatch, 
     monkeypatch.undo()
     assert target.read_bytes() == OLD
     assert leftovers(tmp_path, {target.name}) == []
-
-
-def test_training_aliases_are_atomic(tmp_path):
-    from hkdviz.train.common import atomic_write_bytes, atomic_write_text
-    atomic_write_text(tmp_path / "config.json", json.dumps({"a": 1}))
-    atomic_write_bytes(tmp_path / "resume.pt", b"\x01")
-    assert (tmp_path / "resume.pt").read_bytes() == b"\x01"
-    assert leftovers(tmp_path, {"config.json", "resume.pt"}) == []
 
 
 def test_replace_directory_swaps_in_a_copy_and_a_failed_copy_keeps_the_old(tmp_path, monkeypatch, restore_umask):

@@ -251,3 +251,61 @@ def test_oversized_meta_json_is_refused_before_parsing(tiny_checkpoint, tmp_path
     pattern = r"meta.json: the checkpoint meta.json is 17,8\d\d,\d\d\d bytes, more than the 16,777,216 allowed"
     with pytest.raises(CheckpointError, match=pattern):
         hkdviz.load(directory, device="cpu")
+
+
+def test_load_checkpoint_reads_every_shipped_kind():
+    """hkdviz.load, load_teacher and load_classifier all go through checkpoint.load_checkpoint: each module
+    comes back in eval mode without gradients, with the provenance of its own directory."""
+    import hashlib
+
+    from hkdviz.checkpoint import CHECKPOINT_ROOT
+    from hkdviz.evaluation.classifier import load_classifier
+    from hkdviz.teacher.teacher import load_teacher
+
+    teacher = load_teacher("default", device="cpu")
+    loaded = {"hkd": hkdviz.load("default", device="cpu"), "teacher": teacher.denoiser,
+              "classifier": load_classifier("default", device="cpu")}
+    for kind, module in loaded.items():
+        directory = CHECKPOINT_ROOT / "default" / kind
+        expected = hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+        assert module.checkpoint_sha256 == expected and module.checkpoint_path == str(directory.resolve()), kind
+        assert module.meta["kind"] == kind, kind
+        assert not module.training and not any(p.requires_grad for p in module.parameters()), kind
+    assert (teacher.checkpoint_path, teacher.checkpoint_sha256) == (loaded["teacher"].checkpoint_path,
+                                                                    loaded["teacher"].checkpoint_sha256)
+
+
+def test_load_checkpoint_with_its_own_builder(tmp_path):
+    """The one loader with a builder of any module: weights round-trip exactly; a builder that fails with a
+    ValueError becomes a CheckpointError naming config.json, a CheckpointError passes unchanged; an unknown
+    kind is refused before anything is read."""
+    from hkdviz.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    module = torch.nn.Linear(3, 2)
+    save_checkpoint(module, tmp_path / "linear", kind="classifier", config={"in": 3, "out": 2})
+
+    def build(config, state, source):
+        assert source.endswith("config.json") and set(state) == {"weight", "bias"}
+        return torch.nn.Linear(config["in"], config["out"])
+
+    loaded = load_checkpoint(tmp_path / "linear", "classifier", build, device="cpu", dtype="float64")
+    assert loaded.weight.dtype == torch.float64
+    assert torch.equal(loaded.weight.float(), module.weight) and torch.equal(loaded.bias.float(), module.bias)
+    assert loaded.meta["kind"] == "classifier" and not loaded.weight.requires_grad
+
+    def refuse(config, state, source):
+        raise ValueError("width must be positive")
+
+    with pytest.raises(CheckpointError, match=r"linear/config\.json: cannot build the classifier \(width must be"):
+        load_checkpoint(tmp_path / "linear", "classifier", refuse, device="cpu")
+
+    def damaged(config, state, source):
+        raise CheckpointError("described network does not match")
+
+    with pytest.raises(CheckpointError, match="^described network does not match$"):
+        load_checkpoint(tmp_path / "linear", "classifier", damaged, device="cpu")
+    with pytest.raises(CheckpointError, match="expected 'hkd'"):
+        load_checkpoint(tmp_path / "linear", "hkd", build, device="cpu")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        load_checkpoint(tmp_path / "linear", "vae", build, device="cpu")

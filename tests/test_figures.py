@@ -59,8 +59,8 @@ def test_figures_with_a_teacher(tiny_checkpoint, tmp_path):
     """A teacher checkpoint adds the 35/5/1-NFE rows (same noise as the one-step samples)."""
     import torch
     from hkdviz.analysis.storage import open_dataset
-    from hkdviz.train.edm import EDMPrecond
-    from hkdviz.train.teacher import Teacher
+    from hkdviz.teacher.edm import EDMPrecond
+    from hkdviz.teacher.teacher import Teacher
     torch.manual_seed(0)
     Teacher(EDMPrecond("tiny")).save(tmp_path / "teacher", meta={"dataset": "none (untrained test teacher)"})
     code = figures.main(["--checkpoint", str(tiny_checkpoint), "--teacher", str(tmp_path / "teacher"), "--quick",
@@ -117,6 +117,10 @@ def test_make_figures_from_a_checkpoint_computes_the_cli_data(computed, tiny_che
     report = make_figures(tiny_checkpoint, out=tmp_path, only=["spectrum_scatter"], quick=True, device="cpu")
     assert [outcome.name for outcome in report.datasets] == ["spectrum"]
     assert report.model.trained is False and report.data_dir == tmp_path / "data"
+    elsewhere = make_figures(tiny_checkpoint, out=tmp_path / "figures", data_out=tmp_path / "kept", progress=False,
+                             only=["spectrum_scatter"], quick=True, device="cpu")  # what `hkdviz demo` does
+    assert elsewhere.data_dir == tmp_path / "kept" and (tmp_path / "kept" / "spectrum.nc").is_file()
+    assert not (tmp_path / "figures" / "data").exists() and elsewhere.ok
     assert [Path(file).name for file in report.written[0].files] == ["spectrum_scatter.pdf", "spectrum_scatter.png"]
     printed = capsys.readouterr().out
     assert "data spectrum" in printed and "wrote 1 of 1 figures" in printed  # progress=True prints as the CLI
@@ -142,6 +146,8 @@ def test_make_figures_bad_input_raises_named_errors(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="not found") as not_found:
         make_figures(tmp_path / "nope", out=tmp_path, progress=False)
     assert exit_code(not_found.value) == 2
+    with pytest.raises(UsageError, match="with `data` nothing is computed"):
+        make_figures(data=tmp_path, out=tmp_path, data_out=tmp_path / "elsewhere")
     assert capsys.readouterr().out == ""  # progress=False prints nothing
     assert not (tmp_path / "figures.json").exists()
 

@@ -89,7 +89,7 @@ def png_bytes(seed=0, size=8):
 
 
 def test_zip_bomb_member_is_refused_from_the_directory_alone(tmp_path, monkeypatch):
-    from hkdviz.train.data import DatasetError, load_dataset
+    from hkdviz.data import DatasetError, load_dataset
     path = tmp_path / "bomb.zip"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("00000.png", png_bytes())
@@ -106,8 +106,8 @@ def test_zip_bomb_member_is_refused_from_the_directory_alone(tmp_path, monkeypat
 
 
 def test_zip_member_declaring_a_huge_size_is_refused(tmp_path, monkeypatch):
-    from hkdviz.train.data import DatasetError, load_dataset
-    from hkdviz.train.datasets import folder
+    from hkdviz.data import DatasetError, load_dataset
+    from hkdviz.data import folder
     path = tmp_path / "large.zip"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr("00000.png", png_bytes())
@@ -119,7 +119,7 @@ def test_zip_member_declaring_a_huge_size_is_refused(tmp_path, monkeypatch):
 
 
 def test_ordinary_zip_still_loads(tmp_path):
-    from hkdviz.train.data import load_dataset
+    from hkdviz.data import load_dataset
     path = tmp_path / "fine.zip"
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for index in range(3):
@@ -130,7 +130,7 @@ def test_ordinary_zip_still_loads(tmp_path):
 
 
 def test_fifo_in_an_image_folder_is_refused(tmp_path):
-    from hkdviz.train.data import DatasetError, load_dataset
+    from hkdviz.data import DatasetError, load_dataset
     (tmp_path / "00000.png").write_bytes(png_bytes())
     os.mkfifo(tmp_path / "00001.png")
     with pytest.raises(DatasetError, match="00001.png: the image file is a FIFO"):
@@ -138,7 +138,7 @@ def test_fifo_in_an_image_folder_is_refused(tmp_path):
 
 
 def test_fifo_as_folder_labels_is_refused(tmp_path):
-    from hkdviz.train.data import DatasetError, load_dataset
+    from hkdviz.data import DatasetError, load_dataset
     (tmp_path / "00000.png").write_bytes(png_bytes())
     os.mkfifo(tmp_path / "dataset.json")
     with pytest.raises(DatasetError, match="dataset.json: the label file is a FIFO"):
@@ -146,7 +146,7 @@ def test_fifo_as_folder_labels_is_refused(tmp_path):
 
 
 def test_fifo_as_cifar_batch_is_refused(tmp_path):
-    from hkdviz.train.data import DatasetError, safe_unpickle
+    from hkdviz.data import DatasetError, safe_unpickle
     os.mkfifo(tmp_path / "data_batch_1")
     with pytest.raises(DatasetError, match="data_batch_1: the CIFAR-10 batch file is a FIFO"):
         safe_unpickle(tmp_path / "data_batch_1")

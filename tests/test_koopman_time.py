@@ -12,7 +12,7 @@ from hkdviz.analysis.faithfulness import faithfulness, summarize_faithfulness
 from hkdviz.model import randomize_generators
 from hkdviz.model.config import ConfigError, resolve_config
 from hkdviz.model.koopman import KOOPMAN_TIMES, koopman_time
-from hkdviz.train.edm import EDMPrecond, init_hkd_from_teacher
+from hkdviz.teacher.edm import EDMPrecond, init_hkd_from_teacher
 
 TINY = {"preset": "tiny", "unet": {"model_channels": 8}}
 

@@ -16,7 +16,7 @@ from torch import nn
 from hkdviz.analysis.lens import (LensMoments, TeacherFeatures, compare_spectra, fit_lens, lens, lens_summary,
                                   linearity_and_faithfulness)
 from hkdviz.model.koopman import koopman_time
-from hkdviz.train.sampler import karras_grid
+from hkdviz.teacher.sampler import karras_grid
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -140,7 +140,7 @@ def test_gaussian_pf_ode_is_linear_with_known_rate():
     # dx/dsigma = (x - D) / sigma = x sigma / (s^2 + sigma^2), so x(sigma) = exp(u(sigma) - u(T)) x_T with
     # u = ln(s^2 + sigma^2) / 2: in Koopman time u the generator is exactly the identity (all eigenvalues 1),
     # and any linear feature map keeps that (the mixed features live in a 3-dimensional subspace).
-    from hkdviz.train.teacher import Teacher
+    from hkdviz.teacher.teacher import Teacher
 
     std = 0.5
     teacher = Teacher(GaussianDenoiser(std))
@@ -184,8 +184,8 @@ def test_lens_moments_reject_out_of_order_and_wrong_shapes():
 # -- a real (tiny, untrained) teacher ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_teacher():
-    from hkdviz.train.edm import EDMPrecond
-    from hkdviz.train.teacher import Teacher
+    from hkdviz.teacher.edm import EDMPrecond
+    from hkdviz.teacher.teacher import Teacher
     torch.manual_seed(0)
     return Teacher(EDMPrecond("tiny").eval().requires_grad_(False))
 
@@ -197,7 +197,7 @@ def tiny_lens(tiny_teacher):
 
 def test_teacher_features_equal_an_hkd_encoder_initialised_from_the_teacher(tiny_teacher):
     import hkdviz
-    from hkdviz.train.edm import init_hkd_from_teacher
+    from hkdviz.teacher.edm import init_hkd_from_teacher
 
     model = hkdviz.build("tiny").eval()
     init_hkd_from_teacher(model, tiny_teacher)
@@ -244,8 +244,8 @@ def test_lens_of_a_teacher_has_the_spectrum_schema(tiny_lens, tmp_path, tiny_mod
 
 
 def test_ideal_denoiser_without_a_feature_map_is_refused():
-    from hkdviz.train.ideal import IdealDenoiser
-    from hkdviz.train.teacher import Teacher
+    from hkdviz.teacher.ideal import IdealDenoiser
+    from hkdviz.teacher.teacher import Teacher
 
     teacher = Teacher(IdealDenoiser(torch.zeros(2, 3, 4, 4)))
     with pytest.raises(TypeError, match="no SongUNet"):
@@ -255,8 +255,8 @@ def test_ideal_denoiser_without_a_feature_map_is_refused():
 
 
 def test_class_conditional_teacher_is_refused_by_name():
-    from hkdviz.train.edm import EDMPrecond
-    from hkdviz.train.teacher import Teacher
+    from hkdviz.teacher.edm import EDMPrecond
+    from hkdviz.teacher.teacher import Teacher
 
     teacher = Teacher(EDMPrecond({"preset": "tiny", "unet": {"label_dim": 3}}))
     with pytest.raises(ValueError, match="class-conditional"):

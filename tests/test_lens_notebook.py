@@ -21,8 +21,8 @@ def test_05_carries_no_outputs():
 def test_05_koopman_lens(tiny_checkpoint, kernel_environment, tmp_path, monkeypatch):  # noqa: F811
     import torch
 
-    from hkdviz.train.edm import EDMPrecond
-    from hkdviz.train.teacher import Teacher
+    from hkdviz.teacher.edm import EDMPrecond
+    from hkdviz.teacher.teacher import Teacher
 
     torch.manual_seed(0)
     teacher_dir = tmp_path / "teacher"

@@ -1,5 +1,5 @@
 """Analysis: read a model, write xarray datasets (spectra, trajectories, ...). Imported lazily."""
-import importlib
+from ..exports import lazy_exports
 
 _EXPORTS = {
     "spectrum": "spectrum", "level_view": "spectrum",
@@ -16,7 +16,4 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

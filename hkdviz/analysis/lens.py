@@ -72,7 +72,7 @@ class TeacherFeatures:
 
     The input is conditioned exactly as `HKDModel.encode` conditions HKD's encoder: c_in(sigma) x with
     c_in = 1 / sqrt(sigma^2 + sigma_data^2), noise label c_noise = ln(sigma) / 4. `teacher` is a
-    `hkdviz.train.teacher.Teacher` or its denoiser (an `EDMPrecond`, trained or imported from an EDM
+    `hkdviz.teacher.teacher.Teacher` or its denoiser (an `EDMPrecond`, trained or imported from an EDM
     pickle). An `IdealDenoiser` has no network and so no features: pass your own feature map to `lens`.
     """
 
@@ -485,7 +485,7 @@ def lens(teacher, seeds=64, held_out_seeds=None, num_steps: int = 18, time="sigm
          moments_device=None) -> xr.Dataset:
     """Fit one linear generator per U-Net level to `teacher`'s features along its PF-ODE.
 
-    teacher: a `Teacher` (hkdviz.train.teacher; trained, imported EDM pickle, or an IdealDenoiser when
+    teacher: a `Teacher` (hkdviz.teacher.teacher; trained, imported EDM pickle, or an IdealDenoiser when
     `features` is given). seeds: training trajectories (a count n = seeds 0..n-1, or a list);
     held_out_seeds: the trajectories the held-out error is measured on (default: the 16 seeds after
     the largest training seed; [] for none). num_steps: Karras grid steps (18 = EDM's 35-NFE grid).

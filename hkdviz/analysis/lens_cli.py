@@ -11,7 +11,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,19 +44,6 @@ def _seeds(text: str) -> list[int]:
     return parse_seeds(text)
 
 
-def load_any_teacher(name_or_path, device="auto"):
-    """A Teacher from a shipped name, a teacher checkpoint directory or an EDM network pickle."""
-    from hkdviz.checkpoint import resolve_device
-    from hkdviz.train.teacher import Teacher, load_teacher
-
-    if str(name_or_path).endswith(".pkl"):
-        from hkdviz.train.edm_import import import_edm_pickle
-        teacher = Teacher(import_edm_pickle(name_or_path, device=resolve_device(device)))
-        teacher.checkpoint_path = str(Path(name_or_path).resolve())
-        return teacher
-    return load_teacher(name_or_path, device=device)
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -86,7 +72,8 @@ def main(argv=None) -> int:
 
     import hkdviz
     from hkdviz.checkpoint import CheckpointError
-    from hkdviz.train.edm_import import EDMImportError
+    from hkdviz.teacher.edm_import import EDMImportError
+    from hkdviz.teacher.teacher import load_teacher
 
     from .lens import compare_spectra, lens, lens_summary
     from .storage import save_dataset
@@ -94,7 +81,7 @@ def main(argv=None) -> int:
     if args.threads != "auto":
         torch.set_num_threads(threads)
     try:
-        teacher = load_any_teacher(args.teacher, args.device)
+        teacher = load_teacher(args.teacher, device=args.device)
         model = hkdviz.load(args.hkd, device=args.device) if args.hkd else None
         kind = args.time or (model.koopman_time_kind if model is not None else "sigma")
         start = time.perf_counter()

@@ -24,6 +24,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..checkpoint import load_checkpoint, save_checkpoint
 from .config import resolve_config, unet_kwargs
 from .koopman import koopman_time, make_level
 from .unet import SongUNet
@@ -283,7 +284,6 @@ class HKDModel(DiffusionModule):
 
     # -- persistence -------------------------------------------------------------------------------
     def save(self, directory, meta: dict | None = None) -> None:
-        from ..checkpoint import save_checkpoint  # local import: checkpoint imports the model package
         save_checkpoint(self, directory, kind="hkd", meta=meta)
 
     def num_parameters(self) -> int:
@@ -433,6 +433,15 @@ def build(preset_or_config=None, **overrides) -> HKDModel:
     return HKDModel(resolve_config(preset_or_config, **overrides))
 
 
+def load(name_or_dir="default", device="auto", dtype: torch.dtype | None = None) -> HKDModel:
+    """Load a trained HKD model (a shipped name such as "default", or a checkpoint directory); `hkdviz.load`.
+
+    device: "auto" (CUDA when present), "cpu", "cuda[:N]" or a torch.device. dtype: None (as saved),
+    a floating torch.dtype, or its name ("float32", "float16", "bfloat16", "float64"). The checks and
+    the provenance it records: `hkdviz.checkpoint.load_checkpoint`."""
+    return load_checkpoint(name_or_dir, "hkd", lambda config, state, source: HKDModel(config), device, dtype)
+
+
 def karras_sigmas(num_points: int, sigma_min: float, sigma_max: float, rho: float = 7.0, dtype=torch.float64) -> torch.Tensor:
     """EDM's time grid, sigma_max first, sigma_min last (num_points values, no trailing zero)."""
     if num_points < 1:
@@ -443,5 +452,5 @@ def karras_sigmas(num_points: int, sigma_min: float, sigma_max: float, rho: floa
     return (sigma_max ** (1 / rho) + index / (num_points - 1) * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
 
 
-__all__ = ["HKDModel", "LevelInfo", "build", "check_seeds", "check_batch_size", "check_tau", "seed_noise", "sigma_tensor",
+__all__ = ["HKDModel", "LevelInfo", "build", "load", "check_seeds", "check_batch_size", "check_tau", "seed_noise", "sigma_tensor",
            "karras_sigmas", "LATENT_LIMIT"]

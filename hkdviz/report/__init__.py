@@ -14,14 +14,11 @@ Modules: `source` (model/teacher lookup with the untrained fallback), `datasets`
 netCDF files), `figures` (render PDF/PNG from them; `make_figures`), `html` (standalone HTML), `demo`
 (all of it).
 """
-import importlib
+from ..exports import lazy_exports
 
 _LAZY = {"make_figures": "figures", "FigureReport": "figures", "FigureResult": "figures", "FIGURES": "figures"}
 
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

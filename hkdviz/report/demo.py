@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 from ..atomic import write_json
-from .datasets import FILES, QUICK, STEPS
-from .figures import compute_all, render_figures, write_manifest
-from .source import cpu_threads, parse_threads
+from .datasets import FILES
+from .source import parse_threads
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="fewer seeds and time points (a first look; tests)")
     parser.add_argument("--threads", type=parse_threads, default="auto",
                         help="CPU threads for the model (default auto: 1 for small models on CPU)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="no progress lines (one per data file and figure otherwise)")
     return parser
 
 
@@ -122,54 +121,32 @@ def interactive_sections(data_dir: Path, figure_dir: Path, figure_results):
 def main(argv=None) -> int:
     from hkdviz.errors import split_debug
     args = build_parser().parse_args(split_debug(argv)[0])
-    from tqdm.auto import tqdm
     from hkdviz.checkpoint import CheckpointError
+    from hkdviz.errors import UsageError, describe, exit_code, print_traceback_if_debugging
+    from .figures import make_figures
     from .html import write_report
-    from .source import find_teacher, open_model, print_banner
+    from .source import print_banner
 
     started = time.perf_counter()
     out_dir = Path(args.out)
     data_dir, figure_dir = out_dir / "data", out_dir / "figures"
-    stages = ["model"] + list(STEPS) + ["paper figures", "HTML report"]
-    timings, outcomes = {}, []
-    bar = tqdm(total=len(stages), desc="hkdviz demo", unit="stage", disable=args.no_progress, file=sys.stderr)
-
-    def stage(name):
-        bar.set_postfix_str(name)
-        return time.perf_counter()
-
-    def done(name, start):
-        timings[name] = round(time.perf_counter() - start, 2)
-        bar.update()
-
-    start = stage("model")
-    from hkdviz.errors import UsageError, check_device_option, describe, exit_code, print_traceback_if_debugging
     try:
-        check_device_option(args.device)
-        source = find_teacher(open_model(args.checkpoint, args.device), args.teacher, args.device)
+        # The netCDF data and the paper figures are what `hkdviz figures` makes; the demo keeps the data
+        # in out/data, beside the figures folder, and adds the HTML report.
+        made = make_figures(args.checkpoint, out=figure_dir, data_out=data_dir, quick=args.quick, device=args.device,
+                            teacher=args.teacher, progress=not args.no_progress, threads=args.threads)
     except (UsageError, CheckpointError, RuntimeError) as error:
-        bar.close()
         print_traceback_if_debugging()
         print(f"hkdviz demo: error: {describe(error)}", file=sys.stderr)
         return exit_code(error)
-    done("model", start)
-    if source.banner:
-        bar.clear()
-        print_banner(source.banner)
-        bar.refresh()
+    source, outcomes, results = made.model, made.datasets, made.figures
+    figures_done = time.perf_counter()
+    data_seconds = sum(outcome.seconds for outcome in outcomes)
+    figure_seconds = sum(result.seconds for result in results)
+    timings = {"model": round(figures_done - started - data_seconds - figure_seconds, 2),
+               **{outcome.name: round(outcome.seconds, 2) for outcome in outcomes},
+               "paper figures": round(figure_seconds, 2)}
 
-    with cpu_threads(source.model, args.threads):
-        for name in STEPS:
-            start = stage(name)
-            outcomes += compute_all(source, data_dir, [name], QUICK if args.quick else None)
-            done(name, start)
-
-    start = stage("paper figures")
-    results = render_figures(data_dir, figure_dir)
-    write_manifest(figure_dir / "figures.json", results, outcomes, source)
-    done("paper figures", start)
-
-    start = stage("HTML report")
     sections = interactive_sections(data_dir, figure_dir, results)
     files = [(f"data/{outcome.path.name}", f"{outcome.name} (netCDF)") for outcome in outcomes if outcome.path]
     files += [(f"figures/{Path(file).name}", result.caption.split(":")[0].split(".")[0])
@@ -177,8 +154,7 @@ def main(argv=None) -> int:
     meta = [f"model: {source.description}", source.teacher_description,
             f"output: {out_dir.resolve()}"]
     report = write_report(out_dir / "report.html", "hkdviz demo report", sections, source.banner, meta, files)
-    done("HTML report", start)
-    bar.close()
+    timings["HTML report"] = round(time.perf_counter() - figures_done, 2)
 
     total = time.perf_counter() - started
     summary = {"model": source.description, "trained": source.trained, "banner": source.banner, "quick": args.quick,

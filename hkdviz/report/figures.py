@@ -264,7 +264,7 @@ def _checked_names(values, known, what) -> list | None:
 
 
 def make_figures(checkpoint="default", out="figures", data=None, only=None, quick=False, device="auto",
-                 teacher=None, formats=("pdf", "png"), progress=True, threads="auto") -> FigureReport:
+                 teacher=None, formats=("pdf", "png"), progress=True, threads="auto", data_out=None) -> FigureReport:
     """Compute the netCDF data from a checkpoint (or take it from `data`) and draw the paper figures into
     `out` with out/figures.json; what `hkdviz figures` runs.
 
@@ -275,7 +275,8 @@ def make_figures(checkpoint="default", out="figures", data=None, only=None, quic
     formats: file types per figure; progress: print one line per data file and figure; threads: torch
     CPU threads while computing ("auto": 1 for small models on CPU). Whatever `progress` says, the
     untrained-model banner and a warning per failed figure go to stderr (the report holds both too:
-    report.model.banner, report.failed).
+    report.model.banner, report.failed). data_out: where the netCDF files computed from the checkpoint
+    go (default out/data; `hkdviz demo` keeps them beside its figures folder).
 
     Raises UsageError for bad arguments (unknown stem or format, a `data` directory that is missing or
     holds none of the data files, a bad device), CheckpointError when the model cannot be loaded. A data
@@ -287,6 +288,8 @@ def make_figures(checkpoint="default", out="figures", data=None, only=None, quic
     out_dir = Path(out)
     say = print if progress else (lambda *args, **kwargs: None)
     source, outcomes = None, []
+    if data is not None and data_out is not None:
+        raise UsageError("data_out names where computed data go; with `data` nothing is computed")
     if data is not None:
         data_dir = Path(data)
         if not data_dir.is_dir():
@@ -296,7 +299,7 @@ def make_figures(checkpoint="default", out="figures", data=None, only=None, quic
                              f"compute them from a checkpoint (no data / no --data)")
     else:
         from .source import find_teacher, open_model, print_banner
-        data_dir = out_dir / "data"
+        data_dir = out_dir / "data" if data_out is None else Path(data_out)
         check_device_option(device)
         source = find_teacher(open_model(checkpoint, device), teacher, device)
         if source.banner:  # loud even when quiet: an untrained stand-in must never pass for the model

@@ -100,7 +100,7 @@ def find_teacher(source: ModelSource, teacher=None, device="auto"):
             candidates.append(source.checkpoint)
     for candidate in candidates:
         try:
-            from hkdviz.train.teacher import load_teacher
+            from hkdviz.teacher.teacher import load_teacher
             loaded = load_teacher(candidate, device=device)
         except (CheckpointError, ImportError, FileNotFoundError) as error:
             source.teacher_description = f"no teacher: {candidate} ({error})"

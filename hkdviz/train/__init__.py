@@ -1,4 +1,6 @@
-"""hkdviz.train: data sets, the EDM teacher, teacher trajectories, HKD loss and training loops, CLI.
+"""hkdviz.train: teacher trajectories, the HKD loss, the training loops (teacher, HKD), distributed runs,
+presets and `hkdviz train`. Data sets live in hkdviz.data, the teacher in hkdviz.teacher, the classifier
+and `hkdviz eval` in hkdviz.evaluation.
 
 Nothing heavy is imported here; names resolve on first use:
 
@@ -9,12 +11,9 @@ Nothing heavy is imported here; names resolve on first use:
     from hkdviz.train import run
     export = run("all", preset="smoke", out="runs/smoke", overrides=["hkd.steps=4"])
 """
-import importlib
+from ..exports import lazy_exports
 
 _LAZY = {
-    "load_dataset": "data", "DatasetError": "data",
-    "EDMPrecond": "edm", "EDMLoss": "edm", "init_hkd_from_teacher": "edm",
-    "Teacher": "teacher", "load_teacher": "teacher",
     "generate_trajectories": "trajectories", "open_trajectories": "trajectories",
     "TrajectoryDataset": "trajectories",
     "HKDLoss": "loss", "HKDDistance": "loss", "MSEDistance": "loss", "PseudoHuberDistance": "loss",
@@ -28,7 +27,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -78,16 +78,13 @@ def main(argv=None) -> int:
 
 def _is_usage_error(error: Exception) -> bool:
     from ..checkpoint import CheckpointNotFoundError  # a corrupt checkpoint is a failed run (1), a wrong path usage (2)
+    from ..data import DatasetError
+    from ..evaluation.classifier import ClassifierError
     from ..model.config import ConfigError
     from .common import TrainingError
-    from .data import DatasetError
     from .presets import PresetError
-    known = (UsageError, PresetError, DatasetError, CheckpointNotFoundError, ConfigError, TrainingError, FileNotFoundError)
-    try:
-        from .classifier import ClassifierError
-        known += (ClassifierError,)
-    except ImportError:  # pragma: no cover - the classifier module is optional here
-        pass
+    known = (UsageError, PresetError, DatasetError, CheckpointNotFoundError, ConfigError, TrainingError, FileNotFoundError,
+             ClassifierError)
     return isinstance(error, known)
 
 
@@ -196,7 +193,7 @@ def _check_dataset(config: dict, stage: str) -> None:
     if isinstance(spec, str) and "REQUIRED" in spec:
         kind = spec.split(":", 1)[0]
         raise UsageError(f"preset {config['preset']!r} needs your local data: --set dataset={kind}:/path/to/data")
-    from .data import load_dataset
+    from ..data import load_dataset
     dataset = load_dataset(spec)
     if len(dataset) == 0:
         raise UsageError(f"data set {spec!r} holds no images")
@@ -227,16 +224,51 @@ def stage_hkd(config: dict, out: Path, teacher, trajectories, context, progress:
                      context=context)
 
 
+# The classifier.* settings (plus the run seed) recorded in meta.json "training", compared on reruns.
+TRAINING_SETTINGS = ("num_images", "steps", "batch_size", "learning_rate", "num_held_out", "config", "seed")
+
+
+def existing_classifier_matches(directory, options: dict, seed: int) -> bool:
+    """Whether `directory` already holds a classifier trained with these settings (`train all` reruns
+    then reuse it): False when it holds none; ClassifierError naming every differing setting (old ->
+    new) when it holds one trained otherwise, so a changed setting is never silently ignored.
+    Settings a checkpoint written by an older hkdviz did not record are not compared."""
+    from ..checkpoint import META_FILE, WEIGHTS_FILE
+    from ..evaluation.classifier import ClassifierError
+    from ..inputs import read_json_file
+    from .common import canonical_json, describe_differences
+
+    directory = Path(directory)
+    if not (directory / WEIGHTS_FILE).exists():
+        return False
+    meta = read_json_file(directory / META_FILE, ClassifierError, what="classifier meta.json")
+    recorded = meta.get("training") if isinstance(meta, dict) else None
+    if not isinstance(recorded, dict):
+        raise ClassifierError(f"{directory / META_FILE}: no 'training' record; delete {directory} to retrain "
+                              f"the classifier")
+    asked = {key: options[key] for key in TRAINING_SETTINGS if key != "seed"}
+    asked["config"] = dict(asked["config"]) if asked["config"] else None
+    asked["seed"] = int(seed)
+    differences = [("seed" if key == "seed" else f"classifier.{key}", recorded[key], value)
+                   for key, value in asked.items()
+                   if key in recorded and canonical_json(recorded[key]) != canonical_json(value)]
+    if differences:
+        raise ClassifierError(f"{directory} holds a classifier trained with other settings "
+                              f"({describe_differences(differences)}); delete {directory} to retrain it with the new "
+                              f"settings, or use another --out directory")
+    return True
+
+
 def stage_classifier(config: dict, out: Path, context, progress: bool, force: bool = False) -> Path | None:
     options = config["classifier"]
     if not context.is_main:
         return None
-    from .classifier import existing_classifier_matches, train_classifier
+    from ..evaluation.classifier import train_classifier
     if not force and existing_classifier_matches(out, options, seed=int(config["seed"])):
         return out  # already trained with these settings (train all reruns skip it; other settings are refused)
     return train_classifier(config["dataset"], out, num_images=options["num_images"], steps=options["steps"],
                             batch_size=options["batch_size"], num_held_out=options["num_held_out"],
-                            learning_rate=options["learning_rate"], config=options.get("config") or None,
+                            learning_rate=options["learning_rate"], config=options["config"] or None,
                             device=context.device, seed=int(config["seed"]), progress=progress)
 
 
@@ -244,22 +276,22 @@ def stage_evaluate(config: dict, out: Path, context, progress: bool) -> dict | N
     """`hkdviz eval` on the exported checkpoints: HKD at 1 NFE against the teacher, written to DIR/evaluation/."""
     if not context.is_main:
         return None
-    from .evaluate import evaluate
+    from ..evaluation.evaluate import evaluate
     export = out / "export"
     return evaluate(hkd_model=str(export / "hkd"), teacher=str(export / "teacher"),
                     classifier=str(export / "classifier") if (export / "classifier").exists() else None,
                     out_dir=str(out / "evaluation"), device=context.device, progress=progress,
-                    **(config["evaluate"].get("options") or {}))
+                    **(config["evaluate"]["options"] or {}))
 
 
 def _check_evaluate_options(config: dict) -> None:
-    if not config["evaluate"].get("enabled", True):
+    if not config["evaluate"]["enabled"]:
         return
     import inspect
-    from .evaluate import evaluate
+    from ..evaluation.evaluate import evaluate
     accepted = set(inspect.signature(evaluate).parameters) - {"hkd_model", "teacher", "classifier", "checkpoint",
                                                                "out_dir", "device", "progress"}
-    unknown = sorted(set(config["evaluate"].get("options") or {}) - accepted)
+    unknown = sorted(set(config["evaluate"]["options"] or {}) - accepted)
     if unknown:
         raise UsageError(f"evaluate.options has unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(accepted))}")
 
@@ -273,7 +305,7 @@ def cpu_duration_note(config: dict, native_bfloat16: bool | None = None, stage: 
     from .common import cpu_has_native_bfloat16
     from .presets import PresetError, estimated_cpu_minutes, resolve_training_config
 
-    preset = config.get("preset")
+    preset = config["preset"]
     if preset not in ("default", "default-cpu"):
         return None
     native = cpu_has_native_bfloat16() if native_bfloat16 is None else native_bfloat16
@@ -307,15 +339,17 @@ def _record_metrics(checkpoint: Path, result: dict) -> None:
     meta.setdefault("metrics", {})["evaluation"] = {"num_samples": result.get("num_samples"),
                                                     "seeds": result.get("seeds"), "target": result.get("target"),
                                                     "rows": result.get("rows", [])}
-    from .common import atomic_write_text, json_default
-    atomic_write_text(path, json.dumps(meta, indent=2, sort_keys=True, default=json_default) + "\n")
+    from ..atomic import write_text
+    from .common import json_default
+    write_text(path, json.dumps(meta, indent=2, sort_keys=True, default=json_default) + "\n")
 
 
 def imported_teacher(teacher, directory: Path, context):
     """An NVlabs/edm pickle given as the teacher, written once as a checkpoint directory (which the
     export and the evaluation copy); any other teacher as it is."""
     from .distributed import barrier
-    from .edm_import import import_edm_teacher, is_edm_pickle_path
+    from ..teacher.edm_import import is_edm_pickle_path
+    from ..teacher.teacher import import_edm_teacher
 
     if not is_edm_pickle_path(teacher):
         return teacher
@@ -352,7 +386,7 @@ def _run_all(config: dict, out: Path, context, progress: bool, teacher=None) -> 
     root.log("== stage 3/5: hkd")
     hkd = stage_hkd(config, out / "hkd", teacher, out / "trajectories", context, progress)
     classifier = None
-    if config["classifier"].get("enabled", True):
+    if config["classifier"]["enabled"]:
         root.log("== stage 4/5: classifier")
         classifier = stage_classifier(config, out / "classifier", context, progress)
     barrier(context)
@@ -363,11 +397,11 @@ def _run_all(config: dict, out: Path, context, progress: bool, teacher=None) -> 
                 continue
             replace_directory(source, export / name)  # a failed copy keeps the previous export
         root.log(f"exported the checkpoints to {export} (laid out like checkpoints/default/)")
-    if config["evaluate"].get("enabled", True) and classifier is not None:
+    if config["evaluate"]["enabled"] and classifier is not None:
         root.log("== stage 5/5: evaluation")
         result = stage_evaluate(config, out, context, progress)
         if result is not None:
-            from .evaluate import format_table
+            from ..evaluation.evaluate import format_table
             root.log("evaluation (also in evaluation/):\n" + format_table(result))
             _record_metrics(out / "export" / "hkd", result)
     write_pipeline_config(root, config, finished=True)

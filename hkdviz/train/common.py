@@ -48,16 +48,6 @@ class TrainingError(RuntimeError):
 
 
 # -- files ---------------------------------------------------------------------------------------
-# Thin aliases of hkdviz.atomic (kept: training code and benchmarks call them by these names).
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name beside `path`, fsync, then rename: a kill leaves the old file or the new one."""
-    write_bytes(path, data)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    write_text(path, text)
-
-
 def json_default(value):
     if isinstance(value, torch.Tensor):
         return value.item() if value.numel() == 1 else value.tolist()
@@ -116,7 +106,7 @@ class RunDirectory:
 
     def write_config(self, config: dict) -> None:
         if self.is_main:
-            atomic_write_text(self.path / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True, default=json_default) + "\n")
+            write_text(self.path / CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True, default=json_default) + "\n")
 
     def log(self, message: str) -> None:
         if not self.is_main:
@@ -148,7 +138,7 @@ class RunDirectory:
                 continue  # a half-written last line
             if record.get("step", 0) <= last_step:
                 kept.append(line)
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
+        write_text(path, "".join(line + "\n" for line in kept))
 
 
 def write_pipeline_config(run: RunDirectory, config: dict, finished: bool) -> None:
@@ -157,7 +147,7 @@ def write_pipeline_config(run: RunDirectory, config: dict, finished: bool) -> No
     refuses (changed settings) therefore leaves the previous, still valid file alone."""
     path = run.path / CONFIG_FILE
     if run.is_main and (finished or not path.exists()):
-        atomic_write_text(path, json.dumps(config, indent=2, sort_keys=True, default=json_default) + "\n")
+        write_text(path, json.dumps(config, indent=2, sort_keys=True, default=json_default) + "\n")
 
 
 def read_stats(path) -> list[dict]:
@@ -239,7 +229,7 @@ def set_global_rng_state(state: dict) -> None:
 def save_resume(path: Path, state: dict) -> None:
     buffer = io.BytesIO()
     torch.save({"format": RESUME_FORMAT, **state}, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    write_bytes(Path(path), buffer.getvalue())
 
 
 def load_resume(path: Path, map_location="cpu") -> dict:
@@ -499,5 +489,5 @@ class Stopwatch:
 
 
 __all__ = ["RunDirectory", "EMA", "BatchOrder", "TrainingError", "save_resume", "load_resume", "read_stats",
-           "derive_seed", "seed_everything", "global_rng_state", "set_global_rng_state", "atomic_write_text",
-           "atomic_write_bytes", "check_resume_config", "configure_backend", "RunLock", "config_differences"]
+           "derive_seed", "seed_everything", "global_rng_state", "set_global_rng_state",
+           "check_resume_config", "configure_backend", "RunLock", "config_differences"]

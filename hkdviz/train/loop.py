@@ -357,7 +357,7 @@ class ImageSource:
 
     def __init__(self, spec, xflip: bool, device: torch.device, memory_limit_bytes: int = 4 << 30,
                  progress: bool = True):
-        from .data import load_dataset
+        from ..data import load_dataset
         self.dataset = load_dataset(spec)
         self.raw_length = len(self.dataset)
         self.xflip = bool(xflip)
@@ -401,11 +401,11 @@ class TeacherLoop(TrainingLoop):
 
     def build_model(self):
         from ..model.config import resolve_config
-        from .edm import EDMPrecond
+        from ..teacher.edm import EDMPrecond
         return EDMPrecond(resolve_config(self.config["model"]))
 
     def build_data(self) -> int:
-        from .edm import EDMLoss
+        from ..teacher.edm import EDMLoss
         options = self.options
         self.loss = EDMLoss(P_mean=options["P_mean"], P_std=options["P_std"],
                             sigma_data=self.model.sigma_data)
@@ -468,8 +468,8 @@ class HKDLoop(TrainingLoop):
     def build_model(self):
         from ..model.config import resolve_config
         from ..model.hkd import HKDModel
-        from .edm import init_hkd_from_teacher
-        from .teacher import load_teacher
+        from ..teacher.edm import init_hkd_from_teacher
+        from ..teacher.teacher import load_teacher
 
         teacher = load_teacher(self.teacher_path, device="cpu")
         self.teacher_sha256 = teacher.checkpoint_sha256
@@ -534,7 +534,7 @@ class HKDLoop(TrainingLoop):
         name = distance.get("name") if isinstance(distance, dict) else distance
         if name != "teacher_features":
             return None
-        from .teacher import load_teacher
+        from ..teacher.teacher import load_teacher
         return load_teacher(self.teacher_path, device="cpu")
 
     def build_data(self) -> int:

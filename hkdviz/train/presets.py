@@ -406,11 +406,11 @@ MEANINGS = {
         "num_held_out": "images held out to measure accuracy (a procedural set draws them with a reserved "
                         "seed; a stored set splits off at most a fifth of itself)",
         "learning_rate": "classifier Adam learning rate (reached after a short linear warm-up)",
-        "config": "classifier architecture overrides (hkdviz.train.classifier's CLASSIFIER_DEFAULTS)",
+        "config": "classifier architecture overrides (hkdviz.evaluation.classifier's CLASSIFIER_DEFAULTS)",
     },
     ("evaluate",): {
         "enabled": "evaluate the exported checkpoints at the end of `train all` (needs the classifier)",
-        "options": "keyword arguments of hkdviz.train.evaluate.evaluate, e.g. {\"num_samples\": 64}",
+        "options": "keyword arguments of hkdviz.evaluation.evaluate.evaluate, e.g. {\"num_samples\": 64}",
     },
 }
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import temporary_path
+from ..atomic import temporary_path, write_text
 from ..inputs import read_json_file, require_regular_file
 from ..model.hkd import seed_noise
-from .common import RunLock, TrainingError, atomic_write_text
+from .common import RunLock, TrainingError
 from .distributed import DistributedContext, barrier
 
 MANIFEST_FILE = "trajectories.json"
@@ -45,7 +45,7 @@ def chunk_name(index: int) -> str:
 def _teacher_parts(teacher, device):
     """(denoiser, config, provenance) from a Teacher, an EDMPrecond, or a checkpoint path/name."""
     if isinstance(teacher, (str, os.PathLike)):
-        from .teacher import load_teacher
+        from ..teacher.teacher import load_teacher
         teacher = load_teacher(teacher, device=device)
     denoiser = getattr(teacher, "denoiser", teacher)
     config = getattr(teacher, "config", None) or getattr(denoiser, "config", None)
@@ -109,7 +109,7 @@ def _generate(teacher, out_dir, count, first_seed, num_steps, chunk_size, batch_
               context, progress, log, autocast_dtype) -> dict:
     from tqdm.auto import tqdm
 
-    from .sampler import heun_nfe, karras_grid
+    from ..teacher.sampler import heun_nfe, karras_grid
 
     device = context.device
     if count < 1 or chunk_size < 1 or batch_size < 1:
@@ -122,7 +122,7 @@ def _generate(teacher, out_dir, count, first_seed, num_steps, chunk_size, batch_
     if config["unet"].get("label_dim", 0):
         raise TrajectoryError("class-conditional teachers are not supported for trajectory generation yet")
     diffusion = config["diffusion"]
-    from .networks.precond import round_grid
+    from ..teacher.networks.precond import round_grid
     sigmas = round_grid(denoiser, karras_grid(num_steps, diffusion["sigma_min"], diffusion["sigma_max"], rho))
     unet = config["unet"]
     image_shape = (unet["in_channels"], unet["img_resolution"], unet["img_resolution"])
@@ -194,7 +194,7 @@ def _generate(teacher, out_dir, count, first_seed, num_steps, chunk_size, batch_
 
 
 def _solve(denoiser, x_T: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    from .sampler import heun_trajectory
+    from ..teacher.sampler import heun_trajectory
     return heun_trajectory(denoiser, x_T, sigmas, return_all=True, output_dtype=torch.float32)
 
 
@@ -214,7 +214,7 @@ def _check_or_write_manifest(out_dir: Path, manifest: dict) -> None:
             raise TrajectoryError(f"{out_dir} already holds a different trajectory set ({'; '.join(differences)}); "
                                   f"use another directory or delete it")
         return
-    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def read_manifest(directory) -> dict:

@@ -9,7 +9,7 @@ Both expose `.widget` (what Jupyter displays; the apps display themselves too), 
 latency of their last update, `last_update_seconds`. Slider moves are debounced (the last value wins);
 on CPU, updates of small models run on one thread (`cpu_threads="auto"`; see widgets/common.py).
 """
-import importlib
+from ..exports import lazy_exports
 
 _EXPORTS = {"EditingApp": "editing_app", "SpectrumExplorer": "spectrum_explorer",
             "builtin_references": "references", "image_to_png": "common"}
@@ -17,8 +17,5 @@ _EXPORTS = {"EditingApp": "editing_app", "SpectrumExplorer": "spectrum_explorer"
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name):
-    # ipywidgets/plotly load on first use, so importing hkdviz.widgets stays cheap.
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ipywidgets/plotly load on first use, so importing hkdviz.widgets stays cheap.
+__getattr__ = lazy_exports(__name__, _EXPORTS)

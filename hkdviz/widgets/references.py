@@ -34,7 +34,7 @@ def _shapes(channels: int, height: int, width: int) -> dict[str, torch.Tensor]:
     if height != width:
         return {}
     try:
-        from ..train.data import ShapesDataset
+        from ..data import ShapesDataset
 
         dataset = ShapesDataset(num_images=SHAPES_COUNT, resolution=height, seed=SHAPES_SEED)
         images = {f"shapes {index}": dataset[index][0] for index in range(SHAPES_COUNT)}

@@ -63,7 +63,7 @@ WORKER = textwrap.dedent('''
 def test_two_gloo_ranks_match_single_process(tmp_path, single_thread, free_port):
     import hkdviz
     from hkdviz.model.config import resolve_config
-    from hkdviz.train.edm import EDMPrecond
+    from hkdviz.teacher.edm import EDMPrecond
     from hkdviz.train.loop import train_hkd
     from hkdviz.train.loss import HKDLoss
     from hkdviz.train.trajectories import generate_trajectories, open_trajectories

@@ -37,7 +37,7 @@ def small_config(*overrides):
 def teacher_checkpoint(tmp_path_factory):
     """An untrained small teacher saved in the core format (training it is not the point here)."""
     from hkdviz.model.config import resolve_config
-    from hkdviz.train.edm import EDMPrecond
+    from hkdviz.teacher.edm import EDMPrecond
     torch.manual_seed(0)
     teacher = EDMPrecond(resolve_config(small_config()["model"]))
     directory = tmp_path_factory.mktemp("teacher") / "checkpoint"
@@ -358,7 +358,7 @@ def test_hkd_block_shared_operator_reaches_the_model_and_inits_from_the_teacher(
                                                                                trajectory_dir):
     """hkd.koopman.operator=block_shared builds (d, 1, 1) generators, init_from_teacher still copies the
     teacher's U-Net, and the saved checkpoint loads as block_shared."""
-    from hkdviz.train.teacher import load_teacher
+    from hkdviz.teacher import load_teacher
     config = small_config("hkd.steps=2", "hkd.batch_size=4", "hkd.log_every=1", "hkd.koopman.operator=block_shared")
     kwargs = dict(teacher=str(teacher_checkpoint), trajectories=str(trajectory_dir), progress=False, echo=False)
     loop = HKDLoop(config, tmp_path / "run", **kwargs)

@@ -186,7 +186,7 @@ SMALL_MODEL = {"preset": "tiny", "unet": {"img_resolution": 16, "model_channels"
 
 @pytest.fixture(scope="module")
 def teacher():
-    from hkdviz.train.edm import EDMPrecond
+    from hkdviz.teacher.edm import EDMPrecond
     torch.manual_seed(0)
     teacher = EDMPrecond(resolve_config(SMALL_MODEL))
     with torch.no_grad():  # an untrained EDM U-Net zero-initialises some convolutions: give every one weights

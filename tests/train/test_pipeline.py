@@ -30,7 +30,7 @@ def sets(assignments):
 @pytest.mark.slow
 def test_train_all_end_to_end_gives_loadable_checkpoints(tmp_path, single_thread):
     import hkdviz
-    from hkdviz.train.teacher import load_teacher
+    from hkdviz.teacher.teacher import load_teacher
 
     out = tmp_path / "run"
     assert cli("all", "--preset", "smoke", *sets(REDUCED), "--device", "cpu", "--no-progress", "--out", out) == 0
@@ -48,7 +48,7 @@ def test_train_all_end_to_end_gives_loadable_checkpoints(tmp_path, single_thread
     rows = model.meta["metrics"]["evaluation"]["rows"]
     assert rows[0]["nfe"] == 1 and (out / "evaluation" / "evaluation.json").exists()
     # Scored on seeds it was not trained on (trajectory seeds 0..11), and the meta says which.
-    from hkdviz.train.evaluate import EVALUATION_FIRST_SEED
+    from hkdviz.evaluation.evaluate import EVALUATION_FIRST_SEED
     assert model.meta["trajectories"]["first_seed"] == 0 and model.meta["trajectories"]["count"] == 12
     seeds = model.meta["metrics"]["evaluation"]["seeds"]
     assert seeds == list(range(EVALUATION_FIRST_SEED, EVALUATION_FIRST_SEED + 16))

@@ -32,7 +32,7 @@ def small_config(*overrides):
 def inputs(tmp_path_factory):
     """A tree holding an untrained small teacher checkpoint and its trajectories, like `train all` makes."""
     from hkdviz.model.config import resolve_config
-    from hkdviz.train.edm import EDMPrecond
+    from hkdviz.teacher.edm import EDMPrecond
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("tree")
     EDMPrecond(resolve_config(small_config()["model"])).save(root / "teacher" / "checkpoint",
@@ -174,7 +174,7 @@ def test_hkd_run_directory_moved_alone_resumes_by_input_identity(tmp_path, input
     # ... but a teacher with other weights is still a different config, and the refusal says so.
     other = tmp_path / "other_teacher"
     shutil.copytree(inputs / "teacher" / "checkpoint", other)
-    from hkdviz.train.teacher import load_teacher
+    from hkdviz.teacher.teacher import load_teacher
     teacher = load_teacher(other, device="cpu")
     with torch.no_grad():
         next(teacher.denoiser.parameters()).add_(1.0)
@@ -220,7 +220,7 @@ def test_nan_loss_message_advises_a_fresh_run_that_is_not_refused(tmp_path, monk
 
 # -- classifier settings on a rerun ----------------------------------------------------------------------
 def test_changed_classifier_settings_are_refused_on_a_rerun(tmp_path):
-    from hkdviz.train.classifier import ClassifierError
+    from hkdviz.evaluation.classifier import ClassifierError
     from hkdviz.train.cli import stage_classifier
     from hkdviz.train.distributed import init_distributed
     context = init_distributed("cpu")

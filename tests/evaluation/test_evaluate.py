@@ -5,10 +5,10 @@ import shutil
 import pytest
 import torch
 
-from hkdviz.train.classifier import ImageClassifier
-from hkdviz.train.data import BACKGROUND_NAMES, SHAPE_NAMES, ShapesDataset
-from hkdviz.train.evaluate import (EVALUATION_FIRST_SEED, REFERENCE_SEED, EvaluationError, evaluate, format_table,
-                                   held_out_reference, heun_nfe, main, parse_dataset_spec, training_seed_overlap)
+from hkdviz.evaluation.classifier import ImageClassifier
+from hkdviz.data import BACKGROUND_NAMES, SHAPE_NAMES, ShapesDataset
+from hkdviz.evaluation.evaluate import (EVALUATION_FIRST_SEED, REFERENCE_SEED, EvaluationError, evaluate, format_table,
+                                        held_out_reference, heun_nfe, main, parse_dataset_spec, training_seed_overlap)
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
@@ -176,8 +176,8 @@ def test_evaluate_without_teacher_or_classifier(tiny_model):
 def test_evaluate_with_a_real_ideal_teacher(tiny_model, classifier):
     """The ideal denoiser of 64 shapes images: 8 Heun steps land near data points, 1 Euler step
     gives the blurry data mean, so the teacher's own rows must rank 8 steps above 1."""
-    from hkdviz.train.ideal import IdealDenoiser
-    from hkdviz.train.teacher import Teacher
+    from hkdviz.teacher.ideal import IdealDenoiser
+    from hkdviz.teacher.teacher import Teacher
     data, _ = ShapesDataset(64, seed=9).materialize(progress=False)
     teacher = Teacher(IdealDenoiser(data.float() / 127.5 - 1.0), config=tiny_model.config)
     reference, _ = ShapesDataset(32, seed=9).materialize(progress=False)  # the same images: a data-memorising ideal
@@ -262,10 +262,11 @@ def test_cli_cuda_without_cuda_exits_2(tiny_checkpoint, capsys):
     assert "CUDA is not available" in capsys.readouterr().err
 
 
-def test_bench_quality_pairs_blocks_by_seed():
-    """benchmarks/bench_quality.py: per-block differences HKD - teacher, their mean and standard error."""
+def test_block_summary_pairs_blocks_by_seed():
+    """hkdviz.evaluation.statistics (benchmarks/bench_quality.py): per-block differences HKD - teacher, their
+    mean and standard error."""
     import math
-    from benchmarks import bench_quality as bench
+    from hkdviz.evaluation import statistics as bench
 
     def row(method, nfe, kid):
         return {"method": method, "nfe": nfe, "kid_x1e3": kid, "local_fd": kid / 10, "swd": float("nan")}
@@ -306,9 +307,11 @@ def test_bench_quality_record_after_every_block(tmp_path):
 
 
 def test_pair_quality_pairs_two_records_block_by_block(tmp_path, capsys):
-    """benchmarks/pair_quality.py: A - B per method over the blocks both records hold (by first seed)."""
+    """hkdviz.evaluation.statistics.paired_differences and its command line benchmarks/pair_quality.py: A - B
+    per method over the blocks both records hold (by first seed)."""
     import math
     from benchmarks import pair_quality as pair
+    from hkdviz.evaluation.statistics import paired_differences
 
     def record(kids, first_seeds, num_samples=1000):
         return {"checkpoint": "x", "classifier": "default", "num_samples": num_samples,
@@ -321,16 +324,16 @@ def test_pair_quality_pairs_two_records_block_by_block(tmp_path, capsys):
     first = record([1000.0, 1100.0, 900.0], [0, 1000, 2000])
     second = record([1030.0, 5000.0, 1110.0, 920.0], [3000, 0, 1000, 2000])
     second["blocks"][1]["rows"][0]["kid_x1e3"] = 1020.0  # seed 0: A - B = -20
-    differences = pair.paired_differences(first, second)
+    differences = paired_differences(first, second)
     kid = differences["HKD 1 NFE"]["kid_x1e3"]  # -20, -10, -20
     assert kid["mean"] == pytest.approx(-50 / 3) and kid["first_lower_in"] == 3 and kid["blocks"] == 3
     assert kid["standard_error"] == pytest.approx(math.sqrt((100 / 3) / 3))
     assert differences["teacher 5 NFE"]["local_fd"]["mean"] == 0.0
     assert "swd" not in differences["teacher 5 NFE"]  # missing in the records: left out, not zero
     with pytest.raises(ValueError, match="block sizes"):
-        pair.paired_differences(first, record([1.0, 2.0], [0, 1000], num_samples=500))
+        paired_differences(first, record([1.0, 2.0], [0, 1000], num_samples=500))
     with pytest.raises(ValueError, match="share 1 block"):
-        pair.paired_differences(first, record([1.0, 2.0], [0, 7]))
+        paired_differences(first, record([1.0, 2.0], [0, 7]))
 
     (tmp_path / "a.json").write_text(json.dumps(first))
     (tmp_path / "b.json").write_text(json.dumps({**second, "classifier": "elsewhere/classifier"}))
@@ -343,12 +346,14 @@ def test_pair_quality_pairs_two_records_block_by_block(tmp_path, capsys):
 
 
 def test_probe_fidelity_of_an_exact_and_a_shifted_student(two_heads, capsys):
-    """benchmarks/probe_fidelity.py: a student that returns the teacher's own sample of each seed has RMSE 0,
+    """hkdviz.evaluation.probes.fidelity_probe (benchmarks/probe_fidelity.py): a student that returns the
+    teacher's own sample of each seed has RMSE 0,
     keeps every class and matches the teacher's class mix; one that answers with the next seed's sample
     does not."""
-    from hkdviz.train.ideal import IdealDenoiser
-    from hkdviz.train.teacher import Teacher
+    from hkdviz.teacher.ideal import IdealDenoiser
+    from hkdviz.teacher.teacher import Teacher
     from benchmarks import probe_fidelity as fidelity
+    from hkdviz.evaluation.probes import fidelity_probe, format_fidelity
 
     images, _ = ShapesDataset(16, seed=11).materialize(progress=False)
     teacher = Teacher(IdealDenoiser(images.double() / 127.5 - 1.0))
@@ -360,7 +365,7 @@ def test_probe_fidelity_of_an_exact_and_a_shifted_student(two_heads, capsys):
         def sample(self, seeds, batch_size=250):
             return teacher.sample([seed + self.shift for seed in seeds], 4, progress=False)
 
-    result = fidelity.probe({"exact": Student(0), "shifted": Student(1)}, teacher, two_heads, range(100, 124),
+    result = fidelity_probe({"exact": Student(0), "shifted": Student(1)}, teacher, two_heads, range(100, 124),
                             {"exact": range(8), "shifted": None}, num_steps=4, data_images=images, batch_size=10)
     exact, shifted = result["rmse"]["exact"], result["rmse"]["shifted"]
     assert exact["unseen"]["mean"] == pytest.approx(0.0, abs=1e-6) and exact["unseen"]["count"] == 24
@@ -371,7 +376,7 @@ def test_probe_fidelity_of_an_exact_and_a_shifted_student(two_heads, capsys):
         assert entry["models"]["exact"]["mix"] == entry["target"], head
         assert all((value == 1.0) if share > 0 else value is None
                    for value, share in zip(entry["models"]["exact"]["kept"], entry["target"])), head
-    text = fidelity.format_probe(result)
+    text = format_fidelity(result)
     assert "exact kept" in text and "shifted mix" in text and "background:" in text and "training seeds (8)" in text
     for arguments, message in ((["--checkpoint", "/no/such/hkd"], "not found"), (["--num-samples", "1"], ">= 2"),
                                (["--checkpoint", "default", "--checkpoint", "default"], "given twice")):
@@ -381,20 +386,22 @@ def test_probe_fidelity_of_an_exact_and_a_shifted_student(two_heads, capsys):
 
 
 def test_probe_regeneration_of_a_memorising_teacher(two_heads, capsys):
-    """benchmarks/probe_regeneration.py: the ideal denoiser of the probed images themselves returns each image
+    """hkdviz.evaluation.probes.regeneration_probe (benchmarks/probe_regeneration.py): the ideal denoiser of
+    the probed images themselves returns each image
     from a small sigma (up to eps/sigma of the noise), so every class keeps its clean accuracy there."""
-    from hkdviz.train.ideal import IdealDenoiser
-    from hkdviz.train.teacher import Teacher
+    from hkdviz.teacher.ideal import IdealDenoiser
+    from hkdviz.teacher.teacher import Teacher
     from benchmarks import probe_regeneration as probe
+    from hkdviz.evaluation.probes import format_regeneration, regeneration_probe
 
     images, labels = ShapesDataset(24, seed=11).materialize(progress=False)
     teacher = Teacher(IdealDenoiser(images.double() / 127.5 - 1.0))
-    result = probe.probe(teacher, two_heads, images, labels["background"], (0.05, 80.0), "background",
+    result = regeneration_probe(teacher, two_heads, images, labels["background"], (0.05, 80.0), "background",
                          num_steps=6, progress=False)
     assert result["classes"] == list(BACKGROUND_NAMES) and sum(result["count"]) == 24
     assert result["sigmas"]["0.05"] == result["clean"]
     assert all(value is None for value, count in zip(result["clean"], result["count"]) if count == 0)
-    text = probe.format_probe(result)
+    text = format_regeneration(result)
     assert "sigma 0.05" in text and "sigma 80.0" in text and text.count("\n") == len(BACKGROUND_NAMES) + 1
     for arguments, message in ((["--sigmas", "0.5,x"], "comma-separated"), (["--sigmas", "100"], "must lie in"),
                                (["--head", "colour"], "has heads"), (["--teacher", "/no/such/teacher"], "not found")):

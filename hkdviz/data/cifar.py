@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ...inputs import require_regular_file
+from ..inputs import require_regular_file
 from .base import DatasetError, InMemoryDataset
 
 CIFAR10_LABEL_NAMES: tuple[str, ...] = (

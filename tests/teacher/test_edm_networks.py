@@ -16,14 +16,15 @@ from torch.nn import functional as F
 import edm_reference
 from edm_pickles import network_pickle
 from hkdviz.model.unet import SongUNet as DDPMSongUNet
-from hkdviz.train.edm import EDMPrecond
-from hkdviz.train.edm_import import EDMImportError, import_edm_pickle, import_edm_teacher
-from hkdviz.train.networks import (EDM_NETWORK_KEY, DhariwalUNet, EDMPreconditioning, IDDPMPreconditioning,
-                                   NetworkSpecError, SongUNet, VEPreconditioning, VPPreconditioning, build_checked,
-                                   iddpm_noise_levels)
-from hkdviz.train.networks.layers import Conv2d
-from hkdviz.train.sampler import karras_grid
-from hkdviz.train.teacher import Teacher, load_teacher
+from hkdviz.teacher.edm import EDMPrecond
+from hkdviz.teacher.edm_import import EDMImportError, import_edm_pickle
+from hkdviz.teacher.teacher import import_edm_teacher
+from hkdviz.teacher.networks import (EDM_NETWORK_KEY, DhariwalUNet, EDMPreconditioning, IDDPMPreconditioning,
+                                     NetworkSpecError, SongUNet, VEPreconditioning, VPPreconditioning, build_checked,
+                                     iddpm_noise_levels)
+from hkdviz.teacher.networks.layers import Conv2d
+from hkdviz.teacher.sampler import karras_grid
+from hkdviz.teacher.teacher import Teacher, load_teacher
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
 
@@ -411,3 +412,25 @@ def test_plain_instances_by_module_path_at_protocol_zero(tmp_path):
     raw = path.read_bytes()
     assert b"training.networks" in raw and b"copy_reg" in raw and b"_reconstruct_persistent_obj" not in raw
     assert isinstance(import_edm_pickle(path), VEPreconditioning)
+
+
+def test_imported_network_checkpoint_with_nan_weights_is_refused(pickles, tmp_path):
+    """An imported network's teacher checkpoint loads through the same checked path as every kind
+    (checkpoint.load_checkpoint): a NaN in its weights is refused by name, as for HKD and EDMPrecond."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from hkdviz.checkpoint import CheckpointError, file_sha256
+
+    load_teacher(str(pickles["VE + NCSN++"][1]), device="cpu").save(tmp_path / "ve")
+    weights = tmp_path / "ve" / "model.safetensors"
+    state = load_file(str(weights))
+    name = sorted(name for name, tensor in state.items() if tensor.is_floating_point())[-1]
+    state[name].view(-1)[0] = float("nan")
+    save_file(state, str(weights))
+    meta = json.loads((tmp_path / "ve" / "meta.json").read_text())
+    meta["weights_sha256"] = file_sha256(weights)  # the hash in step: only the value check may object
+    (tmp_path / "ve" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=f"weights hold NaN or inf in \\[{name}\\]"):
+        load_teacher(tmp_path / "ve", device="cpu")

@@ -35,6 +35,8 @@ import torch
 from ..checkpoint import CheckpointError, file_sha256, resolve_device
 from ..model.config import PRESETS, ConfigError, resolve_config
 from .edm import EDMPrecond
+from .networks.precond import NETWORKS, PRECONDITIONINGS, accepted_arguments
+from .networks.spec import NetworkSpecError, build_checked, check_block_budget, validate_spec
 
 
 class EDMImportError(CheckpointError):
@@ -330,8 +332,6 @@ def _precond_arguments(precond, network_class: str, source: str) -> tuple[dict, 
     _init_kwargs; the network's from its own _init_kwargs, else the preconditioning's (EDM passes
     every argument it does not take itself on to the network).
     """
-    from .networks.precond import PRECONDITIONINGS, accepted_arguments
-
     cls = PRECONDITIONINGS[precond.class_name]
     own = accepted_arguments(cls) - {"model_type"}
     outer = _init_kwargs(precond, source) or {}
@@ -411,8 +411,6 @@ def _preset_name(unet: dict) -> str | None:
 
 def _import_ddpmpp(precond_kwargs: dict, model_kwargs: dict, tensors: dict, filters: dict, source: str) -> EDMPrecond:
     """EDMPrecond + DDPM++ as hkdviz's own EDMPrecond, checked on the meta device before it is built."""
-    from .networks.spec import NetworkSpecError, check_block_budget, validate_spec
-
     spec = {"precond": "EDMPrecond", "precond_kwargs": precond_kwargs, "model_type": "SongUNet", "model_kwargs": model_kwargs}
     try:
         check_block_budget(validate_spec(spec, source), len(tensors), source)
@@ -454,9 +452,6 @@ def import_edm_pickle(path, device="cpu", key: str = "ema"):
     else a `networks.Preconditioning` (VP/VE/iDDPM/EDM preconditioning around SongUNet or
     DhariwalUNet). Both are called as D(x, sigma, class_labels) and carry `.config` and `.meta`.
     """
-    from .networks.precond import NETWORKS, PRECONDITIONINGS
-    from .networks.spec import NetworkSpecError, build_checked
-
     path = Path(path)
     source = str(path)
     data = read_edm_pickle(path)
@@ -511,17 +506,6 @@ def import_edm_pickle(path, device="cpu", key: str = "ema"):
     return model.eval().requires_grad_(False).to(resolve_device(device))
 
 
-def import_edm_teacher(path, device="cpu", key: str = "ema"):
-    """`import_edm_pickle` wrapped as a Teacher, with the pickle as its checkpoint (path and sha256)."""
-    from .teacher import Teacher
-
-    denoiser = import_edm_pickle(path, device=device, key=key)
-    teacher = Teacher(denoiser)
-    teacher.checkpoint_path = str(Path(path).resolve())
-    teacher.checkpoint_sha256 = denoiser.meta["source_sha256"]
-    return teacher
-
-
 def is_edm_pickle_path(path) -> bool:
     """True for an existing regular file named *.pkl / *.pickle (a teacher given as an EDM pickle)."""
     try:
@@ -531,5 +515,5 @@ def is_edm_pickle_path(path) -> bool:
         return False
 
 
-__all__ = ["import_edm_pickle", "import_edm_teacher", "read_edm_pickle", "is_edm_pickle_path", "EDMImportError",
+__all__ = ["import_edm_pickle", "read_edm_pickle", "is_edm_pickle_path", "EDMImportError",
            "PersistentRecord", "ObjectRecord", "EDM_SONGUNET_DEFAULTS"]

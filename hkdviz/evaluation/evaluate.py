@@ -84,7 +84,7 @@ def held_out_reference(dataset_spec="shapes", num_images: int = DEFAULT_NUM_SAMP
     Procedural sets: the same spec with seed REFERENCE_SEED, indices [0, num_images). CIFAR-10: the
     test batch. Anything else raises EvaluationError (give reference images explicitly).
     """
-    from .data import DatasetError, load_dataset
+    from ..data import DatasetError, load_dataset
 
     try:
         dataset = load_dataset(parse_dataset_spec(dataset_spec))
@@ -137,14 +137,14 @@ def per_image_rmse(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def _load_hkd(value, device):
     if isinstance(value, (str, Path)):
-        from ..checkpoint import load
+        from ..model.hkd import load
         return load(value, device=device)
     return value
 
 
 def _load_teacher(value, device):
     if isinstance(value, (str, Path)):
-        from .teacher import load_teacher
+        from ..teacher.teacher import load_teacher
         return load_teacher(value, device=device)
     return value
 
@@ -573,7 +573,7 @@ def _is_usage_error(error: Exception) -> bool:
     from ..checkpoint import CheckpointError
     from ..model.config import ConfigError
     from .classifier import ClassifierError
-    from .data import DatasetError
+    from ..data import DatasetError
     from .quality import QualityError
     return isinstance(error, (EvaluationError, CheckpointError, ConfigError, ClassifierError, DatasetError,
                               QualityError, FileNotFoundError))

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ...inputs import JSON_LIMIT_BYTES, open_regular_file, read_json_file
+from ..inputs import JSON_LIMIT_BYTES, open_regular_file, read_json_file
 from .base import NO_LABEL, DatasetError, ImageDataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")

@@ -25,8 +25,6 @@ from .layers import Conv2d, resample_filter_tensor
 from .precond import (NETWORKS, PRECONDITIONINGS, IDDPMPreconditioning, Preconditioning, _signature,
                       build_preconditioning, iddpm_noise_levels)
 
-# The key of a teacher checkpoint's config.json that marks an EDM network teacher (not hkdviz's EDMPrecond).
-EDM_NETWORK_KEY = "edm_network"
 # Every UNetBlock holds at least 10 tensors (norm0, conv0, affine, norm1, conv1: weight and bias each),
 # which bounds how many blocks a description may ask for before anything is built.
 _TENSORS_PER_BLOCK = 10
@@ -189,4 +187,4 @@ def _compare(expected: dict, found: dict, where: str) -> None:
         raise NetworkSpecError(f"{where}: the weights do not match the described network: " + "; ".join(parts))
 
 
-__all__ = ["EDM_NETWORK_KEY", "NetworkSpecError", "validate_spec", "check_block_budget", "build_checked"]
+__all__ = ["NetworkSpecError", "validate_spec", "check_block_budget", "build_checked"]

@@ -1,7 +1,7 @@
 """An independent evaluation of NVlabs/edm's SongUNet and DhariwalUNet from a state dict (test helper).
 
 Written from the architecture's definition (EDM's training/networks.py), in a different form from
-hkdviz.train.networks: functions over a dict of tensors, the layout re-derived from the constructor
+hkdviz.teacher.networks: functions over a dict of tensors, the layout re-derived from the constructor
 arguments, and the FIR resampling done by explicit tap sums (zero-stuffing for up-sampling) instead
 of strided / transposed convolutions. Plain 3x3 / 1x1 convolutions use F.conv2d.
 """

@@ -79,8 +79,7 @@ class ImageDataset(torch.utils.data.Dataset):
         image = images[0]
         if mirrored:
             image = image[:, :, ::-1]
-        # uint8 -> [-1, 1]: 0 -> -1, 255 -> +1, the EDM convention.
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(torch.float32) / 127.5 - 1.0
+        tensor = to_unit_range(torch.from_numpy(np.ascontiguousarray(image)))  # 0 -> -1, 255 -> +1, as EDM
         label = torch.tensor(int(labels["label"][0]), dtype=torch.int64)
         return tensor, label
 
@@ -200,6 +199,14 @@ class InMemoryDataset(ImageDataset):
 
     def _materialize_chunk_size(self) -> int:
         return 65536
+
+
+def to_unit_range(images: torch.Tensor, device=None) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [-1, 1] (the data sets' convention); float images pass through as float32."""
+    images = images.to(device) if device is not None else images
+    if images.dtype == torch.uint8:
+        return images.to(torch.float32) / 127.5 - 1.0
+    return images.to(torch.float32)
 
 
 def resize_images(images: np.ndarray, resolution: int) -> np.ndarray:

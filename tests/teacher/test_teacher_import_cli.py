@@ -9,8 +9,8 @@ import torch
 
 from edm_pickles import network_pickle
 from hkdviz.cli import main
-from hkdviz.train.networks import EDMPreconditioning, VEPreconditioning
-from hkdviz.train.teacher import load_teacher
+from hkdviz.teacher.networks import EDMPreconditioning, VEPreconditioning
+from hkdviz.teacher.teacher import load_teacher
 from hkdviz.train.trajectories import read_manifest
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread

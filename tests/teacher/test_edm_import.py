@@ -1,6 +1,6 @@
 """NVlabs/edm pickle import of DDPM++ (EDMPrecond) networks: same outputs as the network it came
 from, and nothing in the pickle runs. Pickles are written as EDM's training loop writes them
-(tests/train/edm_pickles.py); the other network kinds are tested in test_edm_networks.py.
+(tests/teacher/edm_pickles.py); the other network kinds are tested in test_edm_networks.py.
 """
 import builtins
 import io
@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from edm_pickles import edm_pickle
-from hkdviz.train.edm import EDMPrecond
-from hkdviz.train.edm_import import EDMImportError, import_edm_pickle, read_edm_pickle
-from hkdviz.train.networks import VPPreconditioning
+from hkdviz.teacher.edm import EDMPrecond
+from hkdviz.teacher.edm_import import EDMImportError, import_edm_pickle, read_edm_pickle
+from hkdviz.teacher.networks import VPPreconditioning
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread
 

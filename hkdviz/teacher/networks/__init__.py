@@ -10,10 +10,10 @@
 Every class keeps EDM's parameter names, so state dicts from EDM pickles load name for name.
 """
 from .dhariwal import DhariwalUNet
-from .precond import (NETWORKS, PRECONDITIONINGS, EDMPreconditioning, IDDPMPreconditioning, Preconditioning,
-                      VEPreconditioning, VPPreconditioning, build_preconditioning, iddpm_noise_levels)
+from .precond import (EDM_NETWORK_KEY, NETWORKS, PRECONDITIONINGS, EDMPreconditioning, IDDPMPreconditioning,
+                      Preconditioning, VEPreconditioning, VPPreconditioning, build_preconditioning, iddpm_noise_levels)
 from .song import SongUNet
-from .spec import EDM_NETWORK_KEY, NetworkSpecError, build_checked, validate_spec
+from .spec import NetworkSpecError, build_checked, validate_spec
 
 __all__ = ["SongUNet", "DhariwalUNet", "Preconditioning", "VPPreconditioning", "VEPreconditioning",
            "IDDPMPreconditioning", "EDMPreconditioning", "PRECONDITIONINGS", "NETWORKS", "build_preconditioning",

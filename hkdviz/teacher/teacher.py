@@ -15,12 +15,14 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, file_sha256, load_state_checked,
-                          read_checkpoint, resolve_checkpoint, resolve_device)
-from ..model.config import ConfigError, resolve_config
+from ..checkpoint import carried_meta, load_checkpoint, resolve_device
+from ..data.base import to_unit_range
+from ..model.config import resolve_config
 from ..model.hkd import check_seeds, seed_noise
-from .classifier import to_unit_range
 from .edm import EDMPrecond
+from .edm_import import import_edm_pickle, is_edm_pickle_path
+from .networks.precond import EDM_NETWORK_KEY, Preconditioning, round_grid
+from .networks.spec import build_checked
 from .sampler import check_grid, heun_trajectory, karras_grid
 
 
@@ -78,7 +80,6 @@ class Teacher:
     def grid(self, num_steps: int = 18, rho: float = 7.0) -> torch.Tensor:
         """The Karras grid of num_steps steps between this teacher's T and eps (num_steps + 1 values);
         for an iDDPM teacher snapped onto its noise levels, as EDM's sampler does."""
-        from .networks.precond import round_grid
         return round_grid(self.denoiser, karras_grid(num_steps, self.sigma_min, self.sigma_max, rho))
 
     def trajectory(self, seeds: Sequence[int], num_steps: int = 18, batch_size: int = 64,
@@ -166,56 +167,48 @@ class Teacher:
 
     # -- persistence -------------------------------------------------------------------------------
     def save(self, directory, meta: dict | None = None) -> Path:
-        """Write the teacher checkpoint (model.safetensors + config.json + meta.json, kind "teacher")."""
-        from ..checkpoint import save_checkpoint
-        from .networks import EDM_NETWORK_KEY, Preconditioning
-
-        if isinstance(self.denoiser, Preconditioning):  # an imported EDM network: its description goes along
-            return save_checkpoint(self.denoiser, directory, kind="teacher", meta=carried_meta(self.meta, meta),
-                                   config={**self.config, EDM_NETWORK_KEY: self.denoiser.network_spec()})
-        if not isinstance(self.denoiser, EDMPrecond):
+        """Write the teacher checkpoint (model.safetensors + config.json + meta.json, kind "teacher"):
+        this teacher's config and provenance (`meta` updates it)."""
+        if not isinstance(self.denoiser, (EDMPrecond, Preconditioning)):
             raise TypeError(f"only a network teacher (EDMPrecond) can be saved; a {type(self.denoiser).__name__} "
                             "is rebuilt from its data instead (it holds no trained weights)")
-        return save_checkpoint(self.denoiser, directory, kind="teacher", meta=carried_meta(self.meta, meta),
-                               config=self.config)
+        return self.denoiser.save(directory, meta=carried_meta(self.meta, meta), config=self.config)
 
     def __repr__(self) -> str:
         return (f"Teacher({type(self.denoiser).__name__}, image_shape={self.image_shape}, "
                 f"sigma=[{self.sigma_min}, {self.sigma_max}], device={self.device})")
 
 
-def carried_meta(previous: dict, meta: dict | None) -> dict:
-    """Meta for a new save: the previous provenance (dataset, metrics, source...) updated by `meta`,
-    without the fields save_checkpoint writes afresh (format, version, date, size)."""
-    fresh = ("format_version", "kind", "hkdviz_version", "created", "num_parameters")
-    return {**{key: value for key, value in previous.items() if key not in fresh}, **(meta or {})}
+def build_denoiser(config: dict, state: dict, source: str):
+    """The denoiser a teacher checkpoint's config.json describes, the builder `load_teacher` hands to
+    `load_checkpoint` (which then copies the weights in, checked): hkdviz's EDMPrecond, or an imported EDM
+    network (NCSN++ / ADM / VP / VE / iDDPM) when config.json holds its description; that one is checked
+    against the weights on the meta device first and built around them (`networks.spec.build_checked`)."""
+    if EDM_NETWORK_KEY in config:
+        return build_checked(config[EDM_NETWORK_KEY], state, source)
+    return EDMPrecond(config)
 
 
 def load_teacher(name_or_dir="default", device="auto", dtype: torch.dtype | None = None) -> Teacher:
-    """A trained EDM teacher from a shipped name ("default" -> checkpoints/default/teacher/), a directory,
-    or an NVlabs/edm network pickle (*.pkl: imported without running any of its code; docs/teachers.md)."""
-    from .edm_import import import_edm_teacher, is_edm_pickle_path
-    from .networks import EDM_NETWORK_KEY, build_checked
-
+    """A trained EDM teacher from a shipped name ("default" -> checkpoints/default/teacher/), a directory
+    (`hkdviz.checkpoint.load_checkpoint`), or an NVlabs/edm network pickle (*.pkl: imported without running
+    any of its code; docs/teachers.md)."""
     if is_edm_pickle_path(name_or_dir):
         return import_edm_teacher(name_or_dir, device=resolve_device(device)).to(dtype=dtype)
-    directory = resolve_checkpoint(name_or_dir, kind="teacher")
-    state, config, meta = read_checkpoint(directory, kind="teacher")
-    if EDM_NETWORK_KEY in config:  # an imported NCSN++ / ADM / VP / VE / iDDPM network
-        denoiser = build_checked(config[EDM_NETWORK_KEY], state, str(directory / CONFIG_FILE))
-    else:
-        try:
-            denoiser = EDMPrecond(config)
-        except (ConfigError, KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{directory / CONFIG_FILE}: cannot build the teacher ({error})") from None
-        load_state_checked(denoiser, state, directory / WEIGHTS_FILE)
-    denoiser.eval().requires_grad_(False)
-    denoiser.to(device=resolve_device(device), dtype=dtype)
-    denoiser.meta = dict(meta)
+    denoiser = load_checkpoint(name_or_dir, "teacher", build_denoiser, device, dtype)
     teacher = Teacher(denoiser)
-    teacher.checkpoint_path = str(Path(directory).resolve())
-    teacher.checkpoint_sha256 = file_sha256(directory / WEIGHTS_FILE)
+    teacher.checkpoint_path = denoiser.checkpoint_path
+    teacher.checkpoint_sha256 = denoiser.checkpoint_sha256
     return teacher
 
 
-__all__ = ["Teacher", "load_teacher"]
+def import_edm_teacher(path, device="cpu", key: str = "ema") -> Teacher:
+    """`import_edm_pickle` wrapped as a Teacher, with the pickle as its checkpoint (path and sha256)."""
+    denoiser = import_edm_pickle(path, device=device, key=key)
+    teacher = Teacher(denoiser)
+    teacher.checkpoint_path = str(Path(path).resolve())
+    teacher.checkpoint_sha256 = denoiser.meta["source_sha256"]
+    return teacher
+
+
+__all__ = ["Teacher", "build_denoiser", "import_edm_teacher", "load_teacher"]

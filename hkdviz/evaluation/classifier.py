@@ -28,8 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import (CONFIG_FILE, WEIGHTS_FILE, CheckpointError, file_sha256, load_state_checked,
-                          read_checkpoint, resolve_checkpoint, resolve_device, save_checkpoint)
+from ..checkpoint import load_checkpoint, resolve_device, save_checkpoint
+from ..data.base import to_unit_range
 
 ARCHITECTURE = "hkdviz-cnn-v1"
 # Held-out images of procedural data sets use this seed; training runs use small seeds (0 by default).
@@ -229,14 +229,6 @@ class ImageClassifier(nn.Module):
         return f"heads={ {name: len(c) for name, c in self.config['heads'].items()} }, parameters={parameters:,}"
 
 
-def to_unit_range(images: torch.Tensor, device=None) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [-1, 1] (the data sets' convention); float images pass through as float32."""
-    images = images.to(device) if device is not None else images
-    if images.dtype == torch.uint8:
-        return images.to(torch.float32) / 127.5 - 1.0
-    return images.to(torch.float32)
-
-
 # -- training ----------------------------------------------------------------------------------------
 def _label_heads(dataset, labels: Mapping[str, torch.Tensor]) -> dict[str, tuple[list[str], torch.Tensor]]:
     """{head: (class names, labels [N])} from what `materialize` returned.
@@ -269,7 +261,7 @@ def _label_heads(dataset, labels: Mapping[str, torch.Tensor]) -> dict[str, tuple
 
 def _held_out_split(dataset, num_images: int, num_held_out: int, seed: int, progress: bool):
     """(train images, train labels, held-out images, held-out labels, held-out description)."""
-    from .data import load_dataset
+    from ..data import load_dataset
 
     spec = dataset.spec
     if "seed" in spec:  # procedural: a seed nobody trains with gives disjoint images
@@ -311,7 +303,7 @@ def train_classifier(dataset_spec: str | Mapping[str, Any] = "shapes", out_dir=N
     """
     from tqdm.auto import tqdm
 
-    from .data import load_dataset
+    from ..data import load_dataset
 
     if out_dir is None:
         raise ClassifierError("train_classifier needs out_dir (where to save the checkpoint)")
@@ -388,56 +380,11 @@ def train_classifier(dataset_spec: str | Mapping[str, Any] = "shapes", out_dir=N
     return save_checkpoint(model, out_dir, kind="classifier", meta=meta, config=model.config)
 
 
-# The classifier.* settings (plus the run seed) recorded in meta.json "training", compared on reruns.
-TRAINING_SETTINGS = ("num_images", "steps", "batch_size", "learning_rate", "num_held_out", "config", "seed")
-
-
-def existing_classifier_matches(directory, options: Mapping[str, Any], seed: int) -> bool:
-    """Whether `directory` already holds a classifier trained with these settings (`train all` reruns
-    then reuse it): False when it holds none; ClassifierError naming every differing setting (old ->
-    new) when it holds one trained otherwise, so a changed setting is never silently ignored.
-    Settings a checkpoint written by an older hkdviz did not record are not compared."""
-    from ..checkpoint import META_FILE
-    from ..inputs import read_json_file
-    from .common import canonical_json, describe_differences
-
-    directory = Path(directory)
-    if not (directory / WEIGHTS_FILE).exists():
-        return False
-    meta = read_json_file(directory / META_FILE, ClassifierError, what="classifier meta.json")
-    recorded = meta.get("training") if isinstance(meta, dict) else None
-    if not isinstance(recorded, dict):
-        raise ClassifierError(f"{directory / META_FILE}: no 'training' record; delete {directory} to retrain "
-                              f"the classifier")
-    asked = {key: options[key] for key in TRAINING_SETTINGS if key != "seed"}
-    asked["config"] = dict(asked["config"]) if asked["config"] else None
-    asked["seed"] = int(seed)
-    differences = [("seed" if key == "seed" else f"classifier.{key}", recorded[key], value)
-                   for key, value in asked.items()
-                   if key in recorded and canonical_json(recorded[key]) != canonical_json(value)]
-    if differences:
-        raise ClassifierError(f"{directory} holds a classifier trained with other settings "
-                              f"({describe_differences(differences)}); delete {directory} to retrain it with the new "
-                              f"settings, or use another --out directory")
-    return True
-
-
 def load_classifier(name_or_dir="default", device="auto") -> ImageClassifier:
-    """A trained classifier from a shipped name ("default" -> checkpoints/default/classifier/) or a directory."""
-    directory = resolve_checkpoint(name_or_dir, kind="classifier")
-    state, config, meta = read_checkpoint(directory, kind="classifier")
-    try:
-        model = ImageClassifier(config)
-    except (ClassifierError, KeyError, TypeError) as error:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: cannot build the classifier ({error})") from None
-    load_state_checked(model, state, directory / WEIGHTS_FILE)
-    model.checkpoint_path = str(Path(directory).resolve())
-    model.checkpoint_sha256 = file_sha256(directory / WEIGHTS_FILE)
-    model.meta = meta
-    model.eval().requires_grad_(False)
-    return model.to(resolve_device(device))
+    """A trained classifier from a shipped name ("default" -> checkpoints/default/classifier/) or a directory
+    (`hkdviz.checkpoint.load_checkpoint`)."""
+    return load_checkpoint(name_or_dir, "classifier", lambda config, state, source: ImageClassifier(config), device)
 
 
 __all__ = ["ARCHITECTURE", "CLASSIFIER_DEFAULTS", "CLASSIFIER_HELD_OUT_SEED", "ClassifierError", "ImageClassifier",
-           "existing_classifier_matches",
-           "load_classifier", "resolve_classifier_config", "to_unit_range", "train_classifier"]
+           "load_classifier", "resolve_classifier_config", "train_classifier"]

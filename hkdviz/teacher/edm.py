@@ -12,8 +12,11 @@ koopman section is ignored here), and its U-Net (`self.net`) has the same parame
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from ..checkpoint import carried_meta, save_checkpoint
 from ..model.config import unet_kwargs
 from ..model.hkd import DiffusionModule, check_image_batch, sigma_tensor
 from ..model.unet import SongUNet
@@ -34,7 +37,7 @@ class EDMPrecond(DiffusionModule):
     def __init__(self, config: dict | str | None = None):
         super().__init__(config)
         self.net = SongUNet(**unet_kwargs(self.config))
-        # Provenance (checkpoint path, imported pickle, ...); Teacher.save writes it into meta.json.
+        # Provenance (checkpoint path, imported pickle, ...); save carries it into meta.json.
         self.meta: dict = {}
 
     @property
@@ -63,9 +66,11 @@ class EDMPrecond(DiffusionModule):
         output = self.net((c_in * x).to(network_dtype), c_noise, class_labels, augment_labels)
         return c_skip * x + c_out * output.to(precision)
 
-    def save(self, directory, meta: dict | None = None) -> None:
-        from .teacher import Teacher
-        Teacher(self).save(directory, meta)
+    def save(self, directory, meta: dict | None = None, config: dict | None = None) -> Path:
+        """A teacher checkpoint (kind "teacher"): this module's provenance updated by `meta`; config
+        defaults to this module's (a Teacher passes its own)."""
+        return save_checkpoint(self, directory, kind="teacher", meta=carried_meta(self.meta, meta),
+                               config=self.config if config is None else config)
 
     def num_parameters(self) -> int:
         return sum(parameter.numel() for parameter in self.parameters())

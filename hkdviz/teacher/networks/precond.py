@@ -19,7 +19,7 @@ predicts 2 * channels (mean and variance), of which the first half is used.
 The classes here take EDM's constructor arguments (img_resolution, img_channels, label_dim, use_fp16,
 the preconditioning's own settings, model_type and the network's arguments) and hold the network
 as `self.model`, so their state dicts use EDM's names ("model.enc.32x32_conv.weight", and "u" for
-iDDPM). hkdviz's own `train.edm.EDMPrecond` stays the teacher HKD distils (DDPM++ split into an
+iDDPM). hkdviz's own `teacher.edm.EDMPrecond` stays the teacher HKD distils (DDPM++ split into an
 encoder and a decoder); `EDMPreconditioning` here serves the EDM networks hkdviz cannot split.
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...checkpoint import carried_meta, save_checkpoint
 from ...model.config import DIFFUSION_DEFAULTS, UNET_DEFAULTS, resolve_config
 from ...model.hkd import ParameterPlacement, check_image_batch
 from ..edm import sigma_column
@@ -38,6 +39,8 @@ from .song import SongUNet
 
 # EDM's network classes by the name a pickle records (EDM's `model_type`).
 NETWORKS = {"SongUNet": SongUNet, "DhariwalUNet": DhariwalUNet}
+# The key of a teacher checkpoint's config.json that marks an EDM network teacher (not hkdviz's EDMPrecond).
+EDM_NETWORK_KEY = "edm_network"
 
 
 class Preconditioning(ParameterPlacement, nn.Module):
@@ -68,7 +71,7 @@ class Preconditioning(ParameterPlacement, nn.Module):
         self.model = NETWORKS[model_type](img_resolution=self.img_resolution, in_channels=self.img_channels,
                                           out_channels=self.img_channels * self.output_factor,
                                           label_dim=self.label_dim, **model_kwargs)
-        # Provenance (the imported pickle, ...); Teacher.save writes it into meta.json.
+        # Provenance (the imported pickle, ...); save (and Teacher.save) carries it into meta.json.
         self.meta: dict = {}
 
     # -- what a subclass defines --------------------------------------------------------------------
@@ -118,10 +121,13 @@ class Preconditioning(ParameterPlacement, nn.Module):
         """What `Teacher` reads (see `hkdviz_config`)."""
         return self.hkdviz_config()
 
-    def save(self, directory, meta: dict | None = None):
-        """A teacher checkpoint directory; `hkdviz.train.teacher.load_teacher` reads it back."""
-        from ..teacher import Teacher
-        return Teacher(self).save(directory, meta)
+    def save(self, directory, meta: dict | None = None, config: dict | None = None):
+        """A teacher checkpoint directory (`hkdviz.teacher.load_teacher` reads it back): the weights, the
+        config a Teacher reads (`hkdviz_config`, or `config`) with this network's description under
+        EDM_NETWORK_KEY, and this module's provenance updated by `meta`."""
+        config = resolve_config(self.hkdviz_config() if config is None else config)
+        return save_checkpoint(self, directory, kind="teacher", meta=carried_meta(self.meta, meta),
+                               config={**config, EDM_NETWORK_KEY: self.network_spec()})
 
     def network_spec(self) -> dict:
         """Everything needed to rebuild this module (stored in a teacher checkpoint's config.json)."""
@@ -329,6 +335,6 @@ def _plain(value):
     return value
 
 
-__all__ = ["Preconditioning", "VPPreconditioning", "VEPreconditioning", "IDDPMPreconditioning", "EDMPreconditioning",
-           "PRECONDITIONINGS", "NETWORKS", "build_preconditioning", "iddpm_noise_levels", "network_name",
+__all__ = ["EDM_NETWORK_KEY", "Preconditioning", "VPPreconditioning", "VEPreconditioning", "IDDPMPreconditioning",
+           "EDMPreconditioning", "PRECONDITIONINGS", "NETWORKS", "build_preconditioning", "iddpm_noise_levels", "network_name",
            "accepted_arguments", "round_grid"]

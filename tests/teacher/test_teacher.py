@@ -7,10 +7,10 @@ import torch
 
 import hkdviz
 from hkdviz.checkpoint import CheckpointError
-from hkdviz.train.edm import EDMLoss, EDMPrecond, init_hkd_from_teacher
-from hkdviz.train.ideal import IdealDenoiser
-from hkdviz.train.sampler import heun_nfe, heun_trajectory, karras_grid, states_at
-from hkdviz.train.teacher import Teacher, load_teacher
+from hkdviz.teacher.edm import EDMLoss, EDMPrecond, init_hkd_from_teacher
+from hkdviz.teacher.ideal import IdealDenoiser
+from hkdviz.teacher.sampler import heun_nfe, heun_trajectory, karras_grid, states_at
+from hkdviz.teacher.teacher import Teacher, load_teacher
 
 S0 = 0.5  # std of the single-Gaussian data set N(mu, S0^2 I)
 

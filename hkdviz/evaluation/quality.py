@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.base import to_unit_range
+
 KID_SUBSETS = 100
 KID_MAX_SUBSET = 1000  # the KID paper's subset size; smaller sets use half their size (see kid)
 # 64 projections: the spread over seeds comes from the patch draws, and more projections cost time
@@ -70,7 +72,7 @@ def _as_images(images, name: str) -> torch.Tensor:
     if len(images) == 0:
         raise QualityError(f"{name} is empty")
     if images.dtype == torch.uint8:
-        return images.to(torch.float32) / 127.5 - 1.0
+        return to_unit_range(images)
     if not images.dtype.is_floating_point:
         raise QualityError(f"{name} must be uint8 or floating point in [-1, 1], got {images.dtype}")
     images = images.detach().to(torch.float32)

@@ -3,7 +3,7 @@
     hkdviz teacher import edm-cifar10-32x32-uncond-ve.pkl --out teachers/cifar10-ve
     hkdviz teacher info edm-imagenet-64x64-cond-adm.pkl       # what it is, without writing anything
 
-The import never executes code from the pickle (see hkdviz.train.edm_import) and writes a teacher
+The import never executes code from the pickle (see hkdviz.teacher.edm_import) and writes a teacher
 checkpoint directory (model.safetensors + config.json + meta.json) that `load_teacher`, `hkdviz
 train trajectories|hkd --teacher DIR` and `hkdviz eval` read. Only EDMPrecond + DDPM++ networks
 can initialise HKD's encoder and decoder; every kind serves as a teacher (docs/teachers.md).
@@ -18,7 +18,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
+from ..checkpoint import CheckpointError
+from ..errors import UsageError, run_guarded
 
 DISTILLABLE_NOTE = ("HKD can be initialised from it (EDMPrecond + DDPM++ splits into HKD's encoder and decoder)")
 TEACHER_ONLY_NOTE = ("a teacher for sampling, trajectories and evaluation; HKD cannot be initialised from it (only "
@@ -68,7 +69,7 @@ def _describe(record: dict) -> str:
 
 
 def command_import(args) -> int:
-    from .edm_import import import_edm_teacher
+    from .teacher import import_edm_teacher
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -91,8 +92,8 @@ def command_import(args) -> int:
 
 
 def command_info(args) -> int:
-    from .edm_import import import_edm_teacher, is_edm_pickle_path
-    from .teacher import load_teacher
+    from .edm_import import is_edm_pickle_path
+    from .teacher import import_edm_teacher, load_teacher
 
     if is_edm_pickle_path(args.source):
         teacher = import_edm_teacher(args.source, device="cpu", key=args.key)
@@ -104,21 +105,14 @@ def command_info(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_request:  # argparse already printed the message
-        return int(exit_request.code or 0)
-    from ..checkpoint import CheckpointError
+    """The command; `hkdviz teacher` runs it through `errors.run_guarded`, which reports every failure in one
+    line with its exit code. A pickle or checkpoint this command cannot read is its bad input (exit 2)."""
+    args = build_parser().parse_args(argv)
     try:
         return {"import": command_import, "info": command_info}[args.command](args)
-    except (UsageError, CheckpointError) as error:  # EDMImportError and NetworkSpecError are CheckpointErrors
-        print(f"hkdviz teacher: error: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:  # a read-only or full output directory
-        print(f"hkdviz teacher {args.command}: error: {error}", file=sys.stderr)
-        return 1
+    except CheckpointError as error:  # EDMImportError and NetworkSpecError are CheckpointErrors
+        raise UsageError(str(error)) from None
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(run_guarded("hkdviz teacher", main))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from hkdviz.train.data import (
+from hkdviz.data import (
     BACKGROUND_NAMES, CIFAR10_LABEL_NAMES, KNOWN_DATASETS, SHAPE_NAMES, Cifar10Dataset,
     DatasetError, DigitsDataset, ImageFolderDataset, LfwDataset, ShapesDataset, load_dataset,
 )
@@ -75,7 +75,7 @@ def test_shapes_item_is_bit_identical_alone_or_in_any_batch(shapes):
 
 def test_shapes_render_on_threads_bit_identically(monkeypatch):
     """Any number of render threads gives the same pixels and labels in the same order, mirrors too."""
-    import hkdviz.train.datasets.base as base
+    import hkdviz.data.base as base
     dataset = ShapesDataset(700, resolution=16, seed=5, xflip=True)  # 1,024 images per chunk at 16 px
     indices = np.r_[np.arange(0, 1400, 3), [1399, 0, 700]]  # mirrored images (>= 700) and repeats
     monkeypatch.setattr(dataset, "_materialize_chunk_size", lambda: 64)  # 8 chunks for 467 indices
@@ -148,8 +148,8 @@ def test_shapes_low_frequencies_carry_the_shape_and_high_frequencies_the_texture
 
 
 def test_shapes_texture_crops_stay_inside_their_sources():
-    from hkdviz.train.datasets.shapes import HALF_DIAGONAL, draw_parameters
-    from hkdviz.train.datasets.textures import texture_bank
+    from hkdviz.data.shapes import HALF_DIAGONAL, draw_parameters
+    from hkdviz.data.textures import texture_bank
 
     bank = texture_bank()
     for index in range(3000):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from hkdviz.model.unet import Conv2d as DDPMConv2d, UNetBlock as DDPMUNetBlock
-from hkdviz.train.networks import Preconditioning
+from hkdviz.teacher.networks import Preconditioning
 
 NETWORKS_SOURCE = "# NVlabs/edm training/networks.py (never executed by the importer)\n"
 

@@ -8,12 +8,12 @@ import torch
 
 from hkdviz.analysis.edit_metrics import lowpass
 from hkdviz.checkpoint import CheckpointError
-from hkdviz.train.classifier import (CLASSIFIER_HELD_OUT_SEED, ClassifierError, ImageClassifier, load_classifier,
-                                     train_classifier)
-from hkdviz.train.data import SHAPE_NAMES, ShapesDataset
-from hkdviz.train.quality import (QualityError, QualityReference, class_statistics, feature_statistics,
-                                  frechet_distance, kid, load_inception, local_fd, pixel_statistics,
-                                  polynomial_kernel, sliced_wasserstein, sliced_wasserstein_levels)
+from hkdviz.evaluation.classifier import (CLASSIFIER_HELD_OUT_SEED, ClassifierError, ImageClassifier, load_classifier,
+                                          train_classifier)
+from hkdviz.data import SHAPE_NAMES, ShapesDataset
+from hkdviz.evaluation.quality import (QualityError, QualityReference, class_statistics, feature_statistics,
+                                       frechet_distance, kid, load_inception, local_fd, pixel_statistics,
+                                       polynomial_kernel, sliced_wasserstein, sliced_wasserstein_levels)
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")  # conftest: tiny models run on one thread

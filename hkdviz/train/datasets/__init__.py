@@ -1,1 +1,0 @@
-"""Training data sets, one per file; import them from `hkdviz.train.data`."""
