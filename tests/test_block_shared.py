@@ -212,3 +212,11 @@ def test_widgets_accept_shared_levels_and_equal_the_block_twin(models):
     assert "ignored" not in explorer.status.value
     for ours, theirs in zip(images["shared"], images["twin"]):
         assert torch.equal(ours, theirs)
+
+
+def test_plot_keeps_the_model_s_list_of_shared_operators():
+    """plot/lens.py spells the shared operators out (plot/ imports no model): the two lists agree."""
+    from hkdviz.model.koopman import SHARED_OPERATORS
+    from hkdviz.plot import lens
+
+    assert lens.SHARED_OPERATORS == SHARED_OPERATORS

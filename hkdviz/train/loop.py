@@ -469,9 +469,8 @@ class HKDLoop(TrainingLoop):
         from ..model.config import resolve_config
         from ..model.hkd import HKDModel
         from ..teacher.edm import init_hkd_from_teacher
-        from ..teacher.teacher import load_teacher
 
-        teacher = load_teacher(self.teacher_path, device="cpu")
+        teacher = self._load_teacher()
         self.teacher_sha256 = teacher.checkpoint_sha256
         if self.options["init_from_teacher"] and hasattr(teacher.denoiser, "network_spec"):
             raise TrainingError(f"{self.teacher_path}: a {teacher.denoiser.describe()} teacher cannot initialise HKD's "
@@ -527,15 +526,20 @@ class HKDLoop(TrainingLoop):
                                       memory_limit_bytes=int(options["data_memory_limit_mb"]) << 20,
                                       progress=self.progress and self.context.is_main)
         super().setup()
+        self._teacher = None  # the model and the distance hold what they need of it
+
+    def _load_teacher(self):
+        """The teacher checkpoint, read once per setup: build_model and a feature distance share it."""
+        if getattr(self, "_teacher", None) is None:
+            from ..teacher.teacher import load_teacher
+            self._teacher = load_teacher(self.teacher_path, device="cpu")
+        return self._teacher
 
     def _distance_teacher(self):
         """The teacher for a distance that reads its features (hkd.distance "teacher_features"), else None."""
         distance = self.options["distance"]
         name = distance.get("name") if isinstance(distance, dict) else distance
-        if name != "teacher_features":
-            return None
-        from ..teacher.teacher import load_teacher
-        return load_teacher(self.teacher_path, device="cpu")
+        return self._load_teacher() if name == "teacher_features" else None
 
     def build_data(self) -> int:
         data = self.data
