@@ -59,10 +59,6 @@ EVALUATION_FIRST_SEED = 1_000_000_000
 KID_FIRST_SEED = EVALUATION_FIRST_SEED + 100_000  # disjoint from the RMS seeds
 
 
-def _rms(images: torch.Tensor, targets: torch.Tensor) -> np.ndarray:
-    return (images.double() - targets.double()).flatten(1).square().mean(dim=1).sqrt().numpy()
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="screen directory (trajectories, runs, screen.json)")
@@ -91,6 +87,7 @@ def main(argv=None) -> None:
     from hkdviz import load
     from hkdviz.atomic import write_json
     from hkdviz.checkpoint import resolve_checkpoint
+    from hkdviz.evaluation.evaluate import per_image_rmse
     from hkdviz.train.common import cpu_has_native_bfloat16
     from hkdviz.train.loop import HKDLoop
     from hkdviz.train.presets import resolve_training_config
@@ -146,7 +143,7 @@ def main(argv=None) -> None:
             train_seconds = time.time() - started
             model = load(checkpoint, device="cpu")
             with torch.no_grad():
-                rms = _rms(model.sample(eval_seeds, batch_size=64), targets)
+                rms = per_image_rmse(model.sample(eval_seeds, batch_size=64), targets).numpy()
             summary = summarize_faithfulness(faithfulness(model, teacher, eval_seeds[:args.faith_seeds], progress=False))
             record["runs"][key] = {"variant": name, "seed": seed, "overrides": VARIANTS[name], "rmse": float(rms.mean()),
                                    "rmse_per_seed": rms.tolist(), "faithfulness": summary,
