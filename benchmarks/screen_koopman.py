@@ -55,6 +55,8 @@ VARIANTS.update({
     "consistency_log_teacherfeat": [*RECIPE, f"hkd.distance={TEACHER_FEATURES}"],  # the teacher's features
     "consistency_log_recon4": [*RECIPE, "hkd.recon_weight=4"],  # the x_T term weighs as much as the 4 others
 })
+# Screen 5: the latent path term at weights that make it a sizeable part of the loss (0.1 was ~1% of it).
+VARIANTS.update({f"consistency_log_latent{weight}": [*RECIPE, f"hkd.latent_weight={weight}"] for weight in (1, 10)})
 EVALUATION_FIRST_SEED = 1_000_000_000
 KID_FIRST_SEED = EVALUATION_FIRST_SEED + 100_000  # disjoint from the RMS seeds
 
@@ -75,7 +77,14 @@ def main(argv=None) -> None:
     parser.add_argument("--set", dest="extra", action="append", default=[], help="extra override for every run")
     parser.add_argument("--compare-seeds", metavar="S,S", help="with --compare: only these training seeds")
     parser.add_argument("--compare", metavar="A,B", help="print B - A from --out's record (no training) and exit")
+    parser.add_argument("--compare-runs", metavar="A,B",
+                        help="print B - A with training runs as the unit (Welch's t-test over runs) and exit")
     args = parser.parse_args(argv)
+    if args.compare_runs:
+        first, second = args.compare_runs.split(",")
+        record = json.loads((Path(args.out) / "screen.json").read_text())
+        print(json.dumps(compare_runs(record, first, second), indent=1))
+        return
     if args.compare:
         first, second = args.compare.split(",")
         record = json.loads((Path(args.out) / "screen.json").read_text())
@@ -232,6 +241,48 @@ def _paired_blocks(a: dict, b: dict, seeds: list) -> dict | None:
     paired = paired_summary(difference, lower_key="second_lower_in")
     return {"first": float(kid_a.mean()), "second": float(kid_b.mean()), "difference": paired.pop("mean"), **paired,
             "p": float(stats.ttest_1samp(difference, 0.0).pvalue)}
+
+
+def run_measures(run: dict) -> dict:
+    """One training run's scores as single numbers: mean RMS over the eval seeds, mean local KID over the
+    blocks (when scored), and the faithfulness summary's share, median path error and contribution."""
+    faith = run["faithfulness"]
+    measures = {"rmse": float(np.mean(run["rmse_per_seed"])),
+                "beats_constant": float(faith["koopman_beats_constant"]),
+                "median_path_error": float(faith["koopman_error_median_at"]),
+                "koopman_contribution": float(faith["koopman_contribution"])}
+    if "kid_x1e3_per_block" in run:
+        measures["kid_x1e3"] = float(np.mean(run["kid_x1e3_per_block"]))
+    return measures
+
+
+def compare_runs(record: dict, first: str, second: str) -> dict:
+    """second - first with training runs as the unit: for each measure of `run_measures`, every run's value
+    per variant, the difference of the means, its standard error and Welch's two-sided t-test over runs
+    (which, unlike the block test of `compare`, sees how much a result moves with the training seed)."""
+    from scipy import stats
+
+    def runs(name):
+        found = [run_measures(run) for key, run in sorted(record["runs"].items()) if run["variant"] == name]
+        if len(found) < 2:
+            raise SystemExit(f"{name}: {len(found)} finished run(s); a comparison over runs needs at least two")
+        return found
+
+    a, b = runs(first), runs(second)
+    result = {"runs": {first: len(a), second: len(b)}}
+    for measure in a[0]:
+        if not all(measure in run for run in a + b):
+            continue
+        values_a = np.array([run[measure] for run in a])
+        values_b = np.array([run[measure] for run in b])
+        error = float(np.sqrt(values_a.var(ddof=1) / len(a) + values_b.var(ddof=1) / len(b)))
+        # Runs that agree exactly (a share of 0 everywhere) have no spread to test against.
+        test = stats.ttest_ind(values_b, values_a, equal_var=False) if error > 0 else None
+        result[measure] = {first: values_a.tolist(), second: values_b.tolist(),
+                           "difference": float(values_b.mean() - values_a.mean()), "standard_error": error,
+                           "t": float("nan") if test is None else float(test.statistic),
+                           "p": float("nan") if test is None else float(test.pvalue)}
+    return result
 
 
 if __name__ == "__main__":

@@ -445,6 +445,33 @@ def test_screen_variants_of_issue19_resolve_and_the_teacher_features_one_is_used
     assert perceptual["consistency_log"][0] != perceptual["consistency_log_teacherfeat"][0]
 
 
+def test_screen_compare_runs_takes_training_runs_as_the_unit():
+    """`screen_koopman.py --compare-runs`: Welch's t-test over runs, on hand-computable values. Groups
+    {1, 2, 3} and {2, 3, 4}: difference 1, standard error sqrt(1/3 + 1/3), t = 1.2247, and with Welch's
+    4 degrees of freedom p = 2 * (1 - F_t4(1.2247)) = 0.2879."""
+    from benchmarks.screen_koopman import VARIANTS, compare_runs
+
+    def run(variant, seed, rmse, kid):
+        return {"variant": variant, "seed": seed, "rmse_per_seed": [rmse - 0.5, rmse + 0.5],
+                "kid_x1e3_per_block": [kid, kid], "faithfulness": {"koopman_beats_constant": 0.25,
+                "koopman_error_median_at": 0.5, "koopman_contribution": 0.01 * seed}}
+
+    record = {"runs": {f"{variant}/seed{seed}": run(variant, seed, value, 100 * value)
+                       for variant, values in (("a", (1, 2, 3)), ("b", (2, 3, 4)))
+                       for seed, value in enumerate(values)}}
+    result = compare_runs(record, "a", "b")
+    assert result["runs"] == {"a": 3, "b": 3}
+    assert result["rmse"]["a"] == [1, 2, 3] and result["rmse"]["difference"] == pytest.approx(1)
+    assert result["rmse"]["standard_error"] == pytest.approx((2 / 3) ** 0.5)
+    assert result["rmse"]["t"] == pytest.approx(1.22474, abs=1e-5)
+    assert result["rmse"]["p"] == pytest.approx(0.28786, abs=1e-4)
+    assert result["kid_x1e3"]["difference"] == pytest.approx(100)
+    assert result["beats_constant"]["difference"] == 0 and np.isnan(result["beats_constant"]["p"])
+    with pytest.raises(SystemExit, match="needs at least two"):
+        compare_runs({"runs": {"a/seed0": record["runs"]["a/seed0"], **record["runs"]}}, "a", "missing")
+    assert VARIANTS["consistency_log_latent10"][-1] == "hkd.latent_weight=10"
+
+
 def test_a_config_missing_keys_is_named_before_any_work(tmp_path):
     """The loops read every key of the resolved config directly (BASE supplies them all): a hand-built
     config that lacks some is refused up front, naming each missing dotted key."""
