@@ -43,8 +43,8 @@ def untrained_tiny(device, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for level in model.koopman:
-            if getattr(level, "kind", "") == "block":
-                shape = (level.num_pairs, level.height, level.width)
+            if getattr(level, "kind", "") in ("block", "block_shared"):
+                shape = (level.num_pairs, *level.generator.shape[1:])  # (pairs, 1, 1) for a shared level
                 level.generator[:level.num_pairs] = -0.05 * torch.rand(shape, generator=generator)
                 level.generator[level.num_pairs:] = 0.5 * torch.randn(shape, generator=generator)
     model.meta = {"dataset": "none (untrained stand-in built by hkdviz.report)"}
