@@ -57,6 +57,10 @@ VARIANTS.update({
 })
 # Screen 5: the latent path term at weights that make it a sizeable part of the loss (0.1 was ~1% of it).
 VARIANTS.update({f"consistency_log_latent{weight}": [*RECIPE, f"hkd.latent_weight={weight}"] for weight in (1, 10)})
+# Screen 6: the state term (the unevolved latents read out against the teacher's D(x_t, t)), alone and with
+# the latent path term at weight 1.
+VARIANTS.update({"consistency_log_state1": [*RECIPE, "hkd.state_weight=1"],
+                 "consistency_log_state1_latent1": [*RECIPE, "hkd.state_weight=1", "hkd.latent_weight=1"]})
 EVALUATION_FIRST_SEED = 1_000_000_000
 KID_FIRST_SEED = EVALUATION_FIRST_SEED + 100_000  # disjoint from the RMS seeds
 

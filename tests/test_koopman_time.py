@@ -184,3 +184,17 @@ def test_trajectory_with_a_teacher_carries_the_faithfulness_pair():
     np.testing.assert_allclose(ds["time"].values, reference["time"].values)
     np.testing.assert_allclose(ds["koopman_error"].values, reference["koopman_error"].values, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(ds["constant_error"].values, reference["constant_error"].values, rtol=1e-4, atol=1e-6)
+
+
+def test_faithfulness_map_marks_the_cells_where_the_path_wins():
+    """benchmarks/faithfulness_map.py's table, on a hand-made dataset: cell = path/constant, mean over samples."""
+    from benchmarks.faithfulness_map import format_map
+    path = np.array([[[0.0, 0.5]], [[0.2, 0.9]]]).transpose(1, 0, 2)    # (sample 1, time 2, level 2)
+    constant = np.array([[[0.0, 0.6]], [[0.1, 0.9]]]).transpose(1, 0, 2)
+    dataset = xr.Dataset({"koopman_error": (("sample", "time", "level"), np.concatenate([path, path])),
+                          "constant_error": (("sample", "time", "level"), np.concatenate([constant, constant]))},
+                         coords={"time": [80.0, 2.5]})
+    lines = format_map(dataset).splitlines()
+    assert lines[0].split() == ["sigma", "level", "0", "level", "1"]
+    assert lines[1].split() == ["80.000", "0.00/0.00", "0.50/0.60*"]
+    assert lines[2].split() == ["2.500", "0.20/0.10", "0.90/0.90"]

@@ -222,17 +222,33 @@ class HKDModel(DiffusionModule):
         return image
 
     def forward(self, x_t: torch.Tensor, sigma, class_labels: torch.Tensor | None = None,
-                return_latents: bool = False):
+                return_latents: bool = False, return_readout: bool = False):
         """The one-step map f(x_t, t) = head(D(exp((s(eps) - s(t)) A) E(x_t, t))) (unclamped).
 
-        return_latents=True also returns the encoder's latents E(x_t, t) (for training terms that read them
-        through the same call, which keeps DistributedDataParallel's gradient hooks in charge)."""
+        return_latents=True also returns the encoder's latents E(x_t, t), and return_readout=True the
+        readout head(D(E(x_t, t))) (the latents decoded where they are, without evolution; see `readout`),
+        after the image in that order. Training terms read them through this one call, which keeps
+        DistributedDataParallel's gradient hooks in charge; the readout shares the decoder pass (one batch)."""
         sigma = sigma_tensor(sigma, x_t.shape[0], x_t.device)
         latents = self.encode(x_t, sigma, class_labels)
         # evolve_between's tau, without validating sigma a second time (sigma_tensor just did) on this hot path.
         evolved = self.evolve(latents, self.koopman_time(self.sigma_min) - self.koopman_time(sigma))
-        image = self.decode(evolved, class_labels, x_t=x_t, sigma=sigma)
-        return (image, latents) if return_latents else image
+        if return_readout:
+            both = [torch.stack([moved, here]) for moved, here in zip(evolved, latents)]  # [2, N, ...]
+            image, readout = self.decode(both, class_labels, x_t=x_t, sigma=sigma).unbind(0)
+        else:
+            image = self.decode(evolved, class_labels, x_t=x_t, sigma=sigma)
+        extras = ((latents,) if return_latents else ()) + ((readout,) if return_readout else ())
+        return (image, *extras) if extras else image
+
+    def readout(self, x_t: torch.Tensor, sigma, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The state the latents of x_t hold now: head(D(E(x_t, t))), decoded without any evolution.
+
+        Trained with hkd.state_weight > 0, this approximates the teacher's denoised estimate D(x_t, t), so that
+        a latent is a picture of its trajectory's current state and the Koopman evolution has to carry the
+        generation from there; without that term nothing asks it to be anything in particular."""
+        sigma = sigma_tensor(sigma, x_t.shape[0], x_t.device)
+        return self.decode(self.encode(x_t, sigma, class_labels), class_labels, x_t=x_t, sigma=sigma)
 
     # -- sampling ----------------------------------------------------------------------------------
     def noise(self, seeds: Sequence[int], device=None) -> torch.Tensor:

@@ -252,7 +252,8 @@ RUNTIME_KEYS = ("log_every", "resume_every", "checkpoint_every", "num_workers", 
 
 # Keys added after run directories were first written, with the value that keeps the old behaviour:
 # a run written before the key existed still resumes while the key holds that value.
-NEUTRAL_VALUES = {"lr_cooldown_steps": 0, "generator_smoothness": 0, "time_sampling": "uniform", "recon_weight": 1}
+NEUTRAL_VALUES = {"lr_cooldown_steps": 0, "generator_smoothness": 0, "time_sampling": "uniform", "recon_weight": 1,
+                  "state_weight": 0}
 
 
 def without_runtime(config: dict, extendable: tuple[str, ...] = ()) -> dict:

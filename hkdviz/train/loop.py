@@ -521,7 +521,8 @@ class HKDLoop(TrainingLoop):
         self.loss = HKDLoss(distance, num_times=options["num_times"], t_consistency=options["t_consistency"],
                             include_eps=options["include_eps"], latent_weight=options["latent_weight"],
                             time_sampling=options["time_sampling"], recon_weight=options["recon_weight"],
-                            generator_smoothness=options["generator_smoothness"])
+                            generator_smoothness=options["generator_smoothness"],
+                            state_weight=options["state_weight"], state_teacher=self._state_teacher())
         self.data = TrajectoryDataset(self.trajectory_path,
                                       memory_limit_bytes=int(options["data_memory_limit_mb"]) << 20,
                                       progress=self.progress and self.context.is_main)
@@ -540,6 +541,17 @@ class HKDLoop(TrainingLoop):
         distance = self.options["distance"]
         name = distance.get("name") if isinstance(distance, dict) else distance
         return self._load_teacher() if name == "teacher_features" else None
+
+    def _state_teacher(self):
+        """The frozen teacher denoiser the state term (hkd.state_weight > 0) reads, on the training device;
+        None when the term is off."""
+        if not self.options["state_weight"] > 0:
+            return None
+        denoiser = copy.deepcopy(self._load_teacher().denoiser)  # private: nothing may move or train it
+        if not isinstance(denoiser, torch.nn.Module):
+            raise TrainingError("hkd.state_weight needs a teacher network (an EDM denoiser module), got "
+                                f"{type(denoiser).__name__}")
+        return denoiser.to(self.device).float().eval().requires_grad_(False)
 
     def build_data(self) -> int:
         data = self.data

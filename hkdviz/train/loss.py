@@ -25,6 +25,15 @@ intermediate term: loss = (r d_T + sum_m d_m) / (r + M) per sample (r = 1: the p
 `generator_smoothness` adds the mean squared difference between neighbouring positions' generator
 entries of per-position block levels (see HKDLoss.generator_smoothness_penalty).
 
+`state_weight` (not in the paper) adds a state term: the readout of every input's own latents, decoded
+without evolution (`HKDModel.readout`), against the frozen teacher's denoised estimate D(x_t, t) of the
+same input, by the same distance, averaged over all terms (x_T included). The paper's loss only scores the
+evolved latents, so nothing makes a latent describe its trajectory's current state: a teacher-initialised
+encoder can map every x_t straight to the endpoint's latent and leave the generators near zero (what the
+screens measured: the Koopman path then equals the constant latent to two digits). With the state term a
+latent of x_t must decode to the teacher's current estimate (a blurred mean at T, the image near eps), so
+the evolution from t to eps has to carry what the teacher adds from there.
+
 Distances map (prediction, target) [B, C, H, W] to one value per sample [B]; every callable here is
 a small class with plain-data constructor arguments (`config()` returns them).
 """
@@ -372,25 +381,30 @@ class HKDLoss:
     Koopman evolution) or "bottleneck" (non-hierarchical).
     Issue #19 options (module docstring): `time_sampling` ("uniform" over the grid indices, or
     "log_sigma": by each index's cell width in ln sigma), `recon_weight` (the x_T term's weight against
-    each intermediate term) and `generator_smoothness` (weight of a neighbour-difference penalty on
-    per-position block generators). Their defaults reproduce the loss without them bit for bit.
+    each intermediate term), `generator_smoothness` (weight of a neighbour-difference penalty on
+    per-position block generators) and `state_weight` (the readout of the unevolved latents against the
+    teacher's D(x_t, t); `state_teacher` is that frozen denoiser, called as state_teacher(x, sigma, labels)
+    without a graph). Their defaults reproduce the loss without them bit for bit.
     """
 
     TIME_SAMPLINGS = ("uniform", "log_sigma")
 
     def __init__(self, distance: HKDDistance | None = None, num_times: int = 4, t_consistency: bool = True,
                  include_eps: bool = True, latent_weight: float = 0.0, time_sampling: str = "uniform",
-                 recon_weight: float = 1.0, generator_smoothness: float = 0.0):
+                 recon_weight: float = 1.0, generator_smoothness: float = 0.0, state_weight: float = 0.0,
+                 state_teacher=None):
         if num_times < 1 and t_consistency:
             raise ValueError(f"num_times must be >= 1 with t_consistency, got {num_times}")
         for name, value in (("latent_weight", latent_weight), ("recon_weight", recon_weight),
-                            ("generator_smoothness", generator_smoothness)):
+                            ("generator_smoothness", generator_smoothness), ("state_weight", state_weight)):
             if not float(value) >= 0 or float(value) == float("inf"):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if time_sampling not in self.TIME_SAMPLINGS:
             raise ValueError(f"time_sampling must be one of {self.TIME_SAMPLINGS}, got {time_sampling!r}")
         if float(recon_weight) == 0 and not t_consistency:
             raise ValueError("recon_weight = 0 without t_consistency leaves no loss term")
+        if float(state_weight) > 0 and state_teacher is None:
+            raise ValueError("state_weight > 0 needs state_teacher: the frozen teacher's denoiser D(x, sigma)")
         self.latent_weight = float(latent_weight)
         self.distance = HKDDistance() if distance is None else distance
         self.num_times = int(num_times)
@@ -399,6 +413,8 @@ class HKDLoss:
         self.time_sampling = time_sampling
         self.recon_weight = float(recon_weight)
         self.generator_smoothness = float(generator_smoothness)
+        self.state_weight = float(state_weight)
+        self.state_teacher = state_teacher if self.state_weight > 0 else None
 
     @property
     def terms_per_sample(self) -> int:
@@ -493,10 +509,17 @@ class HKDLoss:
         labels = None if class_labels is None else class_labels.repeat_interleave(terms, dim=0)
         # One forward pass over all B * M inputs: the cost of a step is that of 5B images.
         flat_sigmas = input_sigmas.reshape(-1).float()
-        latent_term = None
-        if self.latent_weight > 0 and terms > 1:
-            prediction, latents = model(flat_inputs, flat_sigmas, labels, return_latents=True)
-            latent_term = self.latent_path_error(_unwrap(model), latents, input_sigmas, batch, terms)
+        latent_term = state_term = None
+        want_latents = self.latent_weight > 0 and terms > 1
+        if want_latents or self.state_weight > 0:
+            prediction, *extras = model(flat_inputs, flat_sigmas, labels, return_latents=want_latents,
+                                        return_readout=self.state_weight > 0)
+            if want_latents:
+                latent_term = self.latent_path_error(_unwrap(model), extras.pop(0), input_sigmas, batch, terms)
+            if self.state_weight > 0:
+                with torch.no_grad():
+                    denoised = self.state_teacher(flat_inputs, flat_sigmas, labels)
+                state_term = self.distance(extras.pop(0).float(), denoised.float(), progress)[0].mean()
         else:
             prediction = model(flat_inputs, flat_sigmas, labels)
         flat_target = target.unsqueeze(1).expand(batch, terms, *target.shape[1:]).reshape_as(prediction)
@@ -510,6 +533,8 @@ class HKDLoss:
             loss = (total * weights).sum(1).mean() / weights.sum()
         if latent_term is not None:
             loss = loss + self.latent_weight * latent_term
+        if state_term is not None:
+            loss = loss + self.state_weight * state_term
         smoothness = None
         if self.generator_smoothness > 0:
             smoothness = self.generator_smoothness_penalty(model)
@@ -521,6 +546,8 @@ class HKDLoss:
             stats["loss_consistency"] = total[:, 1:].mean().detach()
         if latent_term is not None:
             stats["loss_latent"] = latent_term.detach()
+        if state_term is not None:
+            stats["loss_state"] = state_term.detach()
         if smoothness is not None:
             stats["loss_smoothness"] = smoothness.detach()
         return loss, stats
@@ -544,7 +571,7 @@ class HKDLoss:
         return {"distance": self.distance.config(), "num_times": self.num_times,
                 "t_consistency": self.t_consistency, "include_eps": self.include_eps, "latent_weight": self.latent_weight,
                 "time_sampling": self.time_sampling, "recon_weight": self.recon_weight,
-                "generator_smoothness": self.generator_smoothness}
+                "generator_smoothness": self.generator_smoothness, "state_weight": self.state_weight}
 
 
 __all__ = ["MSEDistance", "PseudoHuberDistance", "LPIPSDistance", "TeacherFeatureDistance", "HKDDistance", "HKDLoss",

@@ -68,7 +68,7 @@ BASE: dict = {
         "koopman": {"operator": "block", "levels": "all"}, "dropout": 0.0, "init_from_teacher": True,
         "output": "raw", "decoder_sigma": None, "latent_weight": 0.0, "generator_lr_scale": 1.0,
         "generator_smoothness": 0.0, "time_sampling": "uniform", "recon_weight": 1.0,
-        "distance": {"name": "pseudo_huber"}, "lambda1_start": 1.0, "lambda1_end": 1e-3, "lambda2": 1.0,
+        "state_weight": 0.0, "distance": {"name": "pseudo_huber"}, "lambda1_start": 1.0, "lambda1_end": 1e-3, "lambda2": 1.0,
         "autocast": "bfloat16", "cpu_autocast": False, "channels_last": True, "data_memory_limit_mb": 4096,
         "log_every": 100, "resume_every": 1000, "checkpoint_every": None, "teacher": None, "trajectories": None,
     },
@@ -295,7 +295,8 @@ TRAINING_SCHEMA = {
                "output": (("raw", "consistency"), None, None),
                "decoder_sigma": (("number", "null", "sigma_max"), 1e-300, None),
                "latent_weight": NON_NEGATIVE, "generator_lr_scale": POSITIVE, "generator_smoothness": NON_NEGATIVE,
-               "time_sampling": (("uniform", "log_sigma"), None, None), "recon_weight": NON_NEGATIVE},
+               "time_sampling": (("uniform", "log_sigma"), None, None), "recon_weight": NON_NEGATIVE,
+               "state_weight": NON_NEGATIVE},
     ("classifier",): {"enabled": FLAG, "steps": POSITIVE_INT, "num_images": POSITIVE_INT, "batch_size": POSITIVE_INT,
                       "num_held_out": COUNT, "learning_rate": POSITIVE},
     ("evaluate",): {"enabled": FLAG},
@@ -388,6 +389,8 @@ MEANINGS = {
         "time_sampling": "law of the drawn trajectory times: \"uniform\" over the solver grid indices, or "
                          "\"log_sigma\" (each index by its cell's width in ln sigma)",
         "recon_weight": "weight of the x_T reconstruction term against each intermediate term (1 = plain mean)",
+        "state_weight": "weight of the state term (every input's latents decoded without evolution vs the "
+                        "teacher's D(x_t, t)); 0 = off, as in the paper",
         "distance": "perceptual distance: \"pseudo_huber\", \"mse\", {\"name\": \"lpips\", ...} or "
                     "{\"name\": \"teacher_features\", \"sigma\": 0.3} (the frozen teacher's encoder features)",
         "lambda1_start": "weight of the MSE term at the start of training (it decays geometrically)",

@@ -377,20 +377,22 @@ def test_hkd_block_shared_operator_reaches_the_model_and_inits_from_the_teacher(
 
 @pytest.mark.slow
 def test_hkd_issue19_loss_options_reach_the_loss_and_resume_exactly(tmp_path, teacher_checkpoint, trajectory_dir):
-    """hkd.time_sampling / recon_weight / generator_smoothness and the teacher_features distance reach the
-    loss (a logged smoothness term, the distance in the checkpoint's loss config); a kill still resumes
-    exactly, with the log-sigma draws and the teacher's features."""
+    """hkd.time_sampling / recon_weight / generator_smoothness / state_weight and the teacher_features
+    distance reach the loss (logged smoothness and state terms, the distance in the checkpoint's loss
+    config); a kill still resumes exactly, with the log-sigma draws and the teacher's features and D."""
     from hkdviz.train.loss import TeacherFeatureDistance
     config = small_config("hkd.steps=4", "hkd.batch_size=4", "hkd.log_every=1", "hkd.resume_every=2",
                           "hkd.time_sampling=log_sigma", "hkd.recon_weight=2", "hkd.generator_smoothness=0.1",
-                          'hkd.distance={"name": "teacher_features", "sigma": 0.5}')
+                          "hkd.state_weight=0.5", 'hkd.distance={"name": "teacher_features", "sigma": 0.5}')
     kwargs = dict(teacher=str(teacher_checkpoint), trajectories=str(trajectory_dir), progress=False, echo=False)
     loop = HKDLoop(config, tmp_path / "straight", **kwargs)
     straight = loop.train()
     assert isinstance(loop.loss.distance.perceptual, TeacherFeatureDistance)
     assert (loop.loss.time_sampling, loop.loss.recon_weight, loop.loss.generator_smoothness) == ("log_sigma", 2.0, 0.1)
     records = read_stats(tmp_path / "straight")
-    assert all(record["loss_smoothness"] >= 0 and record["perceptual"] > 0 for record in records)
+    assert all(record["loss_smoothness"] >= 0 and record["perceptual"] > 0 and record["loss_state"] > 0
+               for record in records)
+    assert loop.loss.state_weight == 0.5 and not any(p.requires_grad for p in loop.loss.state_teacher.parameters())
     HKDLoop(config, tmp_path / "killed", **kwargs).train(stop_at=2)
     resumed = HKDLoop(config, tmp_path / "killed", **kwargs).train()
     assert losses(tmp_path / "straight") == losses(tmp_path / "killed")
@@ -399,17 +401,18 @@ def test_hkd_issue19_loss_options_reach_the_loss_and_resume_exactly(tmp_path, te
     meta = hkdviz.load(resumed, device="cpu").meta["training"]["loss"]
     assert meta["distance"]["perceptual"] == {"name": "teacher_features", "sigma": 0.5}
     assert (meta["time_sampling"], meta["recon_weight"], meta["generator_smoothness"]) == ("log_sigma", 2.0, 0.1)
+    assert meta["state_weight"] == 0.5
 
 
 def test_a_run_written_before_the_issue19_keys_resumes(tmp_path, teacher_checkpoint, trajectory_dir):
-    """A run directory whose config.json predates hkd.time_sampling / recon_weight / generator_smoothness
-    resumes while they hold their neutral values, and is refused when one changes."""
+    """A run directory whose config.json predates hkd.time_sampling / recon_weight / generator_smoothness /
+    state_weight resumes while they hold their neutral values, and is refused when one changes."""
     config = small_config("hkd.steps=2", "hkd.batch_size=4", "hkd.log_every=1", "hkd.resume_every=1")
     kwargs = dict(teacher=str(teacher_checkpoint), trajectories=str(trajectory_dir), progress=False, echo=False)
     HKDLoop(config, tmp_path / "old", **kwargs).train(stop_at=1)
     path = tmp_path / "old" / "config.json"
     saved = json.loads(path.read_text())
-    for key in ("time_sampling", "recon_weight", "generator_smoothness"):
+    for key in ("time_sampling", "recon_weight", "generator_smoothness", "state_weight"):
         del saved["hkd"][key]
     path.write_text(json.dumps(saved))
     changed = small_config("hkd.steps=2", "hkd.batch_size=4", "hkd.log_every=1", "hkd.resume_every=1",
@@ -429,7 +432,9 @@ def test_screen_variants_of_issue19_resolve_and_the_teacher_features_one_is_used
     expected = {"consistency_log_shared": ("koopman", {"operator": "block_shared", "levels": "all", "time": "log_sigma"}),
                 "consistency_log_lr10": ("generator_lr_scale", 10),
                 "consistency_log_logtime": ("time_sampling", "log_sigma"),
-                "consistency_log_teacherfeat": ("distance", {"name": "teacher_features", "sigma": 0.3})}
+                "consistency_log_teacherfeat": ("distance", {"name": "teacher_features", "sigma": 0.3}),
+                "consistency_log_latent1": ("latent_weight", 1), "consistency_log_latent10": ("latent_weight", 10),
+                "consistency_log_state1": ("state_weight", 1), "consistency_log_state1_latent1": ("state_weight", 1)}
     for name, (key, value) in expected.items():
         assert VARIANTS[name][:len(RECIPE)] == RECIPE
         assert resolve_training_config("default", overrides=VARIANTS[name])["hkd"][key] == value, name

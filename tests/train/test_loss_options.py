@@ -267,11 +267,11 @@ def test_teacher_features_errors(teacher):
 
 # -- config keys -----------------------------------------------------------------------------------
 def test_new_keys_have_defaults_meanings_checks_and_show_in_explain_config():
-    defaults = {"generator_smoothness": 0.0, "time_sampling": "uniform", "recon_weight": 1.0}
+    defaults = {"generator_smoothness": 0.0, "time_sampling": "uniform", "recon_weight": 1.0, "state_weight": 0.0}
     for key, value in defaults.items():
         assert BASE["hkd"][key] == value and MEANINGS[("hkd",)][key]
     config = resolve_training_config("smoke", overrides=["hkd.time_sampling=log_sigma", "hkd.recon_weight=2",
-                                                         "hkd.generator_smoothness=0.1"])
+                                                         "hkd.generator_smoothness=0.1", "hkd.state_weight=1"])
     text = explain_config(config)
     for key in defaults:
         assert any(line.split()[0] == key for line in text.splitlines() if line.startswith("  ")), key
@@ -279,6 +279,7 @@ def test_new_keys_have_defaults_meanings_checks_and_show_in_explain_config():
     from hkdviz.train.presets import PresetError
     for bad, message in (("hkd.time_sampling=sigma", "hkd.time_sampling must be"),
                          ("hkd.recon_weight=-1", "hkd.recon_weight must be >= 0"),
-                         ("hkd.generator_smoothness=-0.5", "hkd.generator_smoothness must be >= 0")):
+                         ("hkd.generator_smoothness=-0.5", "hkd.generator_smoothness must be >= 0"),
+                         ("hkd.state_weight=-1", "hkd.state_weight must be >= 0")):
         with pytest.raises(PresetError, match=message):
             resolve_training_config("smoke", overrides=[bad])

@@ -198,7 +198,8 @@ def test_shipped_default_was_trained_by_the_default_preset():
     ignored = {"data_memory_limit_mb", "log_every", "resume_every", "teacher", "trajectories"}
     # Keys added after the checkpoint was trained, with the values that reproduce the code it was trained by.
     added_later = {"output": "raw", "decoder_sigma": None, "latent_weight": 0.0, "generator_lr_scale": 1.0,
-                   "generator_smoothness": 0.0, "time_sampling": "uniform", "recon_weight": 1.0}
+                   "generator_smoothness": 0.0, "time_sampling": "uniform", "recon_weight": 1.0,
+                   "state_weight": 0.0}
     for section, recorded in (("teacher", teacher_meta["training"]["teacher"]), ("hkd", hkd_meta["training"]["hkd"])):
         expected = {key: value for key, value in preset[section].items() if key not in ignored}
         recorded = {key: recorded[key] if key in recorded else added_later[key] for key in expected}
