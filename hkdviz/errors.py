@@ -106,8 +106,8 @@ def describe(error: BaseException) -> str:
         text = f"{error.strerror or error}: {error.filename}"
         if isinstance(error, PermissionError) or error.errno == errno.ENOSPC:
             text += " (is the output directory writable, with free space?)"
-    elif isinstance(error, (ValueError, TypeError, OSError)):
-        text = str(error) or type(error).__name__
+    elif isinstance(error, (ValueError, TypeError, OSError)) or type(error).__module__.split(".")[0] == "hkdviz":
+        text = str(error) or type(error).__name__  # hkdviz's own error classes (TrainingError, ...) included
     else:
         text = f"{type(error).__name__}: {error} (unexpected; rerun with {DEBUG_FLAG} for the traceback)"
     return " ".join(text.split())

@@ -148,6 +148,19 @@ def test_exit_codes_of_error_kinds():
     assert exit_code(FileNotFoundError("x")) == 1 and exit_code(OSError(errno.EIO, "I/O error")) == 1
     assert exit_code(MemoryError()) == 1 and exit_code(ValueError("x")) == 2 and exit_code(KeyError("x")) == 1
     assert "unexpected; rerun with --debug" in describe(KeyError("level"))
+    # hkdviz's own error classes say what is wrong themselves, whatever their base class.
+    from hkdviz.train.common import TrainingError
+    text = "hkd.lr_cooldown_steps must lie in [0, hkd.steps = 3], got 600"
+    assert describe(TrainingError(text)) == text
+
+
+def test_train_cli_refuses_a_cooldown_longer_than_the_run_up_front(capsys):
+    from hkdviz.train.cli import main
+    code = main(["hkd", "--preset", "default", "--set", "hkd.steps=3", "--out", "/nonexistent/run",
+                 "--teacher", "/nonexistent/teacher", "--trajectories", "/nonexistent/trajectories"])
+    error = capsys.readouterr().err
+    assert code == 2 and "hkd.lr_cooldown_steps (600) must not exceed hkd.steps (3)" in error, error
+    assert "unexpected" not in error and "trajectory" not in error  # refused before any path is read
 
 
 @pytest.mark.parametrize("meta_change", [

@@ -465,6 +465,11 @@ def check_training_config(config: dict) -> None:
                 raise PresetError(f"{name} must be {bounds}, got {value!r}")
     if config["hkd"]["dropout"] >= 1:
         raise PresetError(f"hkd.dropout must lie in [0, 1), got {config['hkd']['dropout']!r}")
+    for section in ("teacher", "hkd"):  # a cool-down ends at the last step (with epochs the loop checks it)
+        steps, cooldown = config[section].get("steps"), config[section].get("lr_cooldown_steps") or 0
+        if steps and not config[section].get("epochs") and cooldown > steps:
+            raise PresetError(f"{section}.lr_cooldown_steps ({cooldown}) must not exceed {section}.steps ({steps}); "
+                              f"set both, e.g. --set {section}.steps={steps} --set {section}.lr_cooldown_steps=0")
     from ..model.config import ConfigError, resolve_config
     try:
         resolve_config(config["model"])  # the model section's own types and ranges, before any training

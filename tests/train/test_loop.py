@@ -105,9 +105,13 @@ def test_teacher_lr_cooldown_schedule_and_resume_rules(tmp_path):
     assert rates == pytest.approx([0.0, 5e-4, 1e-3, 1e-3, 2e-3 / 3, 1e-3 / 3])
     assert loop.extendable == ()
     assert TeacherLoop(small_config(*settings), tmp_path / "plain", progress=False, echo=False).extendable == ("steps",)
+    from hkdviz.train.presets import PresetError
+    with pytest.raises(PresetError, match=r"teacher.lr_cooldown_steps \(7\) must not exceed teacher.steps \(6\)"):
+        small_config(*settings, "teacher.lr_cooldown_steps=7")  # refused when the config is resolved
+    bad = small_config(*settings)
+    bad["teacher"]["lr_cooldown_steps"] = 7  # a hand-edited config still meets the loop's own check
     with pytest.raises(TrainingError, match="lr_cooldown_steps must lie in"):
-        TeacherLoop(small_config(*settings, "teacher.lr_cooldown_steps=7"), tmp_path / "bad", progress=False,
-                    echo=False).learning_rate(0)
+        TeacherLoop(bad, tmp_path / "bad", progress=False, echo=False).learning_rate(0)
 
     straight = TeacherLoop(config, tmp_path / "straight", progress=False, echo=False).train()
     TeacherLoop(config, tmp_path / "killed", progress=False, echo=False).train(stop_at=5)

@@ -132,7 +132,7 @@ def test_config_file_and_overrides(tmp_path):
 
 def test_steps_scale_for_budget_fits_the_measured_rates():
     config = resolve_training_config("default", overrides=["teacher.steps=1875", "teacher.batch_size=256",
-                                                           "trajectories.count=6144", "hkd.steps=450",
+                                                           "trajectories.count=6144", "hkd.steps=450", "hkd.lr_cooldown_steps=100",
                                                            "hkd.batch_size=128"])
     # Known answer: 480k teacher images at 4,800/s = 100 s, 6,144 trajectories at 6,144/s = 1 s,
     # 57,600 HKD samples at 5,760/s = 10 s: 111 s per unit of scale; (400 - 60) / 111 = 3.06 -> 3.0.
@@ -177,7 +177,7 @@ def test_plan_scale_script_reads_bench_json(tmp_path, capsys):
     bench.write_text(json.dumps({"teacher": {"images_per_second": 4800.0}, "trajectories": {"images_per_second": 6144.0},
                                  "hkd": {"samples_per_second": 5760.0}}))
     overrides = ["--set", "teacher.steps=1875", "--set", "teacher.batch_size=256", "--set", "trajectories.count=6144",
-                 "--set", "hkd.steps=450", "--set", "hkd.batch_size=128"]
+                 "--set", "hkd.steps=450", "--set", "hkd.lr_cooldown_steps=100", "--set", "hkd.batch_size=128"]
     assert plan_scale.main(["--bench", str(bench), "--seconds", "400", *overrides]) == 0
     captured = capsys.readouterr()
     assert captured.out.strip() == "3" and "total 393 s" in captured.err
