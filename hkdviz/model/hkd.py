@@ -190,16 +190,20 @@ class HKDModel(DiffusionModule):
         output="raw" the image is F and x_t, sigma are ignored.
         """
         self._check_latents(latents)
+        image = self._decoder_output(latents, class_labels)
+        if self.output == "raw":
+            return image
+        return self.head(image, x_t, self.sigma_max if sigma is None else sigma)
+
+    def _decoder_output(self, latents: Sequence[torch.Tensor], class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """F: the up path with the fixed decoder noise embedding, before any head (latents already checked)."""
         lead = latents[0].shape[:-3]
         flat = saturate([latent.reshape(-1, *latent.shape[-3:]) for latent in latents])
         batch = flat[0].shape[0]
         decoder_sigma = torch.full((batch,), self.decoder_sigma, device=flat[0].device)
         emb = self.unet.embed(decoder_sigma.log() / 4, class_labels).to(flat[0].dtype)
         image = self.unet.decode(flat, emb)
-        image = image.reshape(*lead, *image.shape[1:])
-        if self.output == "raw":
-            return image
-        return self.head(image, x_t, self.sigma_max if sigma is None else sigma)
+        return image.reshape(*lead, *image.shape[1:])
 
     def head_coefficients(self, sigma) -> tuple[torch.Tensor, torch.Tensor]:
         """(c_skip, c_out) of the consistency head at sigma (float64 tensors shaped like sigma)."""
@@ -226,7 +230,7 @@ class HKDModel(DiffusionModule):
         """The one-step map f(x_t, t) = head(D(exp((s(eps) - s(t)) A) E(x_t, t))) (unclamped).
 
         return_latents=True also returns the encoder's latents E(x_t, t), and return_readout=True the
-        readout head(D(E(x_t, t))) (the latents decoded where they are, without evolution; see `readout`),
+        readout decode(E(x_t, t)) (the latents decoded where they are, without evolution; see `readout`),
         after the image in that order. Training terms read them through this one call, which keeps
         DistributedDataParallel's gradient hooks in charge; the readout shares the decoder pass (one batch)."""
         sigma = sigma_tensor(sigma, x_t.shape[0], x_t.device)
@@ -235,20 +239,25 @@ class HKDModel(DiffusionModule):
         evolved = self.evolve(latents, self.koopman_time(self.sigma_min) - self.koopman_time(sigma))
         if return_readout:
             both = [torch.stack([moved, here]) for moved, here in zip(evolved, latents)]  # [2, N, ...]
-            image, readout = self.decode(both, class_labels, x_t=x_t, sigma=sigma).unbind(0)
+            self._check_latents(both)
+            network, readout = self._decoder_output(both, class_labels).unbind(0)
+            image = network if self.output == "raw" else self.head(network, x_t, sigma)
+            readout = readout if self.output == "raw" else self.head(readout, None, self.sigma_max)
         else:
             image = self.decode(evolved, class_labels, x_t=x_t, sigma=sigma)
         extras = ((latents,) if return_latents else ()) + ((readout,) if return_readout else ())
         return (image, *extras) if extras else image
 
     def readout(self, x_t: torch.Tensor, sigma, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        """The state the latents of x_t hold now: head(D(E(x_t, t))), decoded without any evolution.
+        """The state the latents of x_t hold now: decode(E(x_t, t)), without any evolution, and read the way
+        every analysis reads a latent (`decode` with its defaults: the head at T, no skip term), so that it
+        is a function of the latents alone and applies as well to latents on the Koopman path.
 
-        Trained with hkd.state_weight > 0, this approximates the teacher's denoised estimate D(x_t, t), so that
-        a latent is a picture of its trajectory's current state and the Koopman evolution has to carry the
-        generation from there; without that term nothing asks it to be anything in particular."""
+        Trained with hkd.state_weight > 0, this approximates the teacher's denoised estimate D(x_t, t): a
+        latent is then a picture of its trajectory's current state, and the Koopman evolution has to carry
+        the generation from there; without that term nothing asks it to be anything in particular."""
         sigma = sigma_tensor(sigma, x_t.shape[0], x_t.device)
-        return self.decode(self.encode(x_t, sigma, class_labels), class_labels, x_t=x_t, sigma=sigma)
+        return self.decode(self.encode(x_t, sigma, class_labels), class_labels)
 
     # -- sampling ----------------------------------------------------------------------------------
     def noise(self, seeds: Sequence[int], device=None) -> torch.Tensor:
