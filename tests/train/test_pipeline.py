@@ -132,8 +132,8 @@ def test_config_file_and_overrides(tmp_path):
 
 def test_steps_scale_for_budget_fits_the_measured_rates():
     config = resolve_training_config("default", overrides=["teacher.steps=1875", "teacher.batch_size=256",
-                                                           "trajectories.count=6144", "hkd.steps=450", "hkd.lr_cooldown_steps=100",
-                                                           "hkd.batch_size=128"])
+                                                           "trajectories.count=6144", "hkd.steps=450",
+                                                           "hkd.lr_cooldown_steps=100", "hkd.batch_size=128"])
     # Known answer: 480k teacher images at 4,800/s = 100 s, 6,144 trajectories at 6,144/s = 1 s,
     # 57,600 HKD samples at 5,760/s = 10 s: 111 s per unit of scale; (400 - 60) / 111 = 3.06 -> 3.0.
     rates = {"teacher_images_per_second": 4800.0, "trajectories_per_second": 6144.0, "hkd_samples_per_second": 5760.0}
