@@ -32,6 +32,17 @@ def format_map(dataset) -> str:
     return "\n".join(lines)
 
 
+def format_states(dataset) -> str:
+    """Per grid time, how far decoded latents are from the teacher's D(x_t, t) (RMS, mean over samples)."""
+    names = ("readout_error", "path_state_error", "constant_state_error", "denoiser_error")
+    titles = ("own latent", "Koopman path", "constant", "D to x_eps")
+    means = [dataset[name].mean("sample").values for name in names]
+    lines = ["decoded latent vs the teacher's D(x_t, t), RMS", "sigma    " + " ".join(f"{title:>13}" for title in titles)]
+    for row, sigma in enumerate(dataset["time"].values):
+        lines.append(f"{float(sigma):8.3f} " + " ".join(f"{values[row]:13.3f}" for values in means))
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="+", metavar="CKPT", help="HKD checkpoints (shipped name or directory)")
@@ -48,7 +59,9 @@ def main(argv=None) -> None:
         model = load(checkpoint, device="cpu")
         dataset = faithfulness(model, teacher, list(range(FIRST_SEED, FIRST_SEED + args.seeds)), progress=False)
         print(f"{checkpoint} ({args.seeds} seeds; path/constant relative error, * = path closer)")
-        print(format_map(dataset), flush=True)
+        print(format_map(dataset))
+        if "path_state_error" in dataset:
+            print(format_states(dataset), flush=True)
 
 
 if __name__ == "__main__":

@@ -158,6 +158,16 @@ def test_faithfulness_known_answers():
     summary = summarize_faithfulness(ds)
     assert summary["koopman_contribution"] == pytest.approx(0, abs=1e-6)
     assert summary["koopman_beats_constant"] == 0.0  # ties never count as beating
+    # Image space, D = 0: each error is the decoded image's own RMS. A = 0 makes the path state the still one,
+    # constant over time; at T the encoder's own latent is the still one too.
+    with torch.no_grad():
+        still_rms = model.decode(model.encode(model.noise([0, 1, 2]), model.sigma_max)).flatten(1).square().mean(1).sqrt()
+    np.testing.assert_allclose(ds["constant_state_error"].values, np.repeat(still_rms.numpy()[:, None], 5, 1), rtol=1e-5)
+    np.testing.assert_allclose(ds["path_state_error"].values, ds["constant_state_error"].values, rtol=1e-5)
+    np.testing.assert_allclose(ds["readout_error"].isel(time=0).values, still_rms.numpy(), rtol=1e-5)
+    assert not np.allclose(ds["readout_error"].isel(time=-1).values, still_rms.numpy())  # x_eps's latent differs
+    assert summary["path_state_error_mean"] == pytest.approx(summary["constant_state_error_mean"], rel=1e-5)
+    assert {"readout_error_mean", "denoiser_error_mean"} <= set(summary)
 
 
 def test_summary_counts_pairs_and_picks_the_reference_time():

@@ -9,6 +9,13 @@ grid time and level, and what the Koopman dynamics add to the one-step sample:
     consistency_error[t]  = RMS( f(x_t, t) - x_eps )       f = the one-step map, x_eps = the teacher's end
     denoiser_error[t]     = RMS( D(x_t, t) - x_eps )       the teacher's own one-call estimate, for scale
 
+and, in image space, whether a decoded latent shows the teacher's current estimate D(x_t, t) (decode as
+every analysis decodes a latent, i.e. `hkdviz.trajectory`'s images; needs a callable teacher):
+
+    readout_error[t]        = RMS( decode(E(x_t, t)) - D(x_t, t) )                  the encoder's own latent
+    path_state_error[t]     = RMS( decode(exp((s(t) - s(T)) A) E(x_T, T)) - D(x_t, t) )  the Koopman path
+    constant_state_error[t] = RMS( decode(E(x_T, T)) - D(x_t, t) )                   the latent kept still
+
 and per sample the Koopman contribution: the RMS of the one-step sample to the teacher's sample
 (both clamped to [-1, 1]) with the learned generators (`sample_rmse`) and with A = 0, i.e. the decoder
 reading E(x_T, T) unevolved (`sample_rmse_without_koopman`). A model whose dynamics carry the generation
@@ -70,6 +77,8 @@ def faithfulness(model, teacher, seeds, num_steps: int = 18, batch_size: int = 1
     constant_error = np.empty_like(koopman_error)
     consistency_error = np.empty((num_samples, num_times))
     denoiser_error = np.empty_like(consistency_error) if with_denoiser else None
+    state_errors = {name: np.empty_like(consistency_error) for name in ("readout_error", "path_state_error",
+                                                                         "constant_state_error")} if with_denoiser else {}
     sample_rmse = np.empty(num_samples)
     sample_rmse_off = np.empty(num_samples)
 
@@ -108,6 +117,17 @@ def faithfulness(model, teacher, seeds, num_steps: int = 18, batch_size: int = 1
             denoised = torch.cat([teacher(flat_states[i:i + batch_size], flat_sigma[i:i + batch_size])
                                   for i in range(0, n * num_times, batch_size)])
             denoiser_error[rows] = _rms(denoised.to(flat_target.dtype), flat_target).reshape(n, num_times).cpu().numpy()
+            denoised = denoised.to(dtype).reshape(n, num_times, *model.image_shape)
+            own_latents = [latent.reshape(n * num_times, *latent.shape[2:]) for latent in encoded]
+            path_latents = [latent.transpose(0, 1).reshape(n * num_times, *latent.shape[2:]) for latent in path]
+            for name, latents in (("readout_error", own_latents), ("path_state_error", path_latents)):
+                decoded = torch.cat([model.decode([latent[i:i + batch_size] for latent in latents])
+                                     for i in range(0, n * num_times, batch_size)])
+                state_errors[name][rows] = _rms(decoded, denoised.reshape_as(decoded)).reshape(n, num_times).cpu().numpy()
+            still = model.decode(z_T).unsqueeze(1).expand_as(denoised)
+            state_errors["constant_state_error"][rows] = _rms(still.reshape(n * num_times, *model.image_shape),
+                                                              denoised.reshape(n * num_times, *model.image_shape)
+                                                              ).reshape(n, num_times).cpu().numpy()
         # Koopman contribution: the sample with its dynamics against the decoder reading z_T unevolved (A = 0).
         reference = target.float().clamp(-1, 1)
         with_koopman = predictions.reshape(n, num_times, *model.image_shape)[:, 0].float().clamp(-1, 1)
@@ -130,6 +150,11 @@ def faithfulness(model, teacher, seeds, num_steps: int = 18, batch_size: int = 1
     if with_denoiser:
         variables["denoiser_error"] = (("sample", "time"), denoiser_error,
                                        {"long_name": "RMS(D_teacher(x_t, t) - x_eps)"})
+        long_names = {"readout_error": "RMS(decode(E(x_t, t)) - D_teacher(x_t, t))",
+                      "path_state_error": "RMS(decode(exp((s(t) - s(T)) A) E(x_T, T)) - D_teacher(x_t, t))",
+                      "constant_state_error": "RMS(decode(E(x_T, T)) - D_teacher(x_t, t))"}
+        for name, values in state_errors.items():
+            variables[name] = (("sample", "time"), values, {"long_name": long_names[name]})
     coords = {
         "sample": np.arange(num_samples),
         "seed": ("sample", np.asarray(seeds, dtype=np.int64)),
@@ -152,7 +177,9 @@ def summarize_faithfulness(ds: xr.Dataset, reference_sigma: float = REFERENCE_SI
       `reference_sigma` (reported as reference_time);
     - consistency_error_mean: the one-step map's RMS to x_eps averaged over samples and grid times;
     - sample_rmse, sample_rmse_without_koopman and koopman_contribution = their ratio - 1 (how much worse
-      the sample gets with A = 0).
+      the sample gets with A = 0);
+    - with a callable teacher, denoiser_error_mean and readout_error_mean / path_state_error_mean /
+      constant_state_error_mean (grid times after T): how far decoded latents are from D(x_t, t).
     """
     koopman = ds["koopman_error"].mean("sample")
     constant = ds["constant_error"].mean("sample")
@@ -175,6 +202,9 @@ def summarize_faithfulness(ds: xr.Dataset, reference_sigma: float = REFERENCE_SI
     }
     if "denoiser_error" in ds:
         summary["denoiser_error_mean"] = float(ds["denoiser_error"].mean())
+    for name in ("readout_error", "path_state_error", "constant_state_error"):
+        if name in ds:  # mean over samples and the grid times after T
+            summary[f"{name}_mean"] = float(ds[name].where(inner, drop=True).mean())
     return summary
 
 

@@ -471,7 +471,11 @@ def format_table(result: Mapping) -> str:
             f"error at sigma {faithful['reference_time']:.2g}: {faithful['koopman_error_median_at']:.2f} (constant "
             f"latent {faithful['constant_error_median_at']:.2f}); one-step map from the teacher's states, RMS to its "
             f"end: {faithful['consistency_error_mean']:.3f} (at T {faithful['consistency_error_at_T']:.3f}); Koopman "
-            f"contribution (RMS to the target with A = 0 / with A, minus 1): {100 * faithful['koopman_contribution']:+.1f}%.")
+            f"contribution (RMS to the target with A = 0 / with A, minus 1): {100 * faithful['koopman_contribution']:+.1f}%."
+            + (f" Decoded latents against the teacher's current estimate D(x_t, t), RMS over the grid: the encoder's "
+               f"own {faithful['readout_error_mean']:.3f}, the Koopman path's {faithful['path_state_error_mean']:.3f}, "
+               f"the constant latent's {faithful['constant_state_error_mean']:.3f}."
+               if "path_state_error_mean" in faithful else ""))
     footer += [f"note: {note}" for note in result.get("notes", [])]
     lines.extend(textwrap.fill(text, width=100, subsequent_indent="  ") for text in footer)
     return "\n".join(lines)

@@ -123,6 +123,15 @@ def test_every_row_is_compared_seed_by_seed_with_the_target(tiny_model, two_head
     assert "KL background" in header and "KL shape" not in header
     assert "class = 35 NFE" in header and "RMSE to 35 NFE" in header
     assert "(the distillation target)" in format_table(result)
+    # A faithfulness summary prints its headline numbers, the image-space ones when it has them.
+    faithful = {"num_samples": 8, "koopman_beats_constant": 0.25, "reference_time": 2.5, "koopman_error_median_at": 0.5,
+                "constant_error_median_at": 0.4, "consistency_error_mean": 0.1, "consistency_error_at_T": 0.2,
+                "koopman_contribution": 0.05}
+    text = " ".join(format_table({**result, "faithfulness": faithful}).split())
+    assert "beats the constant latent in 25% of (level, grid time) pairs" in text and "D(x_t, t)" not in text
+    states = {"readout_error_mean": 0.111, "path_state_error_mean": 0.222, "constant_state_error_mean": 0.333}
+    text = " ".join(format_table({**result, "faithfulness": {**faithful, **states}}).split())
+    assert "the encoder's own 0.111, the Koopman path's 0.222, the constant latent's 0.333" in text
 
 
 def test_evaluate_by_checkpoint_paths_as_the_training_pipeline_calls_it(tiny_checkpoint, classifier_checkpoint,
