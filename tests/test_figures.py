@@ -71,6 +71,7 @@ def test_figures_with_a_teacher(tiny_checkpoint, tmp_path):
     assert lens.attrs["koopman_time"] == "sigma" and "fit_residual" in lens
     faith = open_dataset(tmp_path / "out" / "data" / "faithfulness.nc")
     assert faith["koopman_error"].dims == ("sample", "time", "level") and faith.sizes["time"] == 19
+    assert {"path_state_error", "constant_state_error", "readout_error"} <= set(faith.data_vars)  # the third panel
     samples = open_dataset(tmp_path / "out" / "data" / "samples.nc")
     assert list(samples["method"].values) == ["HKD, 1 NFE", "teacher, 35 NFE", "teacher, 5 NFE", "teacher, 1 NFE"]
 

@@ -117,8 +117,11 @@ __all__ = ["cumulative_effect", "energy_curves", "band_power_spectra"]
 @styled
 def faithfulness_curves(faith, width="double"):
     """Left: per level, the Koopman path's relative error to the encoder's own latents of the teacher's
-    states (solid) against keeping the latent constant (dashed). Right: the one-step map's RMS to the
-    teacher's end from each teacher state, next to the teacher's own denoiser (`analysis.faithfulness`)."""
+    states (solid) against keeping the latent constant (dashed). Middle: the one-step map's RMS to the
+    teacher's end from each teacher state, next to the teacher's own denoiser (`analysis.faithfulness`).
+    Right, when the dataset has them: decoded latents (the Koopman path's, the constant one's, the
+    encoder's own) against the teacher's current estimate D(x_t, t), i.e. whether the trajectory hkdviz
+    draws is the teacher's."""
     require(faith, variables=("koopman_error", "constant_error", "consistency_error"), dims=("time", "level"),
             what="faithfulness dataset (hkdviz.analysis.faithfulness)")
     koopman = faith["koopman_error"].mean("sample")
@@ -127,7 +130,8 @@ def faithfulness_curves(faith, width="double"):
              else coordinate_labels(faith, "level", "level"))
     time = faith["time"].values
     inner = time < time[0]  # at T both errors are 0 by construction: log axes start one grid point later
-    figure, axes = new_figure(figure_width(width), 2.4, 1, 2)
+    states = "path_state_error" in faith
+    figure, axes = new_figure(figure_width(width), 2.4, 1, 3 if states else 2)
     left, right = axes[0, 0], axes[0, 1]
     for index, (name, color) in enumerate(zip(names, category_colors(len(names), lines=True))):
         left.plot(time[inner], koopman.isel(level=index).values[inner], color=color, label=f"{index}: {name}")
@@ -143,7 +147,18 @@ def faithfulness_curves(faith, width="double"):
     right.set_ylabel(r"RMS to the teacher's $x_\epsilon$")
     right.set_title("one call from the teacher's state", pad=2)
     right.legend(loc="best", handlelength=1.5)
-    for axis in (left, right):
+    panels = [left, right]
+    if states:
+        third = axes[0, 2]
+        for name, label, style in (("path_state_error", "Koopman path", {"color": "black"}),
+                                   ("constant_state_error", "constant latent", {"color": "black", "linestyle": "--"}),
+                                   ("readout_error", "encoder's own latent", {"color": "gray"})):
+            third.plot(time, faith[name].mean("sample").values, label=label, **style)
+        third.set_ylabel(r"RMS to the teacher's $D(x_t, t)$")
+        third.set_title("decoded latent vs the teacher's estimate", pad=2)
+        third.legend(loc="best", handlelength=1.5)
+        panels.append(third)
+    for axis in panels:
         _time_axis(axis)
         axis.grid(True, linewidth=0.3, alpha=0.5)
     return figure
