@@ -38,15 +38,9 @@ class ModelSource:
 def untrained_tiny(device, seed: int = 0):
     """The stand-in model: `hkdviz.build("tiny")` with random decaying/oscillating generators."""
     import hkdviz
+    from hkdviz.model import randomize_generators
     torch.manual_seed(seed)
-    model = hkdviz.build("tiny")
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for level in model.koopman:
-            if getattr(level, "kind", "") in ("block", "block_shared"):
-                shape = (level.num_pairs, *level.generator.shape[1:])  # (pairs, 1, 1) for a shared level
-                level.generator[:level.num_pairs] = -0.05 * torch.rand(shape, generator=generator)
-                level.generator[level.num_pairs:] = 0.5 * torch.randn(shape, generator=generator)
+    model = randomize_generators(hkdviz.build("tiny"), seed=seed)
     model.meta = {"dataset": "none (untrained stand-in built by hkdviz.report)"}
     return model.eval().requires_grad_(False).to(device)
 
