@@ -266,6 +266,8 @@ def compare_runs(record: dict, first: str, second: str) -> dict:
     (which, unlike the block test of `compare`, sees how much a result moves with the training seed)."""
     from scipy import stats
 
+    from hkdviz.evaluation.statistics import standard_error
+
     def runs(name):
         found = [run_measures(run) for key, run in sorted(record["runs"].items()) if run["variant"] == name]
         if len(found) < 2:
@@ -279,7 +281,7 @@ def compare_runs(record: dict, first: str, second: str) -> dict:
             continue
         values_a = np.array([run[measure] for run in a])
         values_b = np.array([run[measure] for run in b])
-        error = float(np.sqrt(values_a.var(ddof=1) / len(a) + values_b.var(ddof=1) / len(b)))
+        error = float(np.hypot(standard_error(values_a), standard_error(values_b)))  # of the difference of means
         # Runs that agree exactly (a share of 0 everywhere) have no spread to test against.
         test = stats.ttest_ind(values_b, values_a, equal_var=False) if error > 0 else None
         result[measure] = {first: values_a.tolist(), second: values_b.tolist(),

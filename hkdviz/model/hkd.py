@@ -190,10 +190,13 @@ class HKDModel(DiffusionModule):
         output="raw" the image is F and x_t, sigma are ignored.
         """
         self._check_latents(latents)
-        image = self._decoder_output(latents, class_labels)
+        return self._image(self._decoder_output(latents, class_labels), x_t, sigma)
+
+    def _image(self, network_output: torch.Tensor, x_t: torch.Tensor | None = None, sigma=None) -> torch.Tensor:
+        """The decoder's F as the model's image: F itself (raw), or the head at sigma (default T)."""
         if self.output == "raw":
-            return image
-        return self.head(image, x_t, self.sigma_max if sigma is None else sigma)
+            return network_output
+        return self.head(network_output, x_t, self.sigma_max if sigma is None else sigma)
 
     def _decoder_output(self, latents: Sequence[torch.Tensor], class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """F: the up path with the fixed decoder noise embedding, before any head (latents already checked)."""
@@ -240,9 +243,8 @@ class HKDModel(DiffusionModule):
         if return_readout:
             both = [torch.stack([moved, here]) for moved, here in zip(evolved, latents)]  # [2, N, ...]
             self._check_latents(both)
-            network, readout = self._decoder_output(both, class_labels).unbind(0)
-            image = network if self.output == "raw" else self.head(network, x_t, sigma)
-            readout = readout if self.output == "raw" else self.head(readout, None, self.sigma_max)
+            network, unevolved = self._decoder_output(both, class_labels).unbind(0)
+            image, readout = self._image(network, x_t, sigma), self._image(unevolved)
         else:
             image = self.decode(evolved, class_labels, x_t=x_t, sigma=sigma)
         extras = ((latents,) if return_latents else ()) + ((readout,) if return_readout else ())
