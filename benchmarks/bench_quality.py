@@ -3,6 +3,7 @@
     python benchmarks/bench_quality.py                                   # shipped default, 6 blocks x 1000
     python benchmarks/bench_quality.py --checkpoint runs/x/export/hkd --blocks 8 --teacher-steps 18,8,3
     python benchmarks/bench_quality.py --json runs/quality.json
+    python benchmarks/bench_quality.py --json runs/quality.json --resume  # go on after a stop
 
 One `hkdviz eval` on 1000 seeds cannot rank two methods whose local KID differs by less than its
 spread (measured: docs/benchmarks.md, "Quality ranking"). This script scores every method
@@ -15,7 +16,8 @@ each block against the same held-out reference, and reports per measure (local K
 
 The reference is fixed across blocks, so a block's spread is the samples' noise only: enough to rank
 methods on this reference, not a confidence interval for the population value. Nothing here is
-timed; run it on any device (how long a block takes: docs/benchmarks.md). The statistics live in
+timed; run it on any device (how long a block takes: docs/benchmarks.md). With --resume, a --json record
+left by a stopped run of the same settings keeps its blocks and the run goes on from the next one. The statistics live in
 hkdviz.evaluation.statistics; this file is the command line around them.
 """
 from __future__ import annotations
@@ -64,6 +66,38 @@ def write_record(path: str, base: dict, blocks: list[dict], complete: bool) -> N
     write_text(Path(path), json.dumps(record, indent=2) + "\n")
 
 
+# The settings a resumed record must share with the run that goes on from it.
+RESUME_KEYS = ("checkpoint", "teacher", "classifier", "num_samples", "teacher_steps")
+
+
+def resumed_blocks(path: str, base: dict, first_seed: int) -> list[dict]:
+    """The blocks of an earlier --json record at `path` to go on from: [] when there is none. The record
+    must have the same settings (RESUME_KEYS) and its blocks must be this run's first blocks (from
+    `first_seed`, one every num_samples seeds); anything else is refused (ValueError), not mixed in."""
+    if not Path(path).exists():
+        return []
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot resume from {path}: {error}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("blocks"), list):
+        raise ValueError(f"cannot resume from {path}: not a bench_quality.py --json record")
+    for key in RESUME_KEYS:
+        if record.get(key) != base[key]:
+            raise ValueError(f"cannot resume from {path}: its {key} is {record.get(key)!r}, this run's is "
+                             f"{base[key]!r} (write to another --json file)")
+    blocks = record["blocks"]
+    expected = [first_seed + index * base["num_samples"] for index in range(len(blocks))]
+    found = [block.get("first_seed") if isinstance(block, dict) else None for block in blocks]
+    if found != expected:
+        raise ValueError(f"cannot resume from {path}: its blocks start at seeds {found}, this run's first "
+                         f"blocks would start at {expected} (another --first-seed?)")
+    if len(blocks) > base["blocks_requested"]:
+        raise ValueError(f"cannot resume from {path}: it holds {len(blocks)} blocks, more than the "
+                         f"{base['blocks_requested']} asked (--blocks)")
+    return blocks
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default="default", help="HKD checkpoint: shipped name or directory")
@@ -78,11 +112,15 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--json", default=None, metavar="PATH",
                         help="also write every block and the summary (rewritten after every block)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the blocks of an earlier --json record of the same settings and go on from there")
     args = parser.parse_args(argv)
     if args.blocks < 2:
         parser.error(f"--blocks must be >= 2 for a standard error, got {args.blocks}")
     if args.num_samples < 8:
         parser.error(f"--num-samples must be >= 8, got {args.num_samples}")
+    if args.resume and not args.json:
+        parser.error("--resume needs --json PATH (the record to go on from)")
     try:
         teacher_steps = parse_teacher_steps(args.teacher_steps)
     except EvaluationError as error:
@@ -103,8 +141,15 @@ def main(argv=None) -> int:
                    "device": str(device), "num_samples": args.num_samples, "teacher_steps": teacher_steps,
                    "blocks_requested": args.blocks}
     blocks = []
-    started = time.perf_counter()
-    for block in range(args.blocks):
+    if args.resume:
+        try:
+            blocks = resumed_blocks(args.json, record_base, args.first_seed)
+        except ValueError as error:
+            parser.error(str(error))
+        if blocks:
+            print(f"resuming: {len(blocks)} of {args.blocks} blocks already in {args.json}", flush=True)
+    started, start = time.perf_counter(), len(blocks)
+    for block in range(start, args.blocks):
         first = args.first_seed + block * args.num_samples
         seeds = list(range(first, first + args.num_samples))
         result = evaluate(model, teacher, classifier, reference, seeds, teacher_steps, data_images=data_row,
@@ -113,7 +158,7 @@ def main(argv=None) -> int:
         cells = ", ".join(f"{label(row)} {row['kid_x1e3']:.0f}" for row in result["rows"])
         print(f"block {block + 1}/{args.blocks} (seeds {first}..): KID x1e3 {cells} "
               f"[{time.perf_counter() - started:.0f} s]", flush=True)
-        if block == 0:
+        if block == start:  # the full table once, for the first block this run scores
             print(format_table(result), flush=True)
         if args.json:  # after every block: a run stopped by a time limit keeps the blocks it finished
             write_record(args.json, record_base, blocks, complete=block + 1 == args.blocks)

@@ -315,6 +315,34 @@ def test_bench_quality_record_after_every_block(tmp_path):
     assert sorted(item.name for item in tmp_path.iterdir()) == ["quality.json"]  # no temporary left
 
 
+def test_bench_quality_resumes_only_a_record_of_the_same_run(tmp_path):
+    """--resume goes on from the blocks of a stopped run's record, and refuses a record of other settings
+    or other seeds instead of mixing its blocks in."""
+    from benchmarks import bench_quality as bench
+    path = tmp_path / "quality.json"
+    base = {"checkpoint": "a", "teacher": "t", "classifier": "c", "device": "cpu", "num_samples": 1000,
+            "teacher_steps": [3], "blocks_requested": 4}
+    assert bench.resumed_blocks(str(path), base, 5000) == []  # nothing to resume: start afresh
+    rows = [{"method": "HKD (one step)", "nfe": 1, "kid_x1e3": 1.0, "local_fd": 1.0, "swd": 0.1}]
+    blocks = [{"first_seed": 5000, "rows": rows}, {"first_seed": 6000, "rows": rows}]
+    bench.write_record(str(path), base, blocks, complete=False)
+    assert bench.resumed_blocks(str(path), base, 5000) == blocks
+    assert bench.resumed_blocks(str(path), {**base, "device": "cuda"}, 5000) == blocks  # same seeds, any device
+    with pytest.raises(ValueError, match="its teacher_steps is \\[3\\], this run's is \\[8, 3\\]"):
+        bench.resumed_blocks(str(path), {**base, "teacher_steps": [8, 3]}, 5000)
+    with pytest.raises(ValueError, match="its checkpoint is 'a'"):
+        bench.resumed_blocks(str(path), {**base, "checkpoint": "b"}, 5000)
+    with pytest.raises(ValueError, match="start at seeds \\[5000, 6000\\].*\\[7000, 8000\\]"):
+        bench.resumed_blocks(str(path), base, 7000)
+    with pytest.raises(ValueError, match="more than the 1 asked"):
+        bench.resumed_blocks(str(path), {**base, "blocks_requested": 1}, 5000)
+    path.write_text("{")
+    with pytest.raises(ValueError, match="cannot resume"):
+        bench.resumed_blocks(str(path), base, 5000)
+    with pytest.raises(SystemExit):
+        bench.main(["--resume", "--blocks", "2"])  # --resume without --json: a usage error
+
+
 def test_pair_quality_pairs_two_records_block_by_block(tmp_path, capsys):
     """hkdviz.evaluation.statistics.paired_differences and its command line benchmarks/pair_quality.py: A - B
     per method over the blocks both records hold (by first seed)."""
