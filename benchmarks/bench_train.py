@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py [--device auto] [--model tiny|cifar10] [--batch 128] [--json out.json]
     python benchmarks/bench_train.py --device cpu --compare-cpu-bf16     # float32 vs bf16, side by side
+    python benchmarks/bench_train.py --compare-state-term                # hkd.state_weight 0 vs 1, side by side
 
 Prints, for the same network and settings as the loops (bf16 autocast + channels_last on CUDA; bf16 on
 the CPU where the config's `cpu_autocast` asks for it; `--set KEY=VALUE` overrides the default preset):
@@ -134,11 +135,14 @@ def precision_summary(config: dict, device: torch.device) -> str:
     return ", ".join(f"{section} {str(dtype or torch.float32).replace('torch.', '')}" for section, dtype in dtypes.items())
 
 
-# `--compare-cpu-bf16`: the same measurements with every network in float32, then in bf16 autocast.
-PRECISION_RUNS = {
-    "float32": ["teacher.cpu_autocast=false", "trajectories.cpu_autocast=false", "hkd.cpu_autocast=false"],
-    "bfloat16": ["teacher.cpu_autocast=true", "trajectories.autocast=bfloat16", "trajectories.cpu_autocast=true",
-                 "hkd.cpu_autocast=true"],
+# Side-by-side comparisons: the same measurements under each named set of overrides, in one run.
+COMPARISONS = {
+    # every network in float32, then in bf16 autocast (CPU only)
+    "cpu_bf16": {"float32": ["teacher.cpu_autocast=false", "trajectories.cpu_autocast=false", "hkd.cpu_autocast=false"],
+                 "bfloat16": ["teacher.cpu_autocast=true", "trajectories.autocast=bfloat16",
+                              "trajectories.cpu_autocast=true", "hkd.cpu_autocast=true"]},
+    # the state term's cost: one more frozen-teacher forward and the readout's decoder outputs per input
+    "state_term": {"without": ["hkd.state_weight=0"], "with": ["hkd.state_weight=1"]},
 }
 
 
@@ -175,15 +179,17 @@ def print_table(result: dict) -> None:
     print(f"| HKD step / 5 bare encoder+decoder fwd+bwd | {hkd['ratio']:.2f}x | <= 1.3x |")
 
 
-def print_precision_table(results: dict) -> None:
+def print_comparison_table(results: dict) -> None:
+    """Rates under two named override sets and their ratio (second / first)."""
     rates = [("teacher training, images/s", "teacher", "images_per_second"),
              ("trajectory generation, images/s", "trajectories", "images_per_second"),
              ("HKD training, samples/s", "hkd", "samples_per_second")]
-    print("| measure | float32 | bf16 autocast | bf16 / float32 |")
+    first, second = results
+    print(f"| measure | {first} | {second} | {second} / {first} |")
     print("|---|---|---|---|")
     for label, stage, key in rates:
-        full, mixed = results["float32"][stage][key], results["bfloat16"][stage][key]
-        print(f"| {label} | {full:.1f} | {mixed:.1f} | {mixed / full:.2f}x |")
+        one, two = results[first][stage][key], results[second][stage][key]
+        print(f"| {label} | {one:.1f} | {two:.1f} | {two / one:.2f}x |")
 
 
 def main(argv=None) -> int:
@@ -200,6 +206,8 @@ def main(argv=None) -> int:
                         help="a training-config override, e.g. teacher.cpu_autocast=false (repeatable)")
     parser.add_argument("--compare-cpu-bf16", action="store_true",
                         help="CPU only: measure everything in float32 and in bf16 autocast, side by side")
+    parser.add_argument("--compare-state-term", action="store_true",
+                        help="measure everything with hkd.state_weight 0 and 1, side by side (the state term's cost)")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--clock", choices=["auto", "wall", "cpu"], default="auto",
                         help="wall time, or process CPU time / threads (auto: cpu on CPU devices, wall on CUDA)")
@@ -208,6 +216,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if args.compare_cpu_bf16 and args.compare_state_term:
+        parser.error("one comparison per run: --compare-cpu-bf16 or --compare-state-term")
     if args.compare_cpu_bf16 and device.type != "cpu":
         parser.error("--compare-cpu-bf16 measures the CPU; on CUDA the loops always take the config's autocast")
     CLOCK["cpu_time"] = args.clock == "cpu" or (args.clock == "auto" and device.type == "cpu")
@@ -222,11 +232,12 @@ def main(argv=None) -> int:
           f"({sum(p.numel() for p in EDMPrecond(model_config).parameters()):,} teacher parameters); "
           f"batch {args.batch} (HKD {hkd_batch}); clock {'process CPU time / threads' if CLOCK['cpu_time'] else 'wall'}",
           flush=True)
-    if args.compare_cpu_bf16:
+    comparison = "cpu_bf16" if args.compare_cpu_bf16 else "state_term" if args.compare_state_term else None
+    if comparison:
         results = {name: measure(resolve_training_config("default", overrides=[*overrides, *extra]), context, args)
-                   for name, extra in PRECISION_RUNS.items()}
+                   for name, extra in COMPARISONS[comparison].items()}
         print()
-        print_precision_table(results)
+        print_comparison_table(results)
     else:
         results = measure(config, context, args)
         print()

@@ -172,6 +172,9 @@ DEFAULT_CPU_BUDGET = {
                                        "hkd_samples_per_second": 24.0},
     "cost_by_model_channels": {24: {"teacher": 1.0, "trajectories": 1.0, "hkd": 1.0},
                                48: {"teacher": 2.47, "trajectories": 2.22, "hkd": 3.18}},
+    # HKD stage time with the state term (hkd.state_weight > 0) against without it, measured side by side
+    # (bench_train.py --compare-state-term); taken to be the same at every width and precision.
+    "state_term_hkd_cost": 1.78,
 }
 
 
@@ -538,7 +541,8 @@ def estimated_cpu_minutes(config: dict, native_bfloat16: bool, stages=None) -> f
     """Wall minutes `config` takes on 2 CPU cores, from DEFAULT_CPU_BUDGET's measured rates: bf16 ones
     where the CPU has native bfloat16, float32 ones elsewhere; classifier and evaluation as measured
     for default-cpu. `config` as run: pass scaled(config) when steps_scale is not 1 (the CLI's config
-    already is; scaling twice would square the scale). stages: None for the whole pipeline, else some
+    already is; scaling twice would square the scale). The state term (hkd.state_weight > 0) costs the HKD
+    stage its measured factor, state_term_hkd_cost. stages: None for the whole pipeline, else some
     of ("teacher", "trajectories", "hkd") alone. An estimate for the `tiny` model at a measured width
     only (cost_by_model_channels: 24 or 48 channels); other models raise PresetError."""
     from ..model.config import ConfigError, resolve_config
@@ -555,6 +559,8 @@ def estimated_cpu_minutes(config: dict, native_bfloat16: bool, stages=None) -> f
                           f"{sorted(DEFAULT_CPU_BUDGET['cost_by_model_channels'])} channels)")
     rates = DEFAULT_CPU_BUDGET["throughput_2_cpu_cores_bf16" if native_bfloat16 else "throughput_2_cpu_cores_float32"]
     seconds = {stage: value * costs[stage] for stage, value in _stage_seconds(config, rates).items()}
+    if float(config["hkd"].get("state_weight", 0.0)) > 0:  # one more teacher forward and decoder batch
+        seconds["hkd"] *= DEFAULT_CPU_BUDGET["state_term_hkd_cost"]
     if stages is not None:
         unknown = sorted(set(stages) - set(seconds))
         if unknown:

@@ -268,6 +268,12 @@ def test_cpu_duration_note_estimates_from_measured_rates():
     assert estimated_cpu_minutes(resolve_training_config("default-cpu"), True, stages=("hkd",)) == pytest.approx(
         1_800 * 32 / 37.0 / 60)
     assert cpu_duration_note(resolve_training_config("default-cpu"), native_bfloat16=True, stage="hkd") is None
+    # The state term costs the HKD stage its measured factor, and nothing else.
+    state = resolve_training_config("default-cpu", overrides=["hkd.state_weight=1"])
+    assert estimated_cpu_minutes(state, True, stages=("hkd",)) == pytest.approx(
+        DEFAULT_CPU_BUDGET["state_term_hkd_cost"] * 1_800 * 32 / 37.0 / 60)
+    assert estimated_cpu_minutes(state, True, stages=("teacher",)) == estimated_cpu_minutes(
+        resolve_training_config("default-cpu"), True, stages=("teacher",))
     assert "sized for a GPU" in cpu_duration_note(resolve_training_config("default"), native_bfloat16=True,
                                                   stage="trajectories")
     with pytest.raises(PresetError, match="no CPU estimate"):
@@ -363,3 +369,24 @@ def test_print_config_is_json_and_explain_config_lists_every_key(tmp_path, capsy
         meaning_column.add(len(line) - len(meaning))
     assert len(meaning_column) == 1  # aligned: every meaning starts in the same column
     assert cli(*arguments, "--print-config", "--explain-config") == 2  # one or the other
+
+
+def test_bench_train_comparison_table(capsys):
+    """bench_train.py's side-by-side comparisons: a table of both override sets and their ratio; one
+    comparison per run."""
+    from benchmarks import bench_train as bench
+    assert set(bench.COMPARISONS) == {"cpu_bf16", "state_term"}
+    assert bench.COMPARISONS["state_term"] == {"without": ["hkd.state_weight=0"], "with": ["hkd.state_weight=1"]}
+    for overrides in bench.COMPARISONS["state_term"].values():  # every set resolves against the default preset
+        resolve_training_config("default", overrides=overrides)
+
+    def rates(scale):
+        return {"teacher": {"images_per_second": 100.0}, "trajectories": {"images_per_second": 8.0},
+                "hkd": {"samples_per_second": 10.0 * scale}}
+
+    bench.print_comparison_table({"without": rates(1.0), "with": rates(0.5)})
+    table = capsys.readouterr().out
+    assert "| measure | without | with | with / without |" in table
+    assert "| HKD training, samples/s | 10.0 | 5.0 | 0.50x |" in table
+    with pytest.raises(SystemExit):
+        bench.main(["--compare-cpu-bf16", "--compare-state-term"])
