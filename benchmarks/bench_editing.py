@@ -10,8 +10,8 @@
     ratios. Requirement: at r = 0.9 the aware low-pass MSE is markedly (>= 2x) below the baseline's,
     while the aware high-pass correlation rises with r.
 (2) Band spectra (edit_metrics.band_spectra): share of each alpha band's decoded power above the cutoff.
-    bands.py maps "high"/"high_frequency" to the largest-real-part third (measured on the shipped
-    checkpoints); this prints whether the checkpoint agrees.
+    The checkpoint reads "high"/"low" from its meta.json's measured band_aliases (else bands.ALIASES,
+    largest/smallest, measured on the shipped checkpoints); this prints whether these seeds agree.
 (3) Cumulative effect (interventions.cumulative_effect) at T, the edit time and eps.
 (4) Widget latency: an EditSession (encoder work cached) and the cost of one slider move
     (re-mix + decode) for ratio, band and region changes; target < 0.5 s for `tiny` on 2 CPU cores.
@@ -34,6 +34,7 @@ import torch
 
 import hkdviz
 from hkdviz.model import randomize_generators
+from hkdviz.analysis.bands import ALIASES_META_KEY, model_aliases
 from hkdviz.analysis.edit_metrics import band_spectra, editing_report
 from hkdviz.analysis.editing import EditSession, edit_time
 from hkdviz.analysis.interventions import cumulative_effect
@@ -156,9 +157,12 @@ def main(argv=None) -> int:
     print_table(["band", "high-freq share"], [[band, float(value)] for band, value in fractions.items()])
     alpha_bands = fractions.drop("all")
     highest, lowest = alpha_bands.idxmax(), alpha_bands.idxmin()
-    agrees = highest == "largest" and lowest == "smallest"
-    print(f"  most high-frequency band: {highest}; least: {lowest}. bands.py maps 'high' -> 'largest', "
-          f"'low' -> 'smallest': {'AGREES' if agrees else 'DISAGREES on this checkpoint'}\n")
+    aliases = model_aliases(model)
+    agrees = highest == aliases["high"] and lowest == aliases["low"]
+    source = "its meta.json" if ALIASES_META_KEY in (model.meta or {}) else "bands.ALIASES (no record)"
+    print(f"  most high-frequency band: {highest}; least: {lowest}. The checkpoint reads 'high' -> "
+          f"'{aliases['high']}', 'low' -> '{aliases['low']}' from {source}: "
+          f"{'AGREES' if agrees else 'DISAGREES on these seeds'}\n")
 
     # (3) cumulative effect
     mid = edit_time(model, "mid")

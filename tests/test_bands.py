@@ -166,3 +166,46 @@ def test_bad_regions(model):
         region_masks(model, torch.ones(32, 32, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         region_masks(model, 2 * torch.ones(32, 32))
+
+
+def test_aliases_are_read_per_model(model):
+    """A checkpoint's measured band_aliases decide what "high" / "mid" / "low" select, in the masks and in
+    the provenance alike; bands given by their bounds, and models without the record, are unchanged."""
+    import copy
+    from hkdviz.analysis.bands import ALIASES, NAMED, band_for_model, model_aliases
+    from hkdviz.analysis.interventions import Gain, spectral_masking
+
+    assert model_aliases(model) == ALIASES  # no record: the shipped checkpoints' reading
+    assert band_for_model(model, "low") == Band.named("low")
+    measured = copy.deepcopy(model)
+    measured.meta = {"band_aliases": {"high": "largest", "mid": "smallest", "low": "intermediate"}}
+    assert model_aliases(measured)["low_frequency"] == "intermediate"
+    for alias, third in (("low", "intermediate"), ("mid", "smallest"), ("high", "largest")):
+        assert all(torch.equal(a, b) for a, b in zip(band_masks(measured, alias), band_masks(measured, third)))
+    low = band_for_model(measured, "low")
+    assert low.label == "low" and (low.lower, low.upper) == NAMED["intermediate"][1:]
+    both = band_for_model(measured, Band.named("low") | "high")
+    assert both.parts[0] == low and both.parts[1] == Band.named("high")
+    assert band_for_model(measured, Band.quantile(0.0, 0.5, name="low")).upper == 0.5  # bounds given: kept
+    gain = Gain("low", gain=2.0).resolve(measured)
+    assert gain.band == low and gain.to_dict()["band"]["lower"] == pytest.approx(1 / 3)
+    ds = spectral_masking(measured, [0], ["low", "intermediate"], clamp=False)
+    recorded = json.loads(ds.attrs["bands"]) if isinstance(ds.attrs["bands"], str) else ds.attrs["bands"]
+    assert recorded[0] == low.to_dict()  # the provenance names the modes the masks used
+    assert (ds["image"].sel(band="low").values == ds["image"].sel(band="intermediate").values).all()
+    for bad in ({"high": "largest", "mid": "largest", "low": "smallest"}, {"high": "largest"}, ["largest"]):
+        measured.meta = {"band_aliases": bad}
+        with pytest.raises(ValueError, match="band_aliases"):
+            band_masks(measured, "low")
+
+
+def test_measured_aliases_rank_the_thirds_by_their_detail(model):
+    """measure_band_aliases orders the three alpha thirds by band_spectra's high-frequency share; a model
+    without block levels has nothing to rank."""
+    from hkdviz.analysis.edit_metrics import band_spectra, measure_band_aliases
+    seeds = [0, 1, 2, 3]
+    aliases = measure_band_aliases(model, seeds)
+    fractions = band_spectra(model, seeds, ("smallest", "intermediate", "largest"))["high_frequency_fraction"]
+    by_detail = sorted(fractions["band"].values, key=lambda name: -float(fractions.sel(band=name)))
+    assert [aliases["high"], aliases["mid"], aliases["low"]] == by_detail
+    assert measure_band_aliases(hkdviz.build({"preset": "tiny", "koopman": {"operator": "dense_shared"}})) is None

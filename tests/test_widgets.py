@@ -194,6 +194,23 @@ def test_user_reference_comes_first(tiny_model):
         app.close()
 
 
+def test_the_app_starts_on_the_checkpoints_high_band(tiny_model):
+    """The band slider starts on the model's measured "high"-frequency third: the largest alpha without a
+    record (the shipped checkpoints' reading), the intermediate third when meta.json says so."""
+    import copy
+    from hkdviz.widgets import high_band
+    assert high_band(tiny_model) == (0.67, 1.0)
+    measured = copy.deepcopy(tiny_model)
+    measured.meta = {"band_aliases": {"high": "intermediate", "mid": "largest", "low": "smallest"}}
+    assert high_band(measured) == (0.33, 0.67)
+    app = EditingApp(measured, seeds=[1], times=5)
+    try:
+        assert app.values["band"] == (0.33, 0.67)
+        assert "intermediate alpha third" in app.widget.children[0].value
+    finally:
+        app.close()
+
+
 # -- SpectrumExplorer --------------------------------------------------------------------------------
 def test_explorer_figure_is_a_widget_with_one_trace_per_level(explorer, tiny_model):
     import plotly.graph_objects as go

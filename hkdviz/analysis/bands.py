@@ -35,8 +35,14 @@ Measured with `edit_metrics.band_spectra` (share of each band's decoded power ab
 benchmarks/bench_editing.py): on every shipped checkpoint so far the largest band has the most
 high-frequency power and the smallest the least, and on the first one editing with the largest band
 disturbed the low-pass image far less than with the smallest (the numbers: docs/results.md, "Which
-band carries the fine detail"). A checkpoint may learn otherwise: `band_spectra` tells, and ALIASES is the one
-place to change.
+band carries the fine detail").
+
+A checkpoint may learn otherwise (models trained with the state term do: intermediate, not smallest,
+carries the least detail there), so the aliases are read per model: the training loop measures which
+third is which (`edit_metrics.measure_band_aliases`) and records it in the checkpoint's meta.json
+(ALIASES_META_KEY); `model_aliases(model)` returns that reading, or ALIASES for a checkpoint without
+one. Every analysis that takes a model resolves its bands with `band_for_model`, so "low" names the
+model's own least-detailed third in the masks and in the provenance alike.
 
 Regions (`region_mask`, `region_masks`): spatial selections in image space, resized to each level by
 area averaging; `selection_masks(model, band, region)` is their product with a band's masks.
@@ -258,6 +264,51 @@ def as_band(band) -> Band:
                     f"got {type(band).__name__}")
 
 
+# -- the aliases as one model reads them ------------------------------------------------------------
+ALIASES_META_KEY = "band_aliases"  # meta.json: {"high": ..., "mid": ..., "low": ...}, measured when trained
+FREQUENCY_ALIASES = ("high", "mid", "low")
+
+
+def model_aliases(model) -> dict:
+    """The image-frequency aliases as `model` reads them: ALIASES's keys, each mapped to an alpha third.
+
+    A checkpoint trained by this hkdviz records in meta.json which third carries the most, the middle and
+    the least decoded high-frequency power (`edit_metrics.measure_band_aliases`, at the end of training);
+    "high"/"high_frequency", "mid" and "low"/"low_frequency" then follow that measurement. A checkpoint
+    without it (or a model not loaded from one) reads ALIASES, measured on the shipped checkpoints."""
+    measured = (getattr(model, "meta", None) or {}).get(ALIASES_META_KEY)
+    if measured is None:
+        return dict(ALIASES)
+    if (not isinstance(measured, dict) or sorted(measured) != sorted(FREQUENCY_ALIASES)
+            or sorted(map(str, measured.values())) != sorted(NAMED)):
+        where = getattr(model, "checkpoint_path", None)
+        raise ValueError(f"{where + '/meta.json: ' if where else ''}{ALIASES_META_KEY!r} must map high, mid and "
+                         f"low to the three alpha thirds ({', '.join(NAMED)}), each once; got {measured!r}")
+    return {"high_frequency": measured["high"], "high": measured["high"], "mid": measured["mid"],
+            "low_frequency": measured["low"], "low": measured["low"]}
+
+
+def band_for_model(model, band) -> Band:
+    """`band` (anything as_band takes) with its aliases read for `model` (model_aliases).
+
+    On a model whose measured "low" band is the intermediate third, Band.named("low") becomes that third,
+    still labelled "low"; combinations are resolved part by part. Bands given by their bounds, and
+    every band on a model that reads the global ALIASES, are returned unchanged. Every analysis that
+    takes a model and a band resolves it here, so its masks and its provenance name the same modes."""
+    band = as_band(band)
+    aliases = model_aliases(model)
+    return band if aliases == ALIASES else _realias(band, aliases)
+
+
+def _realias(band: Band, aliases: dict) -> Band:
+    if band.kind in ("intersection", "union"):
+        return Band(band.kind, parts=tuple(_realias(part, aliases) for part in band.parts), name=band.name)
+    if band.name in ALIASES and band == Band.named(band.name):  # made by name, not by explicit bounds
+        kind, lower, upper = NAMED[aliases[band.name]]
+        return Band(kind, lower=lower, upper=upper, name=band.name)
+    return band
+
+
 # -- masks -------------------------------------------------------------------------------------------
 def _rank_quantile(values: torch.Tensor) -> torch.Tensor:
     """Rank of each element (stable: ties keep flat order) divided by the count, same shape as values."""
@@ -318,9 +369,10 @@ def band_masks(model, band, device=None, dtype=torch.float32) -> list[torch.Tens
     """Per-level masks [d_l, h_l, w_l] (1 = keep) for `band` (a Band, name, dict or JSON).
 
     Each pair's value is written to both of its channels (k and k + d/2). Built with vectorised
-    sorts per level, no loops over modes.
+    sorts per level, no loops over modes. Aliases ("high", "low", ...) are read for this model
+    (band_for_model).
     """
-    band = as_band(band)
+    band = band_for_model(model, band)
     masks = []
     for level, info in zip(model.koopman, model.levels):
         if info.channels % 2:
@@ -417,4 +469,5 @@ def kept_fraction(masks: list[torch.Tensor]) -> list[float]:
 
 
 __all__ = ["Band", "BAND_NAMES", "NAMED", "ALIASES", "REGIONS", "as_band", "band_masks", "region_mask",
+           "model_aliases", "band_for_model", "ALIASES_META_KEY",
            "region_masks", "selection_masks", "kept_fraction"]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .bands import as_band, region_mask
+from .bands import as_band, band_for_model, region_mask
 from .editing import EditSession
 from .interventions import Mask, check_bands, check_ratio, spectral_masking
 from .storage import provenance_attrs
@@ -155,7 +155,7 @@ def editing_report(model, seeds, reference: torch.Tensor, ratios: Sequence[float
     ratios = [check_ratio(ratio) for ratio in ratios]
     if not ratios:
         raise ValueError("ratios is empty")
-    band = as_band(band)
+    band = band_for_model(model, band)
     session = EditSession(model, seeds, reference, time=time, reference_seed=reference_seed, band=band, region=region)
     original = session.update(ratio=0.0).cpu()
     reference_image = session.reference.cpu()
@@ -188,7 +188,7 @@ def band_spectra(model, seeds, bands=("smallest", "intermediate", "largest", "al
     Vars: power (band, frequency), high_frequency_fraction (band) = share of non-DC power above `cutoff`
     (sample mean). Tells which alpha band carries the image's fine detail on this model.
     """
-    bands = check_bands(bands)
+    bands = check_bands(bands, model)
     masked = spectral_masking(model, seeds, bands, time=time, clamp=False)
     images = torch.from_numpy(masked["image"].values)  # (band, sample, C, H, W)
     frequencies, power = radial_power_spectrum(images)
@@ -204,6 +204,24 @@ def band_spectra(model, seeds, bands=("smallest", "intermediate", "largest", "al
     )
 
 
+def measure_band_aliases(model, seeds=None, cutoff: float = DEFAULT_CUTOFF) -> dict | None:
+    """Which alpha third carries the most, the middle and the least decoded high-frequency power on this
+    model (band_spectra of the three thirds): {"high": ..., "mid": ..., "low": ...}, what a checkpoint's
+    meta.json records as bands.ALIASES_META_KEY (the training loop writes it). seeds: default 16 seeds
+    past every preset's training seeds. None for a model whose levels have no block modes to rank."""
+    from ..evaluation.evaluate import EVALUATION_FIRST_SEED  # lazy: evaluation imports analysis
+    from ..model.koopman import BLOCK_OPERATORS
+    if not any(info.operator in BLOCK_OPERATORS for info in model.levels):
+        return None
+    if any(info.operator not in BLOCK_OPERATORS + ("identity",) for info in model.levels):
+        return None  # dense levels: spectral bands are not defined there
+    seeds = list(range(EVALUATION_FIRST_SEED, EVALUATION_FIRST_SEED + 16)) if seeds is None else seeds
+    names = ("smallest", "intermediate", "largest")
+    fractions = band_spectra(model, seeds, names, cutoff=cutoff)["high_frequency_fraction"].values
+    order = [names[index] for index in np.argsort(-np.asarray(fractions), kind="stable")]  # most detail first
+    return {"high": order[0], "mid": order[1], "low": order[2]}
+
+
 __all__ = ["lowpass", "split_frequencies", "radial_power_spectrum", "high_frequency_fraction", "region_mse",
            "region_correlation", "lowpass_fidelity", "highpass_correlation", "editing_report", "band_spectra",
-           "radial_frequency", "DEFAULT_CUTOFF"]
+           "radial_frequency", "DEFAULT_CUTOFF", "measure_band_aliases"]

@@ -40,7 +40,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from ..model.hkd import karras_sigmas, seed_noise
-from .bands import as_band, region_mask, selection_masks
+from .bands import as_band, band_for_model, region_mask, selection_masks
 from .interventions import (Gain, PhaseRotation, check_ratio, check_seeds, check_time, intervene, noise_latents)
 from .storage import provenance_attrs
 
@@ -120,13 +120,13 @@ class EditSession:
             reference_latents = model.encode(reference + self.time * noise, self.time)  # z_B
             difference = [b - a for a, b in zip(generation, reference_latents)]
             self.difference = model.evolve_between(difference, self.time, model.sigma_min)
-        self.state = {"ratio": 0.0, "band": as_band(band), "region": "all"}
+        self.state = {"ratio": 0.0, "band": band_for_model(model, band), "region": "all"}
         self.set(ratio=ratio, band=band, region=region)
         self.image: torch.Tensor | None = None
 
     def masks(self, band, region) -> list[torch.Tensor]:
         """Band x region masks per level, cached for named regions."""
-        band = as_band(band)
+        band = band_for_model(self.model, band)
         if isinstance(region, str):
             key = (band.to_json(), region)
             if key not in self._masks:
@@ -139,7 +139,7 @@ class EditSession:
         if ratio is not None:
             self.state["ratio"] = check_ratio(ratio)
         if band is not None:
-            self.state["band"] = as_band(band)
+            self.state["band"] = band_for_model(self.model, band)
         if region is not None:
             self.masks(self.state["band"], region)  # validates the region (and warms the cache)
             self.state["region"] = region
@@ -191,7 +191,7 @@ def editing_sweep(model, seeds, reference: torch.Tensor, ratios: Sequence[float]
     if not ratios:
         raise ValueError("ratios is empty")
     session = EditSession(model, seeds, reference, time=time, reference_seed=reference_seed, band=band, region=region)
-    band = as_band(band)
+    band = band_for_model(model, band)
     variants = {"aware": band, "agnostic": as_band("all")}
     images = np.empty((len(variants), len(ratios), len(session.seeds), *model.image_shape), dtype=np.float32)
     with tqdm(total=len(variants) * len(ratios), desc="editing sweep", disable=not progress) as bar:

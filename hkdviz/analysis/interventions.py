@@ -33,7 +33,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from ..model.hkd import check_batch_size, check_seeds, sigma_tensor
-from .bands import Band, as_band, band_masks, kept_fraction, selection_masks
+from .bands import Band, as_band, band_for_model, band_masks, kept_fraction, selection_masks
 from .storage import provenance_attrs
 from .trajectory import time_grid
 
@@ -51,9 +51,11 @@ class Intervention:
         object.__setattr__(self, "band", as_band(self.band))
 
     def resolve(self, model, device=None, dtype=torch.float32) -> "Intervention":
-        """A copy holding this intervention's masks for `model` (computed once, reused by apply)."""
-        masks = selection_masks(model, self.band, self.region, device=device, dtype=dtype)
-        return dataclasses.replace(self, masks=tuple(masks))
+        """A copy holding this intervention's masks for `model` (computed once, reused by apply), with its
+        band's aliases read for `model` (bands.band_for_model)."""
+        band = band_for_model(model, self.band)
+        masks = selection_masks(model, band, self.region, device=device, dtype=dtype)
+        return dataclasses.replace(self, band=band, masks=tuple(masks))
 
     def edit(self, latents: list[torch.Tensor]) -> list[torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -234,10 +236,11 @@ def check_time(model, time, name: str = "time") -> float:
     return time
 
 
-def check_bands(bands) -> list[Band]:
+def check_bands(bands, model=None) -> list[Band]:
+    """Bands as a list of distinct Bands; with `model`, their aliases read for it (band_for_model)."""
     if isinstance(bands, (str, Band, dict)):
         bands = [bands]
-    bands = [as_band(band) for band in bands]
+    bands = [as_band(band) if model is None else band_for_model(model, band) for band in bands]
     if not bands:
         raise ValueError("bands is empty")
     labels = [band.label for band in bands]
@@ -285,7 +288,7 @@ def spectral_masking(model, seeds, bands=("smallest", "intermediate", "largest")
     Returns `image` (band, sample, channel, y, x) and `kept_fraction` (band, level).
     """
     seeds = check_seeds(seeds)
-    bands = check_bands(bands)
+    bands = check_bands(bands, model)
     time = None if time is None else check_time(model, time)
     masks = [band_masks(model, band) for band in bands]
     images = [[] for _ in bands]
@@ -327,7 +330,7 @@ def cumulative_effect(model, seeds, bands=("smallest", "intermediate", "largest"
     coordinate time = sigma values, T first.
     """
     seeds = check_seeds(seeds)
-    bands = check_bands(bands)
+    bands = check_bands(bands, model)
     grid = time_grid(model, times)  # the trajectory's grid: Karras points T first, eps last (exact ends)
     masks = [band_masks(model, band) for band in bands]
     zero_image = model.decode([torch.zeros(1, info.channels, info.height, info.width, device=model.device)

@@ -595,12 +595,20 @@ class HKDLoop(TrainingLoop):
         return loss, stats
 
     def checkpoint_meta(self) -> dict:
-        return {"dataset": _dataset_name(self.config["dataset"]),
+        from ..analysis.bands import ALIASES_META_KEY
+        from ..analysis.edit_metrics import measure_band_aliases
+        meta = {"dataset": _dataset_name(self.config["dataset"]),
                 "teacher": {"path": str(self.teacher_path), "sha256": self.teacher_sha256},
                 "trajectories": {"path": str(self.trajectory_path), "count": self._count,
                                  "first_seed": int(self.data.manifest["first_seed"]),
                                  "num_steps": int(self.data.manifest["num_steps"])},
                 "training": {"hkd": self.options, "loss": self.loss.config()}, "metrics": {}}
+        # Which alpha third is "high"/"low" is a property of the trained weights: measured here, read by
+        # every analysis of the checkpoint (bands.model_aliases).
+        aliases = measure_band_aliases(self.ema.module)
+        if aliases is not None:
+            meta[ALIASES_META_KEY] = aliases
+        return meta
 
 
 def _dataset_name(spec) -> str:

@@ -12,7 +12,7 @@ on CPU, updates of small models run on one thread (`cpu_threads="auto"`; see wid
 from ..exports import lazy_exports
 
 _EXPORTS = {"EditingApp": "editing_app", "SpectrumExplorer": "spectrum_explorer",
-            "builtin_references": "references", "image_to_png": "common"}
+            "builtin_references": "references", "image_to_png": "common", "high_band": "editing_app"}
 
 __all__ = sorted(_EXPORTS)
 

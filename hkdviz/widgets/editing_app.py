@@ -5,7 +5,8 @@
     app.last_update_seconds
 
 Controls: edit time (the Karras grid), ratio r in [0, 1], band (a range of alpha-rank quantiles, per
-level; [2/3, 1] is the "high"-frequency third, see bands.py), level (all, or one), region, reference image, seed.
+level; it starts on the checkpoint's "high"-frequency third, bands.model_aliases), level (all, or one), region,
+reference image, seed.
 The encoder work lives in a cached EditSession per (seed, reference, time): moving ratio, band, level
 or region only re-mixes, evolves and decodes. Slider moves are debounced (the last value always wins).
 """
@@ -15,7 +16,7 @@ from collections import OrderedDict
 
 import torch
 
-from ..analysis.bands import REGIONS, Band
+from ..analysis.bands import NAMED, REGIONS, Band, model_aliases
 from ..analysis.editing import EditSession
 from ..model.hkd import karras_sigmas
 from ..model.koopman import BLOCK_OPERATORS
@@ -25,14 +26,20 @@ from .references import collect_references
 
 SESSION_CACHE = 6    # EditSessions kept (each holds one seed's latents twice)
 MASK_CACHE = 64      # band x region masks kept per session; dragging the band slider makes many
-HIGH_BAND = (0.67, 1.0)  # ~ the largest-alpha third: the high-frequency band (bands.py)
+
+
+def high_band(model) -> tuple[float, float]:
+    """The alpha-rank range of the model's "high"-frequency third (bands.model_aliases: measured when the
+    checkpoint was trained, else the shipped checkpoints' reading), rounded to the slider's step."""
+    _, lower, upper = NAMED[model_aliases(model)["high"]]
+    return round(lower, 2), round(upper, 2)
 
 
 class EditingApp(WidgetApp):
     """Sliders for frequency-aware editing; `.widget` is the ipywidgets box to display."""
 
     def __init__(self, model, reference=None, seeds=(0, 1, 2, 3), times: int = 19, ratio: float = 0.5,
-                 band=HIGH_BAND, level="all", region: str = "lower-left", reference_seed: int = 0,
+                 band=None, level="all", region: str = "lower-left", reference_seed: int = 0,
                  debounce_seconds: float = DEFAULT_DEBOUNCE_SECONDS, display_pixels: int = DISPLAY_PIXELS,
                  cpu_threads="auto"):
         import ipywidgets
@@ -58,7 +65,8 @@ class EditingApp(WidgetApp):
 
         block_levels = [info for info in model.levels if info.operator in BLOCK_OPERATORS]
         _check_ratio(ratio)
-        band = _check_band(band)
+        high = high_band(model)
+        band = _check_band(high if band is None else band)
         if level != "all" and level not in [info.index for info in block_levels]:
             raise ValueError(f"level must be 'all' or the index of a block Koopman level "
                              f"{[info.index for info in block_levels]}, got {level!r}")
@@ -101,9 +109,9 @@ class EditingApp(WidgetApp):
                                   captioned(self.edited_view, "edited")])
         self.widget = ipywidgets.VBox([
             ipywidgets.HTML("<b>Frequency-aware editing</b>: inject the reference's Koopman modes of the chosen "
-                            "band into the region at the edit time (band = alpha-rank quantiles; [0.67, 1], "
-                            "the largest alpha, is the high-frequency band: <code>band_spectra</code> "
-                            "measures it on this checkpoint)."),
+                            f"band into the region at the edit time (band = alpha-rank quantiles; [{high[0]:.2f}, "
+                            f"{high[1]:.2f}], the {escape(model_aliases(model)['high'])} alpha third, is this "
+                            "checkpoint's high-frequency band, as <code>band_spectra</code> measures)."),
             ipywidgets.HBox([ipywidgets.VBox(list(self.controls.values())[:4]),
                              ipywidgets.VBox(list(self.controls.values())[4:])]),
             images, self.status])

@@ -54,6 +54,11 @@ def test_train_all_end_to_end_gives_loadable_checkpoints(tmp_path, single_thread
     assert seeds == list(range(EVALUATION_FIRST_SEED, EVALUATION_FIRST_SEED + 16))
     target = model.meta["metrics"]["evaluation"]["target"]  # what the RMSE / class agreement columns compare with
     assert target["nfe"] == max(row["nfe"] for row in rows if row["nfe"]) and rows[0]["rmse_to_target"] > 0
+    # Which alpha third is "high" / "low" is measured on the trained weights and read back by the bands.
+    from hkdviz.analysis.bands import model_aliases
+    from hkdviz.analysis.edit_metrics import measure_band_aliases
+    assert model.meta["band_aliases"] == measure_band_aliases(model)
+    assert model_aliases(model)["low"] == model.meta["band_aliases"]["low"]
     images = model.sample([0, 1, 2])
     assert images.shape == (3, 3, 16, 16) and torch.isfinite(images).all()
     teacher = load_teacher(out / "export", device="cpu")
