@@ -208,4 +208,4 @@ def test_measured_aliases_rank_the_thirds_by_their_detail(model):
     fractions = band_spectra(model, seeds, ("smallest", "intermediate", "largest"))["high_frequency_fraction"]
     by_detail = sorted(fractions["band"].values, key=lambda name: -float(fractions.sel(band=name)))
     assert [aliases["high"], aliases["mid"], aliases["low"]] == by_detail
-    assert measure_band_aliases(hkdviz.build({"preset": "tiny", "koopman": {"operator": "dense_shared"}})) is None
+    assert measure_band_aliases(hkdviz.build({"preset": "tiny", "koopman": {"operator": "dense_shared"}}), seeds) is None

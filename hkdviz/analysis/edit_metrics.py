@@ -204,18 +204,16 @@ def band_spectra(model, seeds, bands=("smallest", "intermediate", "largest", "al
     )
 
 
-def measure_band_aliases(model, seeds=None, cutoff: float = DEFAULT_CUTOFF) -> dict | None:
+def measure_band_aliases(model, seeds, cutoff: float = DEFAULT_CUTOFF) -> dict | None:
     """Which alpha third carries the most, the middle and the least decoded high-frequency power on this
-    model (band_spectra of the three thirds): {"high": ..., "mid": ..., "low": ...}, what a checkpoint's
-    meta.json records as bands.ALIASES_META_KEY (the training loop writes it). seeds: default 16 seeds
-    past every preset's training seeds. None for a model whose levels have no block modes to rank."""
-    from ..evaluation.evaluate import EVALUATION_FIRST_SEED  # lazy: evaluation imports analysis
+    model over `seeds` (band_spectra of the three thirds): {"high": ..., "mid": ..., "low": ...}, what a
+    checkpoint's meta.json records as bands.ALIASES_META_KEY (the training loop writes it, on seeds it
+    never trained on). None for a model whose levels have no block modes to rank."""
     from ..model.koopman import BLOCK_OPERATORS
     if not any(info.operator in BLOCK_OPERATORS for info in model.levels):
         return None
     if any(info.operator not in BLOCK_OPERATORS + ("identity",) for info in model.levels):
         return None  # dense levels: spectral bands are not defined there
-    seeds = list(range(EVALUATION_FIRST_SEED, EVALUATION_FIRST_SEED + 16)) if seeds is None else seeds
     names = ("smallest", "intermediate", "largest")
     fractions = band_spectra(model, seeds, names, cutoff=cutoff)["high_frequency_fraction"].values
     order = [names[index] for index in np.argsort(-np.asarray(fractions), kind="stable")]  # most detail first

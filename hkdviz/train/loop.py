@@ -27,6 +27,10 @@ from .common import (EMA, INPUTS_KEY, BatchOrder, RunDirectory, TrainingError, c
                      configure_backend, derive_seed, global_rng_state, load_resume, resolve_autocast, save_resume,
                      seed_everything, set_global_rng_state, synchronize)
 from .distributed import DistributedContext, all_reduce_mean, barrier, init_distributed, unwrap_model, wrap_model
+from ..evaluation.evaluate import EVALUATION_FIRST_SEED
+
+# The seeds a new HKD checkpoint's band aliases are measured on: past every preset's training seeds.
+BAND_ALIAS_SEEDS = range(EVALUATION_FIRST_SEED, EVALUATION_FIRST_SEED + 16)
 
 
 class TrainingLoop:
@@ -605,7 +609,7 @@ class HKDLoop(TrainingLoop):
                 "training": {"hkd": self.options, "loss": self.loss.config()}, "metrics": {}}
         # Which alpha third is "high"/"low" is a property of the trained weights: measured here, read by
         # every analysis of the checkpoint (bands.model_aliases).
-        aliases = measure_band_aliases(self.ema.module)
+        aliases = measure_band_aliases(self.ema.module, BAND_ALIAS_SEEDS)
         if aliases is not None:
             meta[ALIASES_META_KEY] = aliases
         return meta
