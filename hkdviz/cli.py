@@ -81,6 +81,18 @@ def parse_seeds(text: str, limit: int = MAX_SEEDS) -> list[int]:
     return [seed for part in parts for seed in part]
 
 
+def band_aliases_line(model) -> str:
+    """Which alpha third each image-frequency alias names on this checkpoint, and where that comes from."""
+    from .analysis.bands import ALIASES_META_KEY, model_aliases
+    try:
+        aliases = model_aliases(model)
+    except ValueError as error:  # meta.json is hand-editable: say what is wrong, keep going
+        return f"(unreadable band_aliases in meta.json: {error})"
+    source = ("measured when trained" if ALIASES_META_KEY in (model.meta or {})
+              else "not recorded: hkdviz's table, measured on the shipped checkpoints")
+    return f"high = {aliases['high']}, mid = {aliases['mid']}, low = {aliases['low']} ({source})"
+
+
 def command_info(args) -> int:
     import hkdviz
     model = hkdviz.load(args.checkpoint, device="cpu")
@@ -104,6 +116,7 @@ def command_info(args) -> int:
           f"parameters {summary['parameters']:,}   image {tuple(model.image_shape)}")
     print(f"koopman     {summary['koopman']}")
     print(f"trained     step {model.meta.get('step')!s:.40} on {model.meta.get('dataset')!s:.200}")
+    print(f"bands       {band_aliases_line(model)}")
     print(f"{'level':>5}  {'name':<16} {'channels':>8} {'size':>7}  operator")
     for level in model.levels:
         print(f"{level.index:>5}  {level.name:<16} {level.channels:>8} {level.height:>3}x{level.width:<3}  {level.operator}")

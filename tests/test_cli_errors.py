@@ -172,6 +172,8 @@ def test_train_cli_refuses_a_cooldown_longer_than_the_run_up_front(capsys):
     {"metrics": {"evaluation": {"rows": [1, 2]}}},
     {"step": {"nested": [1]}, "dataset": ["a", "list"]},
     {"metrics": None, "step": None},
+    {"band_aliases": {"high": "largest"}},
+    {"band_aliases": "largest"},
 ])
 def test_info_survives_malformed_meta_fields(tiny_checkpoint, tmp_path, capsys, meta_change):
     checkpoint = tmp_path / "ckpt"
@@ -183,6 +185,22 @@ def test_info_survives_malformed_meta_fields(tiny_checkpoint, tmp_path, capsys, 
         code, out, err = run(["info", checkpoint, *extra], capsys)
         assert code == 0, err
         assert "Traceback" not in err and "level" in out and "error" not in err
+
+
+def test_info_names_the_band_aliases_and_their_source(tiny_checkpoint, tmp_path, capsys):
+    code, out, _ = run(["info", tiny_checkpoint], capsys)
+    assert code == 0 and "high = largest, mid = intermediate, low = smallest (not recorded" in out
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    meta["band_aliases"] = {"high": "largest", "mid": "smallest", "low": "intermediate"}
+    (checkpoint / "meta.json").write_text(json.dumps(meta))
+    code, out, _ = run(["info", checkpoint], capsys)
+    assert code == 0 and "high = largest, mid = smallest, low = intermediate (measured when trained)" in out
+    meta["band_aliases"] = {"high": "largest"}
+    (checkpoint / "meta.json").write_text(json.dumps(meta))
+    code, out, _ = run(["info", checkpoint], capsys)
+    assert code == 0 and "unreadable band_aliases" in out
 
 
 def test_figures_one_bad_netcdf_fails_only_its_figures(tiny_model, tmp_path, capsys):
