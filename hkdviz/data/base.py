@@ -112,8 +112,8 @@ class ImageDataset(torch.utils.data.Dataset):
         chunks = [raw_indices[start:start + chunk] for start in starts]
         pool = None
         if workers > 1:
-            # Threads, not processes: NumPy releases the GIL in the array work that dominates rendering
-            # (1.4x on 2 busy cores), with nothing to pickle or re-import. map() keeps the chunk order.
+            # Threads, not processes: NumPy releases the GIL in the array work that dominates rendering,
+            # so threads run it in parallel with nothing to pickle or re-import. map() keeps the chunk order.
             pool = ThreadPoolExecutor(workers, thread_name_prefix=f"{self.name}-render")
             loaded = pool.map(self._load_raw_batch, chunks)
         else:
