@@ -192,3 +192,15 @@ def test_editing_report_and_band_spectra(tiny_model, reference):
     spectra = band_spectra(tiny_model, SEEDS, ("high", "low"))
     assert spectra["power"].dims == ("band", "frequency") and spectra.sizes["frequency"] == 17
     assert np.all((spectra["high_frequency_fraction"] >= 0) & (spectra["high_frequency_fraction"] <= 1))
+
+
+def test_edit_times_rule_on_hand_values():
+    """benchmarks/edit_times.py's Study E rule: the candidate meets HP >= 0.5 and LP <= 0.1 on every
+    checkpoint and has the largest smallest-HP; `best` only needs LP <= 0.1 everywhere."""
+    from benchmarks.edit_times import pick_time
+    first = [(10.0, 0.60, 0.05), (5.0, 0.90, 0.09), (2.5, 0.95, 0.20)]
+    second = [(10.0, 0.55, 0.04), (5.0, 0.52, 0.08), (2.5, 0.99, 0.05)]
+    assert pick_time([first, second]) == (10.0, 10.0)   # 5.0 meets too, but its smallest HP is 0.52 < 0.55
+    third = [(10.0, 0.40, 0.05), (5.0, 0.45, 0.05), (2.5, 0.99, 0.50)]
+    assert pick_time([first, second, third]) == (None, 5.0)  # nothing meets on all three
+    assert pick_time([[(1.0, 0.9, 0.5)]]) == (None, None)
