@@ -25,6 +25,11 @@ from hkdviz.analysis.edit_metrics import band_spectra, editing_report
 from hkdviz.cli import parse_seeds
 from hkdviz.model.hkd import karras_sigmas
 
+if __package__:  # python -m benchmarks.edit_times, or imported as benchmarks.edit_times
+    from .bench_editing import load_reference
+else:  # python benchmarks/edit_times.py: Python puts this file's directory first on sys.path
+    from bench_editing import load_reference
+
 HP_TARGET, LP_TARGET = 0.5, 0.1
 
 
@@ -55,7 +60,6 @@ def pick_time(tables: list[list[tuple[float, float, float]]]) -> tuple[float | N
 
 
 def main(argv=None) -> int:
-    from benchmarks.bench_editing import load_reference
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoints", nargs="+", help="shipped names or checkpoint directories")
     parser.add_argument("--seeds", type=parse_seeds, default=list(range(5000, 5032)), help="e.g. 5000-5031 (default)")
