@@ -21,6 +21,7 @@ import torch
 
 import hkdviz
 from hkdviz.analysis.bands import model_aliases
+from hkdviz.checkpoint import CheckpointError
 from hkdviz.analysis.edit_metrics import band_spectra, editing_report
 from hkdviz.cli import parse_seeds
 from hkdviz.model.hkd import karras_sigmas
@@ -73,8 +74,11 @@ def main(argv=None) -> int:
         parser.error(f"--grid must be >= 3 (the interior of the grid are the times), got {args.grid}")
     torch.set_num_threads(args.threads)
     tables = []
-    for name in args.checkpoints:
-        model = hkdviz.load(name, device="cpu")
+    try:  # every checkpoint first: a wrong name is a usage error before any work
+        models = {name: hkdviz.load(name, device="cpu") for name in args.checkpoints}
+    except (CheckpointError, ValueError) as error:
+        parser.error(str(error))
+    for name, model in models.items():
         times = [float(value) for value in karras_sigmas(args.grid, model.sigma_min, model.sigma_max)[1:-1]]
         reference = load_reference(args.reference, model)
         aliases = model_aliases(model)
