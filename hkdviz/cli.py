@@ -88,8 +88,18 @@ def band_aliases_line(model) -> str:
         aliases = model_aliases(model)
     except ValueError as error:  # meta.json is hand-editable: say what is wrong, keep going
         return f"(unreadable band_aliases in meta.json: {error})"
-    source = ("measured when trained" if ALIASES_META_KEY in (model.meta or {})
-              else "not recorded: hkdviz's table, measured on the shipped checkpoints")
+    record = (model.meta or {}).get(ALIASES_META_KEY)
+    source = "measured when trained" if record else "not recorded: hkdviz's table, measured on the shipped checkpoints"
+    ties = []
+    for name, (upper, lower) in (("high_over_mid", ("high", "mid")), ("mid_over_low", ("mid", "low"))):
+        try:
+            difference, error = (float(value) for value in record["margins"][name])
+        except (TypeError, KeyError, ValueError):
+            continue  # a record without margins (or a hand-edited one): nothing to judge
+        if not difference > 2 * error:
+            ties.append(f"{upper} and {lower} not separated, {difference:+.3f} +- {error:.3f}")
+    if ties:
+        source += "; " + "; ".join(ties) + ": name the thirds instead"
     return f"high = {aliases['high']}, mid = {aliases['mid']}, low = {aliases['low']} ({source})"
 
 

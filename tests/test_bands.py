@@ -178,8 +178,9 @@ def test_aliases_are_read_per_model(model):
     assert model_aliases(model) == ALIASES  # no record: the shipped checkpoints' reading
     assert band_for_model(model, "low") == Band.named("low")
     measured = copy.deepcopy(model)
-    measured.meta = {"band_aliases": {"high": "largest", "mid": "smallest", "low": "intermediate"}}
-    assert model_aliases(measured)["low_frequency"] == "intermediate"
+    measured.meta = {"band_aliases": {"high": "largest", "mid": "smallest", "low": "intermediate", "seeds": 64,
+                                      "margins": {"high_over_mid": [0.1, 0.02], "mid_over_low": [0.01, 0.02]}}}
+    assert model_aliases(measured)["low_frequency"] == "intermediate"  # the measurement's own keys ride along
     for alias, third in (("low", "intermediate"), ("mid", "smallest"), ("high", "largest")):
         assert all(torch.equal(a, b) for a, b in zip(band_masks(measured, alias), band_masks(measured, third)))
     low = band_for_model(measured, "low")
@@ -208,4 +209,10 @@ def test_measured_aliases_rank_the_thirds_by_their_detail(model):
     fractions = band_spectra(model, seeds, ("smallest", "intermediate", "largest"))["high_frequency_fraction"]
     by_detail = sorted(fractions["band"].values, key=lambda name: -float(fractions.sel(band=name)))
     assert [aliases["high"], aliases["mid"], aliases["low"]] == by_detail
+    assert aliases["seeds"] == 4 and aliases["share"][by_detail[0]] == pytest.approx(float(fractions.sel(band=by_detail[0])))
+    # The margins are paired over the seeds: the mean difference of the per-seed shares and its standard error.
+    per_sample = band_spectra(model, seeds, by_detail)["high_frequency_fraction_per_sample"].values
+    difference = per_sample[0] - per_sample[1]
+    assert aliases["margins"]["high_over_mid"] == pytest.approx([difference.mean(), difference.std(ddof=1) / 2])
+    assert aliases["margins"]["mid_over_low"][0] >= 0
     assert measure_band_aliases(hkdviz.build({"preset": "tiny", "koopman": {"operator": "dense_shared"}}), seeds) is None

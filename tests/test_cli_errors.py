@@ -197,6 +197,11 @@ def test_info_names_the_band_aliases_and_their_source(tiny_checkpoint, tmp_path,
     (checkpoint / "meta.json").write_text(json.dumps(meta))
     code, out, _ = run(["info", checkpoint], capsys)
     assert code == 0 and "high = largest, mid = smallest, low = intermediate (measured when trained)" in out
+    meta["band_aliases"]["margins"] = {"high_over_mid": [0.25, 0.02], "mid_over_low": [0.011, 0.051]}
+    (checkpoint / "meta.json").write_text(json.dumps(meta))
+    code, out, _ = run(["info", checkpoint], capsys)  # a margin within two standard errors is a tie
+    assert code == 0 and "mid and low not separated, +0.011 +- 0.051: name the thirds instead" in out
+    assert "high and mid" not in out
     meta["band_aliases"] = {"high": "largest"}
     (checkpoint / "meta.json").write_text(json.dumps(meta))
     code, out, _ = run(["info", checkpoint], capsys)

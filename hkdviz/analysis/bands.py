@@ -38,9 +38,9 @@ disturbed the low-pass image far less than with the smallest (the numbers: docs/
 band carries the fine detail").
 
 A checkpoint may learn otherwise (models trained with the state term do: intermediate, not smallest,
-carries the least detail there), so the aliases are read per model: the training loop measures which
-third is which (`edit_metrics.measure_band_aliases`) and records it in the checkpoint's meta.json
-(ALIASES_META_KEY); `model_aliases(model)` returns that reading, or ALIASES for a checkpoint without
+carries the least detail there, and largest and smallest tie or swap with the training seed), so the
+aliases are read per model: the training loop measures which third is which, with paired margins
+(`edit_metrics.measure_band_aliases`), and records it in the checkpoint's meta.json (ALIASES_META_KEY); `model_aliases(model)` returns that reading, or ALIASES for a checkpoint without
 one. Every analysis that takes a model resolves its bands with `band_for_model`, so "low" names the
 model's own least-detailed third in the masks and in the provenance alike.
 
@@ -265,7 +265,7 @@ def as_band(band) -> Band:
 
 
 # -- the aliases as one model reads them ------------------------------------------------------------
-ALIASES_META_KEY = "band_aliases"  # meta.json: {"high": ..., "mid": ..., "low": ...}, measured when trained
+ALIASES_META_KEY = "band_aliases"  # meta.json: {"high": ..., "mid": ..., "low": ..., + the measurement}
 FREQUENCY_ALIASES = ("high", "mid", "low")
 
 
@@ -279,8 +279,8 @@ def model_aliases(model) -> dict:
     measured = (getattr(model, "meta", None) or {}).get(ALIASES_META_KEY)
     if measured is None:
         return dict(ALIASES)
-    if (not isinstance(measured, dict) or sorted(measured) != sorted(FREQUENCY_ALIASES)
-            or sorted(map(str, measured.values())) != sorted(NAMED)):
+    if (not isinstance(measured, dict) or not set(FREQUENCY_ALIASES) <= set(measured)
+            or sorted(str(measured[alias]) for alias in FREQUENCY_ALIASES) != sorted(NAMED)):
         where = getattr(model, "checkpoint_path", None)
         raise ValueError(f"{where + '/meta.json: ' if where else ''}{ALIASES_META_KEY!r} must map high, mid and "
                          f"low to the three alpha thirds ({', '.join(NAMED)}), each once; got {measured!r}")

@@ -206,18 +206,32 @@ def band_spectra(model, seeds, bands=("smallest", "intermediate", "largest", "al
 
 def measure_band_aliases(model, seeds, cutoff: float = DEFAULT_CUTOFF) -> dict | None:
     """Which alpha third carries the most, the middle and the least decoded high-frequency power on this
-    model over `seeds` (band_spectra of the three thirds): {"high": ..., "mid": ..., "low": ...}, what a
-    checkpoint's meta.json records as bands.ALIASES_META_KEY (the training loop writes it, on seeds it
-    never trained on). None for a model whose levels have no block modes to rank."""
+    model over `seeds` (band_spectra of the three thirds, decoded alone): what a checkpoint's meta.json
+    records as bands.ALIASES_META_KEY (the training loop writes it, on seeds it never trained on).
+
+    Returns {"high": third, "mid": third, "low": third, "seeds": n, "share": {third: mean share},
+    "margins": {"high_over_mid": [difference, standard error], "mid_over_low": [...]}}: the margins are
+    paired over the seeds, so a margin within about two standard errors says the two thirds carry the
+    same detail and the alias between them is a coin toss (`hkdviz info` says so). None for a model whose
+    levels have no block modes to rank."""
     from ..model.koopman import BLOCK_OPERATORS
     if not any(info.operator in BLOCK_OPERATORS for info in model.levels):
         return None
     if any(info.operator not in BLOCK_OPERATORS + ("identity",) for info in model.levels):
         return None  # dense levels: spectral bands are not defined there
     names = ("smallest", "intermediate", "largest")
-    fractions = band_spectra(model, seeds, names, cutoff=cutoff)["high_frequency_fraction"].values
-    order = [names[index] for index in np.argsort(-np.asarray(fractions), kind="stable")]  # most detail first
-    return {"high": order[0], "mid": order[1], "low": order[2]}
+    per_sample = band_spectra(model, seeds, names, cutoff=cutoff)["high_frequency_fraction_per_sample"].values
+    means = per_sample.mean(axis=1)
+    order = [int(index) for index in np.argsort(-means, kind="stable")]  # most detail first
+
+    def margin(upper: int, lower: int) -> list[float]:
+        difference = per_sample[upper] - per_sample[lower]
+        error = float(difference.std(ddof=1) / np.sqrt(difference.size)) if difference.size > 1 else float("nan")
+        return [float(difference.mean()), error]
+
+    return {"high": names[order[0]], "mid": names[order[1]], "low": names[order[2]], "seeds": len(per_sample[0]),
+            "share": {name: float(value) for name, value in zip(names, means)},
+            "margins": {"high_over_mid": margin(order[0], order[1]), "mid_over_low": margin(order[1], order[2])}}
 
 
 __all__ = ["lowpass", "split_frequencies", "radial_power_spectrum", "high_frequency_fraction", "region_mse",

@@ -29,8 +29,10 @@ from .common import (EMA, INPUTS_KEY, BatchOrder, RunDirectory, TrainingError, c
 from .distributed import DistributedContext, all_reduce_mean, barrier, init_distributed, unwrap_model, wrap_model
 from ..evaluation.evaluate import EVALUATION_FIRST_SEED
 
-# The seeds a new HKD checkpoint's band aliases are measured on: past every preset's training seeds.
-BAND_ALIAS_SEEDS = range(EVALUATION_FIRST_SEED, EVALUATION_FIRST_SEED + 16)
+# The seeds a new HKD checkpoint's band aliases are measured on: past every preset's training seeds, and
+# enough that the paired margins between thirds resolve real differences (docs/results.md, "Which band
+# carries the fine detail").
+BAND_ALIAS_SEEDS = range(EVALUATION_FIRST_SEED, EVALUATION_FIRST_SEED + 64)
 
 
 class TrainingLoop:
