@@ -40,9 +40,10 @@ band carries the fine detail").
 A checkpoint may learn otherwise (models trained with the state term do: intermediate, not smallest,
 carries the least detail there, and largest and smallest tie or swap with the training seed), so the
 aliases are read per model: the training loop measures which third is which, with paired margins
-(`edit_metrics.measure_band_aliases`), and records it in the checkpoint's meta.json (ALIASES_META_KEY); `model_aliases(model)` returns that reading, or ALIASES for a checkpoint without
-one. Every analysis that takes a model resolves its bands with `band_for_model`, so "low" names the
-model's own least-detailed third in the masks and in the provenance alike.
+(`edit_metrics.measure_band_aliases`), and records it in the checkpoint's meta.json (ALIASES_META_KEY);
+`model_aliases(model)` returns that reading, or ALIASES for a checkpoint without one. Every analysis
+that takes a model resolves its bands with `band_for_model`, so "low" names the model's own
+least-detailed third in the masks and in the provenance alike.
 
 Regions (`region_mask`, `region_masks`): spatial selections in image space, resized to each level by
 area averaging; `selection_masks(model, band, region)` is their product with a band's masks.
