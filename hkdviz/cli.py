@@ -81,28 +81,6 @@ def parse_seeds(text: str, limit: int = MAX_SEEDS) -> list[int]:
     return [seed for part in parts for seed in part]
 
 
-def band_aliases_line(model) -> str:
-    """Which alpha third each image-frequency alias names on this checkpoint, and where that comes from."""
-    from .analysis.bands import ALIASES_META_KEY, model_aliases
-    try:
-        aliases = model_aliases(model)
-    except ValueError as error:  # meta.json is hand-editable: say what is wrong, keep going
-        return f"(unreadable band_aliases in meta.json: {error})"
-    record = (model.meta or {}).get(ALIASES_META_KEY)
-    source = "measured when trained" if record else "not recorded: hkdviz's table, measured on the shipped checkpoints"
-    ties = []
-    for name, (upper, lower) in (("high_over_mid", ("high", "mid")), ("mid_over_low", ("mid", "low"))):
-        try:
-            difference, error = (float(value) for value in record["margins"][name])
-        except (TypeError, KeyError, ValueError):
-            continue  # a record without margins (or a hand-edited one): nothing to judge
-        if not difference > 2 * error:
-            ties.append(f"{upper} and {lower} not separated, {difference:+.3f} +- {error:.3f}")
-    if ties:
-        source += "; " + "; ".join(ties) + ": name the thirds instead"
-    return f"high = {aliases['high']}, mid = {aliases['mid']}, low = {aliases['low']} ({source})"
-
-
 def command_info(args) -> int:
     import hkdviz
     model = hkdviz.load(args.checkpoint, device="cpu")
@@ -126,7 +104,8 @@ def command_info(args) -> int:
           f"parameters {summary['parameters']:,}   image {tuple(model.image_shape)}")
     print(f"koopman     {summary['koopman']}")
     print(f"trained     step {model.meta.get('step')!s:.40} on {model.meta.get('dataset')!s:.200}")
-    print(f"bands       {band_aliases_line(model)}")
+    from .analysis.bands import describe_aliases
+    print(f"bands       {describe_aliases(model)}")
     print(f"{'level':>5}  {'name':<16} {'channels':>8} {'size':>7}  operator")
     for level in model.levels:
         print(f"{level.index:>5}  {level.name:<16} {level.channels:>8} {level.height:>3}x{level.width:<3}  {level.operator}")

@@ -289,6 +289,29 @@ def model_aliases(model) -> dict:
             "low_frequency": measured["low"], "low": measured["low"]}
 
 
+def describe_aliases(model) -> str:
+    """One line: which alpha third "high", "mid" and "low" name on `model`, where that comes from, and
+    which of the recorded margins are within two standard errors (a tie: name the thirds instead). A
+    malformed record is described, not raised (meta.json is hand-editable)."""
+    try:
+        aliases = model_aliases(model)
+    except ValueError as error:
+        return f"(unreadable band_aliases in meta.json: {error})"
+    record = (getattr(model, "meta", None) or {}).get(ALIASES_META_KEY)
+    source = "measured when trained" if record else "not recorded: hkdviz's table, measured on the shipped checkpoints"
+    ties = []
+    for name, (upper, lower) in (("high_over_mid", ("high", "mid")), ("mid_over_low", ("mid", "low"))):
+        try:
+            difference, error = (float(value) for value in record["margins"][name])
+        except (TypeError, KeyError, ValueError):
+            continue  # a record without margins (or a hand-edited one): nothing to judge
+        if not difference > 2 * error:
+            ties.append(f"{upper} and {lower} not separated, {difference:+.3f} +- {error:.3f}")
+    if ties:
+        source += "; " + "; ".join(ties) + ": name the thirds instead"
+    return f"high = {aliases['high']}, mid = {aliases['mid']}, low = {aliases['low']} ({source})"
+
+
 def band_for_model(model, band) -> Band:
     """`band` (anything as_band takes) with its aliases read for `model` (model_aliases).
 
@@ -470,5 +493,5 @@ def kept_fraction(masks: list[torch.Tensor]) -> list[float]:
 
 
 __all__ = ["Band", "BAND_NAMES", "NAMED", "ALIASES", "REGIONS", "as_band", "band_masks", "region_mask",
-           "model_aliases", "band_for_model", "ALIASES_META_KEY",
+           "model_aliases", "describe_aliases", "band_for_model", "ALIASES_META_KEY",
            "region_masks", "selection_masks", "kept_fraction"]
