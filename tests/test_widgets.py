@@ -207,6 +207,7 @@ def test_the_app_starts_on_the_checkpoints_high_band(tiny_model):
     try:
         assert app.values["band"] == (0.33, 0.67)
         assert "intermediate alpha third" in app.widget.children[0].value
+        assert "measured when it was trained" in app.widget.children[0].value
     finally:
         app.close()
 

@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import torch
 
-from ..analysis.bands import NAMED, REGIONS, Band, model_aliases
+from ..analysis.bands import ALIASES_META_KEY, NAMED, REGIONS, Band, model_aliases
 from ..analysis.editing import EditSession
 from ..model.hkd import karras_sigmas
 from ..model.koopman import BLOCK_OPERATORS
@@ -66,6 +66,8 @@ class EditingApp(WidgetApp):
         block_levels = [info for info in model.levels if info.operator in BLOCK_OPERATORS]
         _check_ratio(ratio)
         high = high_band(model)
+        source = ("measured when it was trained" if (getattr(model, "meta", None) or {}).get(ALIASES_META_KEY)
+                  else "hkdviz's reading of the shipped checkpoints; <code>band_spectra</code> measures any")
         band = _check_band(high if band is None else band)
         if level != "all" and level not in [info.index for info in block_levels]:
             raise ValueError(f"level must be 'all' or the index of a block Koopman level "
@@ -111,7 +113,7 @@ class EditingApp(WidgetApp):
             ipywidgets.HTML("<b>Frequency-aware editing</b>: inject the reference's Koopman modes of the chosen "
                             f"band into the region at the edit time (band = alpha-rank quantiles; [{high[0]:.2f}, "
                             f"{high[1]:.2f}], the {escape(model_aliases(model)['high'])} alpha third, is this "
-                            "checkpoint's high-frequency band, as <code>band_spectra</code> measures)."),
+                            f"checkpoint's high-frequency band: {source})."),
             ipywidgets.HBox([ipywidgets.VBox(list(self.controls.values())[:4]),
                              ipywidgets.VBox(list(self.controls.values())[4:])]),
             images, self.status])
