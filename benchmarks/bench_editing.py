@@ -34,7 +34,7 @@ import torch
 
 import hkdviz
 from hkdviz.model import randomize_generators
-from hkdviz.analysis.bands import ALIASES_META_KEY, model_aliases
+from hkdviz.analysis.bands import describe_aliases, model_aliases
 from hkdviz.analysis.edit_metrics import band_spectra, editing_report
 from hkdviz.analysis.editing import EditSession, edit_time
 from hkdviz.analysis.interventions import cumulative_effect
@@ -159,9 +159,7 @@ def main(argv=None) -> int:
     highest, lowest = alpha_bands.idxmax(), alpha_bands.idxmin()
     aliases = model_aliases(model)
     agrees = highest == aliases["high"] and lowest == aliases["low"]
-    source = "its meta.json" if ALIASES_META_KEY in (model.meta or {}) else "bands.ALIASES (no record)"
-    print(f"  most high-frequency band: {highest}; least: {lowest}. The checkpoint reads 'high' -> "
-          f"'{aliases['high']}', 'low' -> '{aliases['low']}' from {source}: "
+    print(f"  most high-frequency band: {highest}; least: {lowest}. The checkpoint reads {describe_aliases(model)}: "
           f"{'AGREES' if agrees else 'DISAGREES on these seeds'}\n")
 
     # (3) cumulative effect

@@ -9,7 +9,8 @@ the reference divided by the all-band baseline's, LP = its low-pass MSE divided 
 over the seeds, inside the region). A time *meets the target* when HP >= 0.5 and LP <= 0.1 (the editing
 target of docs/screening.md, Study E). With several checkpoints it also prints, per time, the smallest HP
 and the largest LP over them, and the time the Study E rule picks. It also prints each checkpoint's
-band-alias reading (bands.model_aliases) and band_spectra's high-frequency share of the three thirds.
+band-alias reading (bands.describe_aliases) and the three thirds' high-frequency shares on these seeds
+(edit_metrics.measure_band_aliases).
 Nothing is timed.
 """
 from __future__ import annotations
@@ -20,9 +21,9 @@ import sys
 import torch
 
 import hkdviz
-from hkdviz.analysis.bands import model_aliases
+from hkdviz.analysis.bands import describe_aliases
 from hkdviz.checkpoint import CheckpointError
-from hkdviz.analysis.edit_metrics import band_spectra, editing_report
+from hkdviz.analysis.edit_metrics import editing_report, measure_band_aliases
 from hkdviz.cli import parse_seeds
 from hkdviz.model.hkd import karras_sigmas
 
@@ -81,11 +82,10 @@ def main(argv=None) -> int:
     for name, model in models.items():
         times = [float(value) for value in karras_sigmas(args.grid, model.sigma_min, model.sigma_max)[1:-1]]
         reference = load_reference(args.reference, model)
-        aliases = model_aliases(model)
-        thirds = ("smallest", "intermediate", "largest")
-        shares = band_spectra(model, args.seeds[:16], thirds)["high_frequency_fraction"].values
-        print(f"{name}: high = {aliases['high']}, low = {aliases['low']}; high-frequency share "
-              + ", ".join(f"{third} {share:.3f}" for third, share in zip(thirds, shares)), flush=True)
+        measured = measure_band_aliases(model, args.seeds)  # what the training loop would record
+        print(f"{name}: reads {describe_aliases(model)}; on these seeds high-frequency share "
+              + ("n/a (no block levels)" if measured is None else
+                 ", ".join(f"{third} {share:.3f}" for third, share in measured["share"].items())), flush=True)
         table = ratios_over_times(model, args.seeds, reference, times, args.band, args.region)
         tables.append(table)
         print(f"  {'sigma':>8}  {'HP':>5}  {'LP':>6}  meets")

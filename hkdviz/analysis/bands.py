@@ -270,6 +270,11 @@ ALIASES_META_KEY = "band_aliases"  # meta.json: {"high": ..., "mid": ..., "low":
 FREQUENCY_ALIASES = ("high", "mid", "low")
 
 
+def recorded_aliases(model):
+    """The checkpoint's band-alias record (meta.json's ALIASES_META_KEY, as written), or None."""
+    return (getattr(model, "meta", None) or {}).get(ALIASES_META_KEY)
+
+
 def model_aliases(model) -> dict:
     """The image-frequency aliases as `model` reads them: ALIASES's keys, each mapped to an alpha third.
 
@@ -277,7 +282,7 @@ def model_aliases(model) -> dict:
     the least decoded high-frequency power (`edit_metrics.measure_band_aliases`, at the end of training);
     "high"/"high_frequency", "mid" and "low"/"low_frequency" then follow that measurement. A checkpoint
     without it (or a model not loaded from one) reads ALIASES, measured on the shipped checkpoints."""
-    measured = (getattr(model, "meta", None) or {}).get(ALIASES_META_KEY)
+    measured = recorded_aliases(model)
     if measured is None:
         return dict(ALIASES)
     if (not isinstance(measured, dict) or not set(FREQUENCY_ALIASES) <= set(measured)
@@ -297,7 +302,7 @@ def describe_aliases(model) -> str:
         aliases = model_aliases(model)
     except ValueError as error:
         return f"(unreadable band_aliases in meta.json: {error})"
-    record = (getattr(model, "meta", None) or {}).get(ALIASES_META_KEY)
+    record = recorded_aliases(model)
     source = "measured when trained" if record else "not recorded: hkdviz's table, measured on the shipped checkpoints"
     ties = []
     for name, (upper, lower) in (("high_over_mid", ("high", "mid")), ("mid_over_low", ("mid", "low"))):
@@ -493,5 +498,5 @@ def kept_fraction(masks: list[torch.Tensor]) -> list[float]:
 
 
 __all__ = ["Band", "BAND_NAMES", "NAMED", "ALIASES", "REGIONS", "as_band", "band_masks", "region_mask",
-           "model_aliases", "describe_aliases", "band_for_model", "ALIASES_META_KEY",
+           "model_aliases", "recorded_aliases", "describe_aliases", "band_for_model", "ALIASES_META_KEY",
            "region_masks", "selection_masks", "kept_fraction"]

@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 import torch
 
-from ..analysis.bands import ALIASES_META_KEY, NAMED, REGIONS, Band, model_aliases
+from ..analysis.bands import NAMED, REGIONS, Band, model_aliases, recorded_aliases
 from ..analysis.editing import EditSession
 from ..model.hkd import karras_sigmas
 from ..model.koopman import BLOCK_OPERATORS
@@ -66,7 +66,7 @@ class EditingApp(WidgetApp):
         block_levels = [info for info in model.levels if info.operator in BLOCK_OPERATORS]
         _check_ratio(ratio)
         high = high_band(model)
-        source = ("measured when it was trained" if (getattr(model, "meta", None) or {}).get(ALIASES_META_KEY)
+        source = ("measured when it was trained" if recorded_aliases(model)
                   else "hkdviz's reading of the shipped checkpoints; <code>band_spectra</code> measures any")
         band = _check_band(high if band is None else band)
         if level != "all" and level not in [info.index for info in block_levels]:
